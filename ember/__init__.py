@@ -1,0 +1,28 @@
+"""ember: a machine learning system one person can read end to end.
+
+Layers (lower never imports higher): `_core` (dtypes, errors, global state) -> `backend` (devices)
+-> `ops` (the primitive registry and `bind`) -> `tensor`/`autograd`/`api` (eager tensors and the
+PyTorch-style API) -> `nn`. See docs/architecture.md.
+"""
+from ._core.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, float64, iinfo,  # noqa: F401
+                           int8, int16, int32, int64, promote_types, uint8)
+from ._core.errors import AutogradError, DTypeError, EmberError, ShapeError  # noqa: F401
+from ._core.state import (default_dtype as get_default_dtype, enable_grad, is_grad_enabled,  # noqa: F401
+                          no_grad, set_default_dtype, set_grad_enabled)
+from .backend import Device as device  # noqa: F401
+from .tensor import Tensor, as_tensor, from_dlpack, from_numpy, tensor  # noqa: F401
+from . import autograd  # noqa: F401
+from .autograd import Function, grad_fn as grad, value_and_grad  # noqa: F401
+from .api import *  # noqa: F401,F403
+from .api import creation as _creation, math as _math, shape as _shape  # noqa: F401
+from .ops import register as register_primitive, Primitive, REGISTRY as primitives  # noqa: F401
+
+bool = bool_  # noqa: A001  (ember.bool as in torch.bool)
+float = float32  # noqa: A001
+double = float64
+half = float16
+long = int64
+int = int32  # noqa: A001
+short = int16
+
+__version__ = "0.1.0"

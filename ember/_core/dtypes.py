@@ -1,0 +1,170 @@
+"""ember's dtypes and the one promotion table used by eager ops and IR type inference.
+
+Promotion follows PyTorch's `result_type` for tensor/tensor pairs and treats Python scalars as
+*weak* (JAX/PyTorch): a Python int never widens an integer tensor, a Python float never widens a
+floating tensor, and a Python float meeting an integer or bool tensor gives the default float dtype.
+float16 and bfloat16 meet in float32. Unlike PyTorch, a 0-d *tensor* is not weak: only Python
+scalars are (the IR's types carry the weak flag, not the rank).
+"""
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+
+
+class DType:
+    """A tensor element type: a name, its numpy dtype and its category."""
+
+    __slots__ = ("name", "np", "itemsize", "kind", "bits")
+
+    def __init__(self, name: str, np_dtype, kind: str):
+        self.name = name
+        self.np = np.dtype(np_dtype)
+        self.itemsize = self.np.itemsize
+        self.kind = kind  # "b" bool, "u" unsigned int, "i" signed int, "f" floating
+        self.bits = self.itemsize * 8
+
+    @property
+    def is_floating_point(self) -> bool:
+        return self.kind == "f"
+
+    @property
+    def is_signed(self) -> bool:
+        return self.kind in "if"
+
+    def __repr__(self) -> str:
+        return f"ember.{self.name}"
+
+    def __reduce__(self):  # copy/deepcopy return the singleton
+        return (_by_name, (self.name,))
+
+
+bool_ = DType("bool", np.bool_, "b")
+uint8 = DType("uint8", np.uint8, "u")
+uint32 = DType("uint32", np.uint32, "u")  # internal: RNG bits
+int8 = DType("int8", np.int8, "i")
+int16 = DType("int16", np.int16, "i")
+int32 = DType("int32", np.int32, "i")
+int64 = DType("int64", np.int64, "i")
+float16 = DType("float16", np.float16, "f")
+bfloat16 = DType("bfloat16", ml_dtypes.bfloat16, "f")
+float32 = DType("float32", np.float32, "f")
+float64 = DType("float64", np.float64, "f")
+
+#: the dtypes a user can ask for (uint32 exists for random bits and bit casts)
+ALL = (float32, float64, float16, bfloat16, int8, int16, int32, int64, uint8, bool_)
+FLOATS = (float16, bfloat16, float32, float64)
+INTS = (uint8, int8, int16, int32, int64)
+
+_ALL_INTERNAL = ALL + (uint32,)
+_BY_NAME = {d.name: d for d in _ALL_INTERNAL}
+_BY_NP = {d.np: d for d in _ALL_INTERNAL}
+_BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64, "int": int32,
+                 "short": int16, "bool_": bool_})
+
+
+def _by_name(name: str) -> DType:
+    return _BY_NAME[name]
+
+
+def as_dtype(x) -> DType:
+    """Turn a DType, a name, a numpy dtype or a Python type into an ember DType."""
+    if isinstance(x, DType):
+        return x
+    if isinstance(x, str):
+        try:
+            return _BY_NAME[x]
+        except KeyError:
+            raise TypeError(f"unknown dtype {x!r}; ember has {', '.join(d.name for d in ALL)}") from None
+    if x is float:
+        return float32
+    if x is int:
+        return int64
+    if x is bool:
+        return bool_
+    try:
+        return _BY_NP[np.dtype(x)]
+    except (KeyError, TypeError):
+        raise TypeError(f"ember does not support dtype {x!r}") from None
+
+
+def from_numpy_dtype(npdt) -> DType:
+    """The ember dtype of a numpy dtype (fast path for arrays)."""
+    try:
+        return _BY_NP[npdt]
+    except KeyError:
+        raise TypeError(f"ember does not support numpy dtype {npdt}") from None
+
+
+# ---------------------------------------------------------------- promotion
+def _promote_strong(a: DType, b: DType) -> DType:
+    if a is b:
+        return a
+    if a.kind == "b":
+        return b
+    if b.kind == "b":
+        return a
+    if a.kind == "f" or b.kind == "f":
+        if a.kind != "f":
+            return b
+        if b.kind != "f":
+            return a
+        if {a, b} == {float16, bfloat16}:
+            return float32
+        return a if a.bits > b.bits else b
+    # both integers
+    if a.kind == b.kind:
+        return a if a.bits > b.bits else b
+    u, s = (a, b) if a.kind == "u" else (b, a)
+    if s.bits > u.bits:
+        return s
+    return {8: int16, 16: int32, 32: int64, 64: int64}[u.bits]
+
+
+PROMOTION = {(a, b): _promote_strong(a, b) for a in _ALL_INTERNAL for b in _ALL_INTERNAL}
+
+
+def promote_types(a: DType, b: DType) -> DType:
+    """The dtype two tensors of dtypes `a` and `b` compute in."""
+    return PROMOTION[(a, b)]
+
+
+def scalar_kind(x) -> str | None:
+    """'b', 'i' or 'f' for a Python/numpy scalar, None for anything else."""
+    if isinstance(x, bool):
+        return "b"
+    if isinstance(x, int):
+        return "i"
+    if isinstance(x, float):
+        return "f"
+    return None
+
+
+def promote_with_scalar(t: DType, kind: str, default_float: DType) -> DType:
+    """Result dtype of a tensor of dtype `t` meeting a weak Python scalar of `kind`."""
+    if kind == "b":
+        return t
+    if kind == "i":
+        return int64 if t.kind == "b" else t
+    return t if t.kind == "f" else default_float
+
+
+def weak_scalar_dtype(kind: str, default_float: DType) -> DType:
+    """The dtype a lone weak scalar takes: bool, int64 or the default float."""
+    return {"b": bool_, "i": int64, "f": default_float}[kind]
+
+
+def finfo(dtype) -> "ml_dtypes.finfo":
+    """Floating-point limits (max, eps, tiny, smallest_subnormal) of a floating dtype."""
+    d = as_dtype(dtype)
+    if d.kind != "f":
+        raise TypeError(f"finfo needs a floating dtype, got {d.name}")
+    return ml_dtypes.finfo(d.np)
+
+
+def iinfo(dtype) -> np.iinfo:
+    """Integer limits of an integer dtype."""
+    d = as_dtype(dtype)
+    if d.kind not in "ui":
+        raise TypeError(f"iinfo needs an integer dtype, got {d.name}")
+    return np.iinfo(d.np)

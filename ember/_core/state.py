@@ -1,0 +1,128 @@
+"""All of ember's global state, in one place.
+
+- grad mode (thread-local): whether ops record the autograd tape. `no_grad`/`enable_grad`/
+  `set_grad_enabled` change it for a block.
+- the interpreter stack (thread-local): the bottom entry evaluates eagerly; a tracer pushes
+  itself while it traces a function (`interpreter`).
+- the default floating dtype (process-wide): `set_default_dtype`/`default_dtype`.
+- the default random generator (process-wide): created on first use, see `ember.random`.
+- the debug level: `EMBER_DEBUG` from the environment, or `debug_level(n)` for a block.
+
+Importing this module reads no files, starts no threads and compiles nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from . import dtypes
+
+
+class _Local(threading.local):
+    def __init__(self):
+        self.grad_enabled = True
+        self.interpreters = []  # filled with the eager interpreter by ember.ops.dispatch
+
+
+TLS = _Local()
+
+_default_float = dtypes.float32
+default_generator = None  # set lazily by ember.random
+_debug = None
+
+
+def is_grad_enabled() -> bool:
+    """True when ops record the autograd tape in this thread."""
+    return TLS.grad_enabled
+
+
+@contextlib.contextmanager
+def set_grad_enabled(mode: bool):
+    """Turn tape recording on or off for a block (usable as a context manager)."""
+    prev = TLS.grad_enabled
+    TLS.grad_enabled = bool(mode)
+    try:
+        yield
+    finally:
+        TLS.grad_enabled = prev
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Context manager and decorator: ops inside record no tape."""
+
+    def __enter__(self):
+        self._prev = TLS.grad_enabled
+        TLS.grad_enabled = False
+
+    def __exit__(self, *exc):
+        TLS.grad_enabled = self._prev
+
+
+class enable_grad(contextlib.ContextDecorator):
+    """Context manager and decorator: ops inside record the tape even under no_grad."""
+
+    def __enter__(self):
+        self._prev = TLS.grad_enabled
+        TLS.grad_enabled = True
+
+    def __exit__(self, *exc):
+        TLS.grad_enabled = self._prev
+
+
+def default_dtype() -> dtypes.DType:
+    """The floating dtype used for Python floats and int/int true division."""
+    return _default_float
+
+
+def set_default_dtype(dtype) -> None:
+    """Set the default floating dtype (float32 unless changed)."""
+    global _default_float
+    d = dtypes.as_dtype(dtype)
+    if d.kind != "f":
+        raise TypeError(f"default dtype must be floating, got {d.name}")
+    _default_float = d
+
+
+@contextlib.contextmanager
+def default_dtype_as(dtype):
+    """Use another default floating dtype for a block."""
+    prev = _default_float
+    set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        set_default_dtype(prev)
+
+
+@contextlib.contextmanager
+def interpreter(interp):
+    """Push an interpreter (a tracer, say) on this thread's stack for a block."""
+    TLS.interpreters.append(interp)
+    try:
+        yield interp
+    finally:
+        TLS.interpreters.pop()
+
+
+def debug_level() -> int:
+    """The EMBER_DEBUG level (0 = silent)."""
+    global _debug
+    if _debug is None:
+        try:
+            _debug = int(os.environ.get("EMBER_DEBUG", "0") or 0)
+        except ValueError:
+            _debug = 0
+    return _debug
+
+
+@contextlib.contextmanager
+def debug(level: int):
+    """Set the debug level for a block."""
+    global _debug
+    prev = debug_level()
+    _debug = int(level)
+    try:
+        yield
+    finally:
+        _debug = prev

@@ -1,0 +1,106 @@
+"""Layer 3's public functions (PyTorch names) and the Tensor methods and operators built on them."""
+from __future__ import annotations
+
+import copy as _copy
+
+from .._core import dtypes as _dt
+from ..autograd import assign_
+from ..ops import lax as _lax
+from ..tensor import Tensor
+from . import creation, linalg, math, random, shape
+from .creation import *  # noqa: F401,F403
+from .linalg import bmm, dot, matmul, mm, outer  # noqa: F401
+from .math import *  # noqa: F401,F403
+from .math import MaxMin, convert, result_type  # noqa: F401
+from .random import (Generator, bernoulli, default_generator, get_rng_state, initial_seed,  # noqa: F401
+                     manual_seed, normal, rand, randint, randn, randperm, seed, set_rng_state)
+from .shape import *  # noqa: F401,F403
+
+M, S = math, shape
+
+
+def _rev(fn):
+    return lambda self, other: fn(other, self)
+
+
+def _inplace(fn):
+    def method(self, *args, **kwargs):
+        return assign_(self, fn(self, *args, **kwargs))
+    method.__name__ = fn.__name__ + "_"
+    method.__doc__ = f"In-place {fn.__name__}: writes the result into this tensor's memory."
+    return method
+
+
+def _deepcopy(self, memo):
+    t = self.detach().clone()
+    t._rg = self._rg
+    if self.grad is not None:
+        t.grad = self.grad.detach().clone()
+    memo[id(self)] = t
+    return t
+
+
+_METHODS = {
+    # operators
+    "__add__": M.add, "__radd__": _rev(M.add), "__sub__": M.sub, "__rsub__": _rev(M.sub),
+    "__mul__": M.mul, "__rmul__": _rev(M.mul), "__truediv__": M.div, "__rtruediv__": _rev(M.div),
+    "__floordiv__": M.floor_divide, "__rfloordiv__": _rev(M.floor_divide),
+    "__mod__": M.remainder, "__rmod__": _rev(M.remainder), "__pow__": M.pow, "__rpow__": _rev(M.pow),
+    "__matmul__": linalg.matmul, "__rmatmul__": _rev(linalg.matmul),
+    "__neg__": M.neg, "__pos__": lambda self: self, "__abs__": M.abs, "__invert__": lambda self: (
+        M.logical_not(self) if self.dtype is _dt.bool_ else M.bitwise_not(self)),
+    "__and__": M.bitwise_and, "__rand__": _rev(M.bitwise_and), "__or__": M.bitwise_or,
+    "__ror__": _rev(M.bitwise_or), "__xor__": M.bitwise_xor, "__rxor__": _rev(M.bitwise_xor),
+    "__eq__": M.eq, "__ne__": M.ne, "__lt__": M.lt, "__le__": M.le, "__gt__": M.gt, "__ge__": M.ge,
+    "__getitem__": S.getitem, "__setitem__": S.setitem, "__deepcopy__": _deepcopy,
+    # math
+    "add": M.add, "sub": M.sub, "mul": M.mul, "div": M.div, "pow": M.pow, "neg": M.neg, "abs": M.abs,
+    "sign": M.sign, "exp": M.exp, "log": M.log, "log1p": M.log1p, "expm1": M.expm1, "log2": M.log2,
+    "sqrt": M.sqrt, "rsqrt": M.rsqrt, "sin": M.sin, "cos": M.cos, "tanh": M.tanh, "erf": M.erf,
+    "sigmoid": M.sigmoid, "floor": M.floor, "ceil": M.ceil, "round": M.round, "trunc": M.trunc,
+    "square": M.square, "reciprocal": M.reciprocal, "remainder": M.remainder, "fmod": M.fmod,
+    "floor_divide": M.floor_divide, "maximum": M.maximum, "minimum": M.minimum, "clamp": M.clamp,
+    "clip": M.clamp, "isnan": M.isnan, "isinf": M.isinf, "isfinite": M.isfinite,
+    "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
+    "logical_not": M.logical_not, "logical_and": M.logical_and, "logical_or": M.logical_or,
+    "where": lambda self, condition, other: M.where(condition, self, other), "lerp": M.lerp,
+    "sum": M.sum, "mean": M.mean, "prod": M.prod, "amax": M.amax, "amin": M.amin, "max": M.max,
+    "min": M.min, "argmax": M.argmax, "argmin": M.argmin, "all": M.all, "any": M.any, "var": M.var,
+    "std": M.std, "logsumexp": M.logsumexp, "cumsum": M.cumsum, "norm": M.norm,
+    "matmul": linalg.matmul, "mm": linalg.mm, "bmm": linalg.bmm, "dot": linalg.dot,
+    # shape
+    "reshape": S.reshape, "view": S.view, "flatten": S.flatten, "unflatten": S.unflatten,
+    "squeeze": S.squeeze, "unsqueeze": S.unsqueeze, "permute": S.permute, "transpose": S.transpose,
+    "t": S.t, "expand": S.expand, "expand_as": S.expand_as, "broadcast_to": S.broadcast_to,
+    "contiguous": S.contiguous, "clone": S.clone, "flip": S.flip, "split": S.split, "chunk": S.chunk,
+    "unbind": S.unbind, "narrow": S.narrow, "repeat": S.repeat, "tril": S.tril, "triu": S.triu,
+    "index_select": S.index_select, "gather": S.gather, "scatter_add": S.scatter_add,
+    "index_add": S.index_add, "masked_fill": S.masked_fill, "nonzero": S.nonzero,
+    # dtype conversions
+    "float": lambda self: M.convert(self, _dt.float32), "double": lambda self: M.convert(self, _dt.float64),
+    "half": lambda self: M.convert(self, _dt.float16), "bfloat16": lambda self: M.convert(self, _dt.bfloat16),
+    "int": lambda self: M.convert(self, _dt.int32), "long": lambda self: M.convert(self, _dt.int64),
+    "bool": lambda self: M.convert(self, _dt.bool_), "byte": lambda self: M.convert(self, _dt.uint8),
+    "type_as": lambda self, other: M.convert(self, other.dtype),
+    # in-place
+    "add_": _inplace(M.add), "sub_": _inplace(M.sub), "mul_": _inplace(M.mul), "div_": _inplace(M.div),
+    "pow_": _inplace(M.pow), "neg_": _inplace(M.neg), "exp_": _inplace(M.exp), "sqrt_": _inplace(M.sqrt),
+    "clamp_": _inplace(M.clamp), "abs_": _inplace(M.abs), "sign_": _inplace(M.sign),
+    "lerp_": _inplace(M.lerp), "masked_fill_": _inplace(S.masked_fill), "index_add_": _inplace(S.index_add),
+    "scatter_add_": _inplace(S.scatter_add), "maximum_": _inplace(M.maximum),
+    "__iadd__": _inplace(M.add), "__isub__": _inplace(M.sub), "__imul__": _inplace(M.mul),
+    "__itruediv__": _inplace(M.div),
+    "zero_": lambda self: assign_(self, _lax.full(self.shape, 0, self.dtype)),
+    "fill_": lambda self, v: assign_(self, _lax.broadcast_to(v, self.shape) if isinstance(v, Tensor)
+                                     else _lax.full(self.shape, v, self.dtype)),
+    "copy_": lambda self, src: assign_(self, _lax.broadcast_to(M.convert(src, self.dtype), self.shape)),
+    "uniform_": random.uniform_, "normal_": random.normal_, "bernoulli_": random.bernoulli_,
+}
+
+for _name, _fn in _METHODS.items():
+    setattr(Tensor, _name, _fn)
+
+Tensor.T = property(lambda self: S.permute(self, tuple(reversed(range(self.ndim)))))
+Tensor.mT = property(lambda self: S.transpose(self, -2, -1))
+Tensor.__deepcopy__ = _deepcopy
+del _copy

@@ -1,0 +1,263 @@
+"""Elementwise primitives: arithmetic, math functions, comparisons, bitwise ops, select and casts.
+
+Operands broadcast with numpy's rules; Python scalars are weakly typed. Integer floor division
+and remainder follow numpy (floor semantics) and raise ZeroDivisionError on a zero divisor as
+PyTorch does; `round` is half-to-even; `max`/`min` propagate NaN.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .._core import dtypes as dt
+from . import expr as E
+from . import lax
+from .core import (ALL_DTYPES, BOOL, CUSTOM, FLOAT, NUMERIC, SAME, Aval, Primitive,
+                   elementwise_abstract, register)
+
+FLOATS = dt.FLOATS
+# uint32 is internal (random bits): the arithmetic the generator needs supports it
+WITH_U32 = ALL_DTYPES + (dt.uint32,)
+INTS_BOOL = dt.INTS + (dt.bool_,)
+SIGNED = tuple(d for d in NUMERIC if d is not dt.uint8)
+
+
+def _shape(x):
+    return getattr(x, "shape", None)
+
+
+def _is_float(x):
+    d = getattr(x, "dtype", None)
+    return d is not None and d.kind == "f"
+
+
+def _zero(g):
+    return lax.zeros_like(g)
+
+
+def _elementwise(name, impl, vjp=None, lowering=None, dtypes=ALL_DTYPES, rule=SAME,
+                 needs_out=False, doc=""):
+    p = Primitive(name, impl=impl, vjp=vjp, lowering=lowering, dtypes=dtypes, dtype_rule=rule,
+                  kind="elementwise", needs_out=needs_out, doc=doc)
+    p.abstract = elementwise_abstract(p)
+    return register(p)
+
+
+def _unary_lowering(fn):
+    return lambda x: E.call(fn, x)
+
+
+def _binary_lowering(fn):
+    return lambda x, y: E.call(fn, x, y)
+
+
+# ---------------------------------------------------------------- arithmetic
+def _div_int_checked(ufunc):
+    def impl(x, y):
+        if x.dtype.kind in "iub" and np.any(np.equal(y, 0)):
+            raise ZeroDivisionError("integer division or remainder by zero")
+        return ufunc(x, y)
+    return impl
+
+
+def _max_vjp(g, out, x, y):
+    # ties share the gradient equally (PyTorch's rule); NaN goes to the operand that holds it
+    gx = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.ge(x, y), g, _zero(g))) \
+        if _is_float(x) else None
+    gy = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.ge(x, y), _zero(g), g)) \
+        if _is_float(y) else None
+    return lax.unbroadcast(gx, _shape(x)), lax.unbroadcast(gy, _shape(y))
+
+
+def _min_vjp(g, out, x, y):
+    gx = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.le(x, y), g, _zero(g))) \
+        if _is_float(x) else None
+    gy = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.le(x, y), _zero(g), g)) \
+        if _is_float(y) else None
+    return lax.unbroadcast(gx, _shape(x)), lax.unbroadcast(gy, _shape(y))
+
+
+def _pow_vjp(g, out, x, y):
+    gx = gy = None
+    if _is_float(x):
+        # d/dx x**y = y * x**(y-1), defined as 0 where y == 0 (PyTorch)
+        d = lax.mul(y, lax.pow(x, lax.sub(y, 1)))
+        gx = lax.unbroadcast(lax.select(lax.eq(y, 0), lax.zeros_like(d), lax.mul(g, d)), _shape(x))
+    if _is_float(y):
+        # d/dy x**y = x**y * log(x), defined as 0 where x == 0 and y >= 0
+        d = lax.mul(out, lax.log(x))
+        mask = lax.bitwise_and(lax.eq(x, 0), lax.ge(y, 0))
+        gy = lax.unbroadcast(lax.select(mask, lax.zeros_like(d), lax.mul(g, d)), _shape(y))
+    return gx, gy
+
+
+def _atan2_vjp(g, out, y, x):
+    den = lax.add(lax.mul(x, x), lax.mul(y, y))
+    return (lax.unbroadcast(lax.mul(g, lax.div(x, den)), _shape(y)) if _is_float(y) else None,
+            lax.unbroadcast(lax.neg(lax.mul(g, lax.div(y, den))), _shape(x)) if _is_float(x) else None)
+
+
+_elementwise("add", np.add, dtypes=WITH_U32, lowering=_binary_lowering("add"),
+             vjp=lambda g, out, x, y: (lax.unbroadcast(g, _shape(x)), lax.unbroadcast(g, _shape(y))))
+_elementwise("sub", np.subtract, dtypes=NUMERIC, lowering=_binary_lowering("sub"),
+             vjp=lambda g, out, x, y: (lax.unbroadcast(g, _shape(x)), lax.unbroadcast(lax.neg(g), _shape(y))))
+_elementwise("mul", np.multiply, dtypes=WITH_U32, lowering=_binary_lowering("mul"),
+             vjp=lambda g, out, x, y: (lax.unbroadcast(lax.mul(g, y), _shape(x)),
+                                       lax.unbroadcast(lax.mul(g, x), _shape(y))))
+_elementwise("div", np.true_divide, dtypes=ALL_DTYPES, rule=FLOAT, lowering=_binary_lowering("div"),
+             needs_out=True,
+             vjp=lambda g, out, x, y: (lax.unbroadcast(lax.div(g, y), _shape(x)),
+                                       lax.unbroadcast(lax.neg(lax.div(lax.mul(g, out), y)), _shape(y))))
+_elementwise("floordiv", _div_int_checked(np.floor_divide), dtypes=NUMERIC,
+             lowering=_binary_lowering("floordiv"),
+             vjp=lambda g, out, x, y: (lax.unbroadcast(_zero(g), _shape(x)) if _is_float(x) else None,
+                                       lax.unbroadcast(_zero(g), _shape(y)) if _is_float(y) else None))
+_elementwise("rem", _div_int_checked(np.remainder), dtypes=NUMERIC + (dt.uint32,), lowering=_binary_lowering("mod"),
+             vjp=lambda g, out, x, y: (lax.unbroadcast(g, _shape(x)),
+                                       lax.unbroadcast(lax.neg(lax.mul(g, lax.floordiv(x, y))), _shape(y))))
+_elementwise("pow", np.power, dtypes=NUMERIC, lowering=_binary_lowering("pow"), vjp=_pow_vjp,
+             needs_out=True)
+_elementwise("max", np.maximum, lowering=_binary_lowering("max"), vjp=_max_vjp)
+_elementwise("min", np.minimum, lowering=_binary_lowering("min"), vjp=_min_vjp)
+_elementwise("atan2", np.arctan2, dtypes=ALL_DTYPES, rule=FLOAT, lowering=_binary_lowering("atan2"),
+             vjp=_atan2_vjp)
+
+# ---------------------------------------------------------------- unary math
+_SQRT_PI_2 = 2.0 / math.sqrt(math.pi)
+
+
+def _logistic(x):
+    # stable on both tails: exp of a non-positive number only
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def _erf(x):
+    # numpy has no erf: Abramowitz-Stegun is too coarse, so use math.erf elementwise on float64
+    flat = np.asarray(x, np.float64).ravel()
+    out = np.fromiter((math.erf(v) for v in flat), np.float64, count=flat.size)
+    return out.reshape(np.shape(x)).astype(x.dtype, copy=False)
+
+
+def _rsqrt(x):
+    return np.reciprocal(np.sqrt(x))
+
+
+def _sign(x):
+    if x.dtype.kind == "b":
+        return x.copy()
+    return np.sign(x)
+
+
+def _float_unary(name, impl, vjp, lowering, needs_out=False):
+    _elementwise(name, impl, vjp=vjp, lowering=lowering, dtypes=ALL_DTYPES, rule=FLOAT,
+                 needs_out=needs_out)
+
+
+_elementwise("neg", np.negative, dtypes=NUMERIC, lowering=_unary_lowering("neg"),
+             vjp=lambda g, out, x: (lax.neg(g),))
+_elementwise("abs", np.abs, dtypes=NUMERIC, lowering=_unary_lowering("abs"),
+             vjp=lambda g, out, x: (lax.mul(g, lax.sign(x)),))
+_elementwise("sign", _sign, dtypes=ALL_DTYPES, lowering=_unary_lowering("sign"),
+             vjp=lambda g, out, x: (_zero(g),))
+_float_unary("exp", np.exp, lambda g, out, x: (lax.mul(g, out),), _unary_lowering("exp"), True)
+_float_unary("log", np.log, lambda g, out, x: (lax.div(g, x),), _unary_lowering("log"))
+_float_unary("log1p", np.log1p, lambda g, out, x: (lax.div(g, lax.add(x, 1)),), _unary_lowering("log1p"))
+_float_unary("expm1", np.expm1, lambda g, out, x: (lax.mul(g, lax.add(out, 1)),),
+             _unary_lowering("expm1"), True)
+_float_unary("sqrt", np.sqrt, lambda g, out, x: (lax.div(g, lax.mul(out, 2)),), _unary_lowering("sqrt"), True)
+_float_unary("rsqrt", _rsqrt, lambda g, out, x: (lax.mul(lax.mul(g, -0.5), lax.div(out, x)),),
+             lambda x: 1 / E.call("sqrt", x), True)
+_float_unary("sin", np.sin, lambda g, out, x: (lax.mul(g, lax.cos(x)),), _unary_lowering("sin"))
+_float_unary("cos", np.cos, lambda g, out, x: (lax.neg(lax.mul(g, lax.sin(x))),), _unary_lowering("cos"))
+_float_unary("tanh", np.tanh, lambda g, out, x: (lax.mul(g, lax.sub(1, lax.mul(out, out))),),
+             _unary_lowering("tanh"), True)
+_float_unary("erf", _erf, lambda g, out, x: (lax.mul(g, lax.mul(_SQRT_PI_2, lax.exp(lax.neg(lax.mul(x, x))))),),
+             _unary_lowering("erf"))
+_float_unary("logistic", _logistic, lambda g, out, x: (lax.mul(g, lax.mul(out, lax.sub(1, out))),),
+             lambda x: 1 / (1 + E.call("exp", -x)), True)
+
+
+def _rounding(name, ufunc, fn):
+    _elementwise(name, lambda x: x.copy() if x.dtype.kind in "iub" else ufunc(x), dtypes=NUMERIC,
+                 lowering=_unary_lowering(fn), vjp=lambda g, out, x: (_zero(g),))
+
+
+_rounding("floor", np.floor, "floor")
+_rounding("ceil", np.ceil, "ceil")
+_rounding("round", np.rint, "round_even")
+_rounding("trunc", np.trunc, "trunc")
+_elementwise("isnan", np.isnan, dtypes=ALL_DTYPES, rule=BOOL, lowering=_unary_lowering("isnan"))
+
+# ---------------------------------------------------------------- comparisons and bitwise
+for _n, _u, _f in (("eq", np.equal, "eq"), ("ne", np.not_equal, "ne"), ("lt", np.less, "lt"),
+                   ("le", np.less_equal, "le"), ("gt", np.greater, "gt"), ("ge", np.greater_equal, "ge")):
+    _elementwise(_n, _u, dtypes=WITH_U32, rule=BOOL, lowering=_binary_lowering(_f))
+
+_elementwise("bitwise_and", np.bitwise_and, dtypes=INTS_BOOL + (dt.uint32,), lowering=_binary_lowering("and"))
+_elementwise("bitwise_or", np.bitwise_or, dtypes=INTS_BOOL + (dt.uint32,), lowering=_binary_lowering("or"))
+_elementwise("bitwise_xor", np.bitwise_xor, dtypes=INTS_BOOL + (dt.uint32,), lowering=_binary_lowering("xor"))
+_elementwise("bitwise_not", np.invert, dtypes=INTS_BOOL + (dt.uint32,), lowering=_unary_lowering("not"))
+_elementwise("shift_left", np.left_shift, dtypes=dt.INTS + (dt.uint32,), lowering=_binary_lowering("shl"))
+_elementwise("shift_right", np.right_shift, dtypes=dt.INTS + (dt.uint32,), lowering=_binary_lowering("shr"))
+
+
+# ---------------------------------------------------------------- select
+def _select_abstract(c: Aval, x: Aval, y: Aval) -> Aval:
+    from .core import broadcast_shapes
+    from .._core.errors import DTypeError, op_error
+    if c.dtype is not dt.bool_:
+        raise op_error(DTypeError, "select", f"the condition must be bool, got {c.dtype.name}")
+    key = tuple(("i" if a.dtype.kind in "ui" else a.dtype.kind) if a.weak else a.dtype for a in (x, y))
+    _, out = P_select.resolve_dtypes(key)
+    return Aval(broadcast_shapes("select", c.shape, x.shape, y.shape), out, x.weak and y.weak)
+
+
+def _select_vjp(g, out, c, x, y):
+    z = _zero(g)
+    return (None, lax.unbroadcast(lax.select(c, g, z), _shape(x)) if _is_float(x) else None,
+            lax.unbroadcast(lax.select(c, z, g), _shape(y)) if _is_float(y) else None)
+
+
+P_select = register(Primitive(
+    "select", impl=lambda c, x, y: np.where(c, x, y), abstract=_select_abstract, vjp=_select_vjp,
+    lowering=lambda c, x, y: E.call("select", c, x, y), kind="elementwise", promote_args=(1, 2)))
+
+
+# ---------------------------------------------------------------- casts
+def _convert_abstract(x: Aval, *, dtype) -> Aval:
+    return Aval(x.shape, dtype, False)
+
+
+def _convert_impl(x, *, dtype):
+    if dtype.kind in "iu" and x.dtype.kind == "f":
+        # float -> int truncates toward zero; NaN/inf give the C cast's undefined value in numpy,
+        # so make it deterministic (0) instead
+        with np.errstate(invalid="ignore"):
+            x = np.where(np.isfinite(x), x, 0)
+    return x.astype(dtype.np)
+
+
+def _convert_vjp(g, out, x, *, dtype):
+    if not _is_float(x) or dtype.kind != "f":
+        return (None,)
+    return (lax.convert(g, x.dtype),)
+
+
+register(Primitive("convert", impl=_convert_impl, abstract=_convert_abstract, vjp=_convert_vjp,
+                   lowering=lambda x, *, dtype: E.cast(x, dtype.name), dtype_rule=CUSTOM,
+                   kind="elementwise", promote_args=(0,), half_in_f32=False, dtypes=dt.ALL + (dt.uint32,)))
+
+
+def _bitcast_abstract(x: Aval, *, dtype) -> Aval:
+    if x.dtype.itemsize != dtype.itemsize:
+        from .._core.errors import DTypeError, op_error
+        raise op_error(DTypeError, "bitcast", f"{x.dtype.name} and {dtype.name} differ in size")
+    return Aval(x.shape, dtype, False)
+
+
+register(Primitive("bitcast", impl=lambda x, *, dtype: x.view(dtype.np) if x.ndim else x.reshape(1).view(dtype.np).reshape(()),
+                   abstract=_bitcast_abstract, dtype_rule=CUSTOM, kind="elementwise", promote_args=(0,),
+                   half_in_f32=False, dtypes=dt.ALL + (dt.uint32,),
+                   lowering=None))

@@ -1,0 +1,109 @@
+"""Gather and scatter primitives along one axis.
+
+- `gather(x, idx, axis)`: numpy `take` — out shape x.shape[:axis] + idx.shape + x.shape[axis+1:]
+  (embedding lookup, integer-array indexing);
+- `scatter_add(x, idx, upd, axis)`: x with `upd` added at the gathered positions (its transpose);
+- `take_along_axis` / `scatter_add_along_axis`: the per-row variants (cross-entropy's pick).
+
+Negative indices count from the end; an index out of range raises IndexError naming it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._core import dtypes as dt
+from .._core.errors import DTypeError, ShapeError, op_error
+from . import lax
+from .core import ALL_DTYPES, Aval, P, Primitive, register
+
+INDEX_DTYPES = (dt.int8, dt.int16, dt.int32, dt.int64, dt.uint8)
+
+
+def _check_index(op, x: Aval, idx: Aval, axis):
+    if idx.dtype not in INDEX_DTYPES:
+        raise op_error(DTypeError, op, f"indices must be an integer tensor, got {idx.dtype.name}")
+    if not 0 <= axis < max(len(x.shape), 1):
+        raise op_error(ShapeError, op, f"axis {axis} out of range for shape {x.shape}")
+
+
+def _bounds(idx, n, op):
+    if idx.size and (idx.min() < -n or idx.max() >= n):
+        bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
+        raise IndexError(f"{op}: index {bad} is out of bounds for a dimension of size {n}")
+    return idx
+
+
+def _gather_abstract(x: Aval, idx: Aval, *, axis) -> Aval:
+    _check_index("index", x, idx, axis)
+    return Aval(x.shape[:axis] + idx.shape + x.shape[axis + 1:], x.dtype, x.weak)
+
+
+def _gather_impl(x, idx, *, axis):
+    return np.take(x, _bounds(idx, x.shape[axis], "index"), axis=axis)
+
+
+def _scatter_add_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
+    _check_index("index_add", x, idx, axis)
+    want = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
+    if upd.shape != want:
+        raise op_error(ShapeError, "index_add", f"updates of shape {upd.shape} do not fit {want} "
+                       f"(tensor {x.shape}, indices {idx.shape}, axis {axis})")
+    return Aval(x.shape, x.dtype)
+
+
+def _scatter_add_impl(x, idx, upd, *, axis):
+    idx = _bounds(idx, x.shape[axis], "index_add") % max(x.shape[axis], 1)
+    out = np.array(x, copy=True)
+    if axis == 0 and idx.ndim <= 1 and x.ndim == 2 and out.dtype.kind == "f" and idx.size:
+        # dense rows: one matmul-free bincount-style accumulation per column block
+        np.add.at(out, idx.ravel(), upd.reshape(-1, x.shape[1]))
+        return out
+    moved = np.moveaxis(out, axis, 0)
+    u = np.moveaxis(upd.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 1:]), axis, 0)
+    np.add.at(moved, idx.ravel(), u)
+    return out
+
+
+register(Primitive("gather", impl=_gather_impl, abstract=_gather_abstract, kind="index",
+                   promote_args=(0,), half_in_f32=False, dtypes=ALL_DTYPES,
+                   vjp=lambda g, out, x, idx, *, axis: (lax.scatter_add(lax.zeros_like(x), idx, g, axis), None)))
+register(Primitive("scatter_add", impl=_scatter_add_impl, abstract=_scatter_add_abstract, kind="index",
+                   promote_args=(0, 2), dtypes=ALL_DTYPES,
+                   vjp=lambda g, out, x, idx, upd, *, axis: (g, None, lax.gather(g, idx, axis))))
+
+
+def _tal_abstract(x: Aval, idx: Aval, *, axis) -> Aval:
+    _check_index("take_along_axis", x, idx, axis)
+    if len(idx.shape) != len(x.shape) or any(
+            a != b and a != 1 for i, (a, b) in enumerate(zip(idx.shape, x.shape)) if i != axis):
+        raise op_error(ShapeError, "take_along_axis", f"indices of shape {idx.shape} do not fit "
+                       f"tensor {x.shape} along axis {axis}")
+    return Aval(tuple(idx.shape[i] if i == axis else x.shape[i] for i in range(len(x.shape))), x.dtype, x.weak)
+
+
+def _tal_impl(x, idx, *, axis):
+    return np.take_along_axis(x, _bounds(idx, x.shape[axis], "take_along_axis"), axis=axis)
+
+
+def _sal_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
+    _tal_abstract(x, idx, axis=axis)
+    return Aval(x.shape, x.dtype)
+
+
+def _sal_impl(x, idx, upd, *, axis):
+    idx = _bounds(idx, x.shape[axis], "scatter_add_along_axis") % max(x.shape[axis], 1)
+    out = np.array(x, copy=True)
+    full = [np.broadcast_to(np.arange(n).reshape((-1,) + (1,) * (x.ndim - i - 1)), upd.shape)
+            for i, n in enumerate(upd.shape)]
+    full[axis] = np.broadcast_to(idx, upd.shape)
+    np.add.at(out, tuple(full), upd)
+    return out
+
+
+register(Primitive("take_along_axis", impl=_tal_impl, abstract=_tal_abstract, kind="index",
+                   promote_args=(0,), half_in_f32=False, dtypes=ALL_DTYPES,
+                   vjp=lambda g, out, x, idx, *, axis: (
+                       lax.scatter_add_along_axis(lax.zeros_like(x), idx, g, axis), None)))
+register(Primitive("scatter_add_along_axis", impl=_sal_impl, abstract=_sal_abstract, kind="index",
+                   promote_args=(0, 2), dtypes=ALL_DTYPES,
+                   vjp=lambda g, out, x, idx, upd, *, axis: (g, None, lax.take_along_axis(g, idx, axis))))

@@ -1,0 +1,153 @@
+"""Thin functions over the primitives, one per primitive plus a few helpers.
+
+VJP rules are written with these, so they run through `bind` like any user op: under the eager
+interpreter they compute, under a tracer they record, and with `create_graph` they are
+differentiated again. The names follow the primitives (JAX's `lax`), not PyTorch's Tensor API;
+that lives in layer 3.
+"""
+from __future__ import annotations
+
+from .core import P, bind
+
+
+# ---- elementwise
+def add(x, y): return bind(P.add, x, y)
+def sub(x, y): return bind(P.sub, x, y)
+def mul(x, y): return bind(P.mul, x, y)
+def div(x, y): return bind(P.div, x, y)
+def floordiv(x, y): return bind(P.floordiv, x, y)
+def rem(x, y): return bind(P.rem, x, y)
+def pow(x, y): return bind(P.pow, x, y)
+def max(x, y): return bind(P.max, x, y)
+def min(x, y): return bind(P.min, x, y)
+def atan2(x, y): return bind(P.atan2, x, y)
+def neg(x): return bind(P.neg, x)
+def abs(x): return bind(P.abs, x)
+def sign(x): return bind(P.sign, x)
+def exp(x): return bind(P.exp, x)
+def log(x): return bind(P.log, x)
+def log1p(x): return bind(P.log1p, x)
+def expm1(x): return bind(P.expm1, x)
+def sqrt(x): return bind(P.sqrt, x)
+def rsqrt(x): return bind(P.rsqrt, x)
+def sin(x): return bind(P.sin, x)
+def cos(x): return bind(P.cos, x)
+def tanh(x): return bind(P.tanh, x)
+def erf(x): return bind(P.erf, x)
+def logistic(x): return bind(P.logistic, x)
+def floor(x): return bind(P.floor, x)
+def ceil(x): return bind(P.ceil, x)
+def round(x): return bind(P.round, x)
+def trunc(x): return bind(P.trunc, x)
+def isnan(x): return bind(P.isnan, x)
+def eq(x, y): return bind(P.eq, x, y)
+def ne(x, y): return bind(P.ne, x, y)
+def lt(x, y): return bind(P.lt, x, y)
+def le(x, y): return bind(P.le, x, y)
+def gt(x, y): return bind(P.gt, x, y)
+def ge(x, y): return bind(P.ge, x, y)
+def bitwise_and(x, y): return bind(P.bitwise_and, x, y)
+def bitwise_or(x, y): return bind(P.bitwise_or, x, y)
+def bitwise_xor(x, y): return bind(P.bitwise_xor, x, y)
+def bitwise_not(x): return bind(P.bitwise_not, x)
+def shift_left(x, y): return bind(P.shift_left, x, y)
+def shift_right(x, y): return bind(P.shift_right, x, y)
+def select(c, x, y): return bind(P.select, c, x, y)
+def convert(x, dtype): return bind(P.convert, x, dtype=dtype)
+def bitcast(x, dtype): return bind(P.bitcast, x, dtype=dtype)
+
+
+# ---- creation
+def full(shape, value, dtype): return bind(P.full, shape=tuple(shape), value=value, dtype=dtype)
+def iota(shape, dim, dtype): return bind(P.iota, shape=tuple(shape), dim=dim, dtype=dtype)
+def zeros_like(x): return full(x.shape, 0, x.dtype)
+
+
+# ---- reductions (axes: sorted non-negative tuple; the reduced dims are dropped)
+def reduce_sum(x, axes): return bind(P.reduce_sum, x, axes=tuple(axes))
+def reduce_max(x, axes): return bind(P.reduce_max, x, axes=tuple(axes))
+def reduce_min(x, axes): return bind(P.reduce_min, x, axes=tuple(axes))
+def reduce_prod(x, axes): return bind(P.reduce_prod, x, axes=tuple(axes))
+def reduce_and(x, axes): return bind(P.reduce_and, x, axes=tuple(axes))
+def reduce_or(x, axes): return bind(P.reduce_or, x, axes=tuple(axes))
+def argmax(x, axis): return bind(P.argmax, x, axis=axis)
+def argmin(x, axis): return bind(P.argmin, x, axis=axis)
+def cumsum(x, axis, reverse=False): return bind(P.cumsum, x, axis=axis, reverse=reverse)
+
+
+# ---- shapes and views
+def reshape(x, shape): return bind(P.reshape, x, shape=tuple(shape))
+def broadcast_in_dim(x, shape, dims): return bind(P.broadcast_in_dim, x, shape=tuple(shape), dims=tuple(dims))
+def transpose(x, perm): return bind(P.transpose, x, perm=tuple(perm))
+def slice(x, start, stop, step): return bind(P.slice, x, start=tuple(start), stop=tuple(stop), step=tuple(step))
+def pad(x, value, config): return bind(P.pad, x, value=value, config=tuple(tuple(c) for c in config))
+def concatenate(xs, axis): return bind(P.concatenate, *xs, axis=axis)
+def rev(x, axes): return bind(P.rev, x, axes=tuple(axes))
+
+
+# ---- contractions, windows, indexing, random
+def dot_general(x, y, contract, batch=((), ())):
+    return bind(P.dot_general, x, y, contract=(tuple(contract[0]), tuple(contract[1])),
+                batch=(tuple(batch[0]), tuple(batch[1])))
+
+
+def conv_general(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, groups=1):
+    return bind(P.conv_general, lhs, rhs, window_strides=tuple(window_strides),
+                padding=tuple(tuple(p) for p in padding), lhs_dilation=tuple(lhs_dilation),
+                rhs_dilation=tuple(rhs_dilation), groups=groups)
+
+
+def reduce_window(x, kind, window, strides, padding, base_dilation=None, window_dilation=None):
+    nd = len(window)
+    prim = P.reduce_window_max if kind == "max" else P.reduce_window_sum
+    return bind(prim, x, window=tuple(window), strides=tuple(strides),
+                padding=tuple(tuple(p) for p in padding),
+                base_dilation=tuple(base_dilation or (1,) * nd),
+                window_dilation=tuple(window_dilation or (1,) * nd))
+
+
+def select_and_scatter_add(source, operand, window, strides, padding):
+    return bind(P.select_and_scatter_add, source, operand, window=tuple(window),
+                strides=tuple(strides), padding=tuple(tuple(p) for p in padding))
+
+
+def gather(x, idx, axis): return bind(P.gather, x, idx, axis=axis)
+def scatter_add(x, idx, upd, axis): return bind(P.scatter_add, x, idx, upd, axis=axis)
+def take_along_axis(x, idx, axis): return bind(P.take_along_axis, x, idx, axis=axis)
+def scatter_add_along_axis(x, idx, upd, axis): return bind(P.scatter_add_along_axis, x, idx, upd, axis=axis)
+def random_bits(key, shape): return bind(P.random_bits, key, shape=tuple(shape))
+
+
+# ---- helpers for VJPs
+def unbroadcast(g, shape):
+    """Sum `g` down to `shape` (undoing implicit numpy broadcasting); None passes through."""
+    if g is None or shape is None:
+        return None
+    gshape = g.shape
+    if gshape == tuple(shape):
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, d in enumerate(shape) if d == 1 and gshape[i + lead] != 1)
+    if axes:
+        g = reduce_sum(g, axes)
+    if g.shape != tuple(shape):
+        g = reshape(g, shape)
+    return g
+
+
+def broadcast_to(x, shape):
+    """numpy-style broadcast of `x` to `shape`."""
+    shape = tuple(shape)
+    if x.shape == shape:
+        return x
+    lead = len(shape) - len(x.shape)
+    keep = tuple(i for i, d in enumerate(x.shape) if d == shape[i + lead])
+    if len(keep) != len(x.shape):
+        x = reshape(x, tuple(x.shape[i] for i in keep))
+    return broadcast_in_dim(x, shape, tuple(i + lead for i in keep))
+
+
+def expand_reduced(g, in_shape, axes):
+    """Broadcast a reduction's cotangent (reduced dims dropped) back to the input shape."""
+    kept = tuple(i for i in range(len(in_shape)) if i not in axes)
+    return broadcast_in_dim(g, in_shape, kept)

@@ -1,0 +1,84 @@
+"""`dot_general`: a contraction with batch and contracting dims (JAX's dimension numbers).
+
+Output dims are the batch dims (in the given order), then the free dims of x, then those of y,
+each in increasing order. Transposes feeding a contraction fold into these numbers, so a GEMM
+never needs a materialised transpose.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._core import dtypes as dt
+from .._core.errors import ShapeError, op_error
+from . import lax
+from .core import Aval, P, Primitive, register
+
+DOT_DTYPES = tuple(d for d in dt.ALL if d is not dt.bool_)
+
+
+def _free(ndim, contract, batch):
+    return tuple(i for i in range(ndim) if i not in contract and i not in batch)
+
+
+def _dot_abstract(x: Aval, y: Aval, *, contract, batch) -> Aval:
+    (xc, yc), (xb, yb) = contract, batch
+    bad = (len(xc) != len(yc) or len(xb) != len(yb)
+           or any(not 0 <= i < len(x.shape) for i in xc + xb) or any(not 0 <= i < len(y.shape) for i in yc + yb)
+           or len(set(xc + xb)) != len(xc + xb) or len(set(yc + yb)) != len(yc + yb))
+    if not bad:
+        bad = any(x.shape[i] != y.shape[j] for i, j in zip(xc, yc)) or \
+            any(x.shape[i] != y.shape[j] for i, j in zip(xb, yb))
+    if bad:
+        raise op_error(ShapeError, "matmul", f"cannot contract shapes {x.shape} and {y.shape} "
+                       f"(contracting dims {xc} with {yc}, batch dims {xb} with {yb})")
+    _, out = P.dot_general.resolve_dtypes((x.dtype, y.dtype))
+    shape = tuple(x.shape[i] for i in xb) + tuple(x.shape[i] for i in _free(len(x.shape), xc, xb)) + \
+        tuple(y.shape[i] for i in _free(len(y.shape), yc, yb))
+    return Aval(shape, out)
+
+
+def _dot_impl(x, y, *, contract, batch):
+    (xc, yc), (xb, yb) = contract, batch
+    if not xb and x.ndim == 2 and y.ndim == 2 and xc == (1,) and yc == (0,):
+        return np.matmul(x, y)
+    xf, yf = _free(x.ndim, xc, xb), _free(y.ndim, yc, yb)
+    nb = int(np.prod([x.shape[i] for i in xb], dtype=np.int64))
+    nk = int(np.prod([x.shape[i] for i in xc], dtype=np.int64))
+    nm = int(np.prod([x.shape[i] for i in xf], dtype=np.int64))
+    nn = int(np.prod([y.shape[i] for i in yf], dtype=np.int64))
+    if len(xc) != len(yc) or any(x.shape[i] != y.shape[j] for i, j in zip(xc + xb, yc + yb)):
+        raise ValueError("contracting or batch dims differ in size")
+    a = np.transpose(x, xb + xf + xc).reshape(nb, nm, nk)
+    b = np.transpose(y, yb + yc + yf).reshape(nb, nk, nn)
+    out = np.matmul(a, b)
+    return out.reshape(tuple(x.shape[i] for i in xb) + tuple(x.shape[i] for i in xf) +
+                       tuple(y.shape[i] for i in yf))
+
+
+def _dot_vjp(g, out, x, y, *, contract, batch):
+    (xc, yc), (xb, yb) = contract, batch
+    xf, yf = _free(len(x.shape), xc, xb), _free(len(y.shape), yc, yb)
+    nb = len(xb)
+    gb = tuple(range(nb))
+    gxf = tuple(range(nb, nb + len(xf)))
+    gyf = tuple(range(nb + len(xf), nb + len(xf) + len(yf)))
+    gx = gy = None
+    if x.dtype.kind == "f":
+        t = lax.dot_general(g, y, (gyf, yf), (gb, yb))
+        src = xb + xf + tuple(xc[i] for i in np.argsort(yc, kind="stable"))
+        gx = _to_order(t, src)
+    if y.dtype.kind == "f":
+        t = lax.dot_general(g, x, (gxf, xf), (gb, xb))
+        src = yb + yf + tuple(yc[i] for i in np.argsort(xc, kind="stable"))
+        gy = _to_order(t, src)
+    return gx, gy
+
+
+def _to_order(t, src):
+    perm = tuple(int(i) for i in np.argsort(src, kind="stable"))
+    return t if perm == tuple(range(len(perm))) else lax.transpose(t, perm)
+
+
+register(Primitive("dot_general", impl=_dot_impl, abstract=_dot_abstract, vjp=_dot_vjp, kind="linalg",
+                   dtypes=DOT_DTYPES, promote_args=(0, 1), lowering=None,
+                   doc="GEMM-shaped contraction; lowered to a BLAS call"))
