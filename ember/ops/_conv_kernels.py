@@ -1,38 +1,38 @@
 """Pure-numpy eager kernels for convolution, window reductions and their VJPs.
 
-Layouts are fixed: conv lhs is (N, C, *spatial), rhs is (O, C // groups,
-*kernel), output is (N, O, *out_spatial); reduce_window windows run over all
-dims. In every kernel each spatial dim has the output size
-floor((dilate(in, base) + lo + hi - dilate(k, win)) / stride) + 1, where
-dilate(n, d) = (n - 1) * d + 1 (0 when n == 0). Padding may be negative, which
-crops. Each kernel makes one zero-filled (or identity-filled) copy that is
-dilated and padded, builds an im2col view with ``as_strided``, and then does
-one batched BLAS matmul (conv) or a short loop over the window taps (window
-reductions).
+Layouts are fixed. conv lhs is (N, C, *spatial), rhs is (O, C // g, *kernel)
+and the output is (N, O, *out_spatial). reduce_window windows run over all dims.
+For each dim, out = floor((dilate(in, base) + lo + hi - dilate(k, win)) /
+stride) + 1, where dilate(n, d) = (n - 1) * d + 1 (0 when n == 0). Padding may
+be negative, which crops. Each kernel makes one dilated and padded copy, filled
+with 0 or the max identity. It then takes an ``as_strided`` window view. conv
+copies that view block by block (a few images at a time) into an im2col buffer
+and does one batched BLAS matmul per block. The window reductions make one
+vectorised pass per window tap.
 
-Gradients. For ``y = conv_general(x, w, s, pad, ld, rd, g)`` with cotangent
-``ct``: ``(P, s2) = conv_transpose_lhs_params(in, k, s, pad, ld, rd)`` and
-``dx = conv_general(ct, w_t, ld, P, s2, rd, g)`` (so the window strides are the
-forward lhs_dilation, which is all ones for an ordinary conv, and the
-lhs_dilation is the forward strides). Here
-``w_t = flip_spatial(w.reshape(g, O//g, C//g, *k).swapaxes(1, 2).reshape(C, O//g, *k))``,
-so the group axis moves into the new output-feature dim. For the kernel,
-``Q = conv_transpose_rhs_params(in, k, out, s, pad, ld, rd)`` and with g == 1
-``dw = conv_general(x.swapaxes(0, 1), ct.swapaxes(0, 1), rd, Q, ld, s, 1)
-.swapaxes(0, 1)``. For g > 1 the groups fold into the batch and feature dims,
-as in JAX's batch_group_count transpose:
-``xs = x.swapaxes(0, 1).reshape(g, C//g, N, *sp).swapaxes(0, 1).reshape(C//g, g*N, *sp)``
-and ``dw = conv_general(xs, ct.swapaxes(0, 1), rd, Q, ld, s, g).swapaxes(0, 1)``.
-If ``ct`` is empty, dw is zeros.
-reduce_window "sum" is linear and its window is symmetric. For
-``(P, b) = reduce_window_sum_transpose_params(x.shape, wd, s, pad, bd, wdil)``,
-``dx = reduce_window(ct, "sum", wd, bd, P, b, wdil)``. That is the cotangent
-with (stride - 1) zeros between elements and lo/hi padding
-``dilate(w, wdil) - lo - 1`` and so on, summed over the same window with
-strides equal to the forward base_dilation. The VJP of reduce_window "max"
-(without dilations) is ``select_and_scatter_add(ct, x, wd, s, pad)``.
+Gradients of ``y = conv_general(x, w, s, pad, ld, rd, g)`` with cotangent
+``ct``. With ``(P, s2) = conv_transpose_lhs_params(in, k, s, pad, ld, rd)``,
+``dx = conv_general(ct, w_t, ld, P, s2, rd, g)``. The strides are the forward
+lhs_dilation (all ones for an ordinary conv) and s2 is the forward strides.
+Here ``w_t = flip_spatial(w.reshape(g, O//g, C//g, *k).swapaxes(1, 2)
+.reshape(C, O//g, *k))``, which moves the group axis into the new output
+features. With ``Q = conv_transpose_rhs_params(in, k, out, s, pad, ld, rd)``,
+``dw = conv_general(xs, ct.swapaxes(0, 1), rd, Q, ld, s, g).swapaxes(0, 1)``,
+where ``xs = x.swapaxes(0, 1)`` (C, N, *sp) for g == 1. For g > 1 the groups
+fold into the batch and feature dims as in JAX's batch_group_count transpose:
+``xs = x.swapaxes(0, 1).reshape(g, C//g, N, *sp).swapaxes(0, 1)
+.reshape(C//g, g*N, *sp)``. An empty ``ct`` gives dw = 0.
+
+reduce_window "sum" is linear and its window is symmetric, so its transpose is
+another windowed sum. With ``(P, b) = reduce_window_sum_transpose_params(
+x.shape, wd, s, pad, bd, wdil)``, ``dx = reduce_window(ct, "sum", wd, bd, P, b,
+wdil)``. That is, the cotangent gets (stride - 1) zeros between its elements
+and is padded with lo' = dilate(wd, wdil) - lo - 1 and hi' = dilate(in, bd) +
+dilate(wd, wdil) - 1 - dilate(out, s) - lo'. It is then summed over the same
+window with strides equal to the forward base_dilation. The VJP of
+reduce_window "max" (without dilations) is
+``select_and_scatter_add(ct, x, wd, s, pad)``.
 """
-
 from __future__ import annotations
 
 import math
@@ -52,9 +52,12 @@ __all__ = [
 ]
 
 # Target size in bytes of one im2col block. Blocking over the batch keeps the
-# patch buffer hot in cache and avoids page faults on a huge temporary. It is
-# about 2x faster than one whole-batch im2col copy followed by one matmul.
+# patch buffer hot in cache and avoids page faults on a huge temporary. For
+# (64,32,26,26) * (64,32,3,3) it runs in about 15 ms instead of 27 ms for one
+# whole-batch im2col copy and matmul.
 _BLOCK_BYTES = 1 << 21
+# Pixel-major blocks (small outputs, big kernels, e.g. weight gradients) grow to
+# at least _MIN_ROWS GEMM rows, up to _MAX_BLOCK_BYTES of patches.
 _MAX_BLOCK_BYTES = 1 << 25
 _MIN_ROWS = 256
 
@@ -295,10 +298,10 @@ def reduce_window(
         taps = product(*(range(w) for w in win))
         acc = np.array(view[(Ellipsis,) + next(taps)], dtype=cdt)
         for t in taps:
-            op(acc, view[(Ellipsis,) + t], out=acc, casting="unsafe")
+            op(acc, view[(Ellipsis,) + t], out=acc)
     else:
         axes = tuple(range(nd, 2 * nd))
-        acc = op.reduce(view.astype(cdt, copy=False), axis=axes)
+        acc = op.reduce(view, axis=axes)
     return acc if acc.dtype == dtype else acc.astype(dtype)
 
 
@@ -328,8 +331,6 @@ def select_and_scatter_add(
         return np.zeros(x.shape, dtype=out_dtype)
     cdt = _compute_dtype(x.dtype)
     xp = _dilate_pad(x, 0, pads, ones, _identity("max", cdt), cdt)
-    view = _window_view(xp, out_sp, win, strides, ones)
-
     if xp.dtype != cdt:
         xp = xp.astype(cdt)
     view = _window_view(xp, out_sp, win, strides, ones)

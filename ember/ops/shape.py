@@ -166,7 +166,8 @@ def _concat_vjp(g, out, *xs, axis):
 
 
 register(Primitive("concatenate", impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
-                   abstract=_concat_abstract, vjp=_concat_vjp, kind="shape", half_in_f32=False))
+                   abstract=_concat_abstract, vjp=_concat_vjp, kind="shape", half_in_f32=False,
+                   dtypes=ALL_DTYPES + (dt.uint32,)))
 
 
 # ---- rev (flip)
