@@ -315,61 +315,104 @@ def _fit(ct: Tensor, e) -> Tensor:
     return ct
 
 
+def _leaf_deps(roots, need) -> dict:
+    """How many gradient contributions each leaf accumulator will get from the nodes that run."""
+    deps, seen, stack = {}, set(), [e for e, _ in roots]
+    while stack:
+        n = stack.pop()
+        if n in seen or not isinstance(n, Node):
+            continue
+        seen.add(n)
+        if need is not None and n not in need:
+            continue
+        for e in n.edges:
+            if e is None or (need is not None and e not in need):
+                continue
+            if isinstance(e, LeafAcc):
+                deps[e] = deps.get(e, 0) + 1
+            else:
+                stack.append(e)
+    return deps
+
+
+_NOW = float("-inf")  # heap priority of a leaf accumulator whose gradient is complete
+
+
 def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate=True):
     grads = {}
     heap = []
+    need = _needed([e for e, _ in roots], capture) if capture is not None else None
+    # A leaf's accumulator runs as soon as its last contribution arrived (PyTorch's AccumulateGrad
+    # readiness), not in creation order: a leaf created long ago (a parameter reused every step)
+    # would otherwise wait for the whole pass, and post-accumulate hooks (DDP) could not overlap.
+    deps = _leaf_deps(roots, need)
     for e, g in roots:
         if e in grads:
             grads[e] = lax.add(grads[e], g)
         else:
             grads[e] = g
-            heapq.heappush(heap, (-e.seq, id(e), e))
-    need = _needed([e for e, _ in roots], capture) if capture is not None else None
+            if not deps.get(e):
+                heapq.heappush(heap, (_NOW if isinstance(e, LeafAcc) else -e.seq, id(e), e))
     captured = {}
     with set_grad_enabled(create_graph):
-        while heap:
-            _, _, n = heapq.heappop(heap)
-            g = grads.pop(n)
-            if isinstance(n, LeafAcc):
-                for h in n.hooks:
-                    r = h(g)
-                    if r is not None:
-                        g = r
-                if capture is not None and n in capture:
-                    captured[n] = g
-                if accumulate:
-                    _accumulate(n, g, create_graph)
-                continue
-            if n.hooks:
-                for h in n.hooks:
-                    r = h(g)
-                    if r is not None:
-                        g = r
-            if n.retain is not None:
-                t = n.retain()
-                if t is not None:
-                    t.grad = g if create_graph else g.detach()
-            if capture is not None:
-                if n in capture:
-                    captured[n] = g
-                if n not in need:
+        while True:
+            while heap:
+                _, _, n = heapq.heappop(heap)
+                g = grads.pop(n)
+                if isinstance(n, LeafAcc):
+                    for h in n.hooks:
+                        r = h(g)
+                        if r is not None:
+                            g = r
+                    if capture is not None and n in capture:
+                        captured[n] = g
+                    if accumulate:
+                        _accumulate(n, g, create_graph)
                     continue
-            cts = n.apply(g)
-            if len(cts) != len(n.edges):
-                raise AutogradError(f"{n.name} returned {len(cts)} gradients for {len(n.edges)} inputs")
-            for e, ct in zip(n.edges, cts):
-                if e is None or ct is None:
-                    continue
-                if need is not None and e not in need:
-                    continue
-                ct = _fit(ct, e)
-                if e in grads:
-                    grads[e] = lax.add(grads[e], ct)
-                else:
-                    grads[e] = ct
-                    heapq.heappush(heap, (-e.seq, id(e), e))
-            if not retain_graph:
-                n.release()
+                if n.hooks:
+                    for h in n.hooks:
+                        r = h(g)
+                        if r is not None:
+                            g = r
+                if n.retain is not None:
+                    t = n.retain()
+                    if t is not None:
+                        t.grad = g if create_graph else g.detach()
+                if capture is not None:
+                    if n in capture:
+                        captured[n] = g
+                    if n not in need:
+                        continue
+                cts = n.apply(g)
+                if len(cts) != len(n.edges):
+                    raise AutogradError(f"{n.name} returned {len(cts)} gradients for {len(n.edges)} inputs")
+                for e, ct in zip(n.edges, cts):
+                    if e is None:
+                        continue
+                    if need is not None and e not in need:
+                        continue
+                    leaf = e.__class__ is LeafAcc
+                    if leaf:
+                        left = deps[e] = deps[e] - 1
+                    if ct is not None:
+                        ct = _fit(ct, e)
+                        if e in grads:
+                            grads[e] = lax.add(grads[e], ct)
+                        else:
+                            grads[e] = ct
+                            if not leaf:
+                                heapq.heappush(heap, (-e.seq, id(e), e))
+                    if leaf and left == 0 and e in grads:
+                        heapq.heappush(heap, (_NOW, id(e), e))
+                if not retain_graph:
+                    n.release()
+            # leaves still waiting for a contribution that never came (a branch gave no gradient)
+            rest = [e for e in grads if isinstance(e, LeafAcc)]
+            if not rest:
+                break
+            for e in rest:
+                deps[e] = 0
+                heapq.heappush(heap, (-e.seq, id(e), e))
     return captured
 
 

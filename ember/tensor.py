@@ -317,7 +317,7 @@ class EagerInterpreter:
         datas = []
         keys = []
         for a in args:
-            if isinstance(a, Tensor):
+            if a.__class__ is Tensor or isinstance(a, Tensor):
                 datas.append(a._data)
                 keys.append(a._dtype)
             else:
@@ -330,43 +330,52 @@ class EagerInterpreter:
                     datas.append(a)
                     keys.append(k)
         pa = prim.promote_args
-        if pa is None:
-            pa = range(len(args))
         out_dt = None
-        if pa:
-            compute, out_dt = prim.resolve_dtypes(tuple([keys[i] for i in pa]))
+        if (pa is None and args) or pa:
+            key = tuple(keys) if pa is None else tuple([keys[i] for i in pa])
+            r = prim._dtype_cache.get(key)
+            if r is None:
+                r = prim.resolve_dtypes(key)
+            compute, out_dt = r
             cnp = compute.np
-            for i in pa:
+            for i in (range(len(args)) if pa is None else pa):
                 d = datas[i]
                 if keys[i].__class__ is _DType:
-                    if d.dtype != cnp:
+                    dd = d.dtype
+                    if dd is not cnp and dd != cnp:
                         datas[i] = d.astype(cnp)
                 else:
                     datas[i] = cnp.type(d)
         try:
-            res = prim.impl(*datas, **params)
+            res = prim.impl(*datas, **params) if params else prim.impl(*datas)
         except (ValueError, TypeError, IndexError) as e:
             raise _explain(prim, args, params, e) from None
         if res.__class__ is not np.ndarray:
             res = np.asarray(res)
-        if out_dt is not None and prim.dtype_rule is not CUSTOM and res.dtype != out_dt.np:
-            res = res.astype(out_dt.np)
+        rd = res.dtype
+        if out_dt is not None and rd is out_dt.np:
+            odt = out_dt
+        else:
+            if out_dt is not None and prim.dtype_rule is not CUSTOM and rd != out_dt.np:
+                res = res.astype(out_dt.np)
+            odt = _BY_NP[res.dtype]
         out = _new(Tensor)
         out._data = res
-        out._dtype = _BY_NP[res.dtype]
+        out._dtype = odt
         out._storage = None
         out._rg = False
         out._node = None
         out.grad = None
         out._base = None
         out._extra = None
-        if prim.is_view and args and res.base is not None and np.may_share_memory(res, datas[0]):
+        if prim.is_view and res.base is not None and np.may_share_memory(res, datas[0]):
             _make_view(out, args[0], prim, params)
-        if TLS.grad_enabled and out._dtype.kind == "f":
+        if TLS.grad_enabled and odt.kind == "f":
             for a in args:
-                if isinstance(a, Tensor) and a._rg:
-                    _record(prim, args, params, out)
-                    break
+                if a.__class__ is Tensor or isinstance(a, Tensor):
+                    if a._rg:
+                        _record(prim, args, params, out)
+                        break
         return out
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy as _copy
 
 from .._core import dtypes as _dt
+from .._core.state import TLS as _TLS
 from ..autograd import assign_
 from ..ops import lax as _lax
 from ..tensor import Tensor
@@ -25,7 +26,12 @@ def _rev(fn):
 
 def _inplace(fn):
     def method(self, *args, **kwargs):
-        return assign_(self, fn(self, *args, **kwargs))
+        src = self
+        if _TLS.grad_enabled and (self._rg or [a for a in args if isinstance(a, Tensor) and a._rg]):
+            # the op's VJP may save `self`, whose memory is about to be overwritten: compute from a
+            # (differentiable) copy so that saved value stays intact and backward stays correct
+            src = S.clone(self)
+        return assign_(self, fn(src, *args, **kwargs))
     method.__name__ = fn.__name__ + "_"
     method.__doc__ = f"In-place {fn.__name__}: writes the result into this tensor's memory."
     return method

@@ -186,9 +186,12 @@ def lerp(input, end, weight): return add(input, mul(weight, sub(end, input)))
 
 
 # ---------------------------------------------------------------- reductions
+_ALL_AXES = [tuple(range(n)) for n in range(33)]
+
+
 def _axes(x: Tensor, dim, op: str) -> tuple:
     if dim is None:
-        return tuple(range(x.ndim))
+        return _ALL_AXES[x.ndim]
     dims = (dim,) if isinstance(dim, int) else tuple(dim)
     if x.ndim == 0:
         for d in dims:
@@ -209,7 +212,8 @@ def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
     if dtype is not None:
         input = convert(input, dtype)
     ax = _axes(input, dim, "sum")
-    return _keep(lax.reduce_sum(input, ax), input, ax, keepdim)
+    out = bind(P.reduce_sum, input, axes=ax)
+    return _keep(out, input, ax, keepdim) if keepdim else out
 
 
 def prod(input, dim=None, keepdim: bool = False, *, dtype=None):

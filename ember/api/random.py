@@ -154,6 +154,8 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
     """Integers uniform in [low, high)."""
     if high is None:
         low, high = 0, low
+    elif isinstance(high, (tuple, list)):  # randint(high, size) as in PyTorch
+        low, high, size = 0, low, high
     span = int(high) - int(low)
     if span <= 0 or span > 2 ** 32:
         raise ValueError(f"randint needs 0 < high - low <= 2**32, got [{low}, {high})")

@@ -306,7 +306,7 @@ def _expand_index(key, ndim):
             out.extend([slice(None)] * (ndim - n_real))
         else:
             out.append(k)
-    if Ellipsis not in key:
+    if not any(k is Ellipsis for k in key):  # not `Ellipsis in key`: that calls Tensor.__eq__
         out.extend([slice(None)] * (ndim - n_real))
     if n_real > ndim:
         raise IndexError(f"too many indices for a tensor of dimension {ndim}")
@@ -348,7 +348,7 @@ def getitem(x: Tensor, key):
                 cnt = len(range(a, b, s))
                 lo = a + (cnt - 1) * s if cnt else 0
                 start.append(lo), stop.append(lo + (cnt - 1) * (-s) + 1 if cnt else 0), step.append(-s)
-                flips.append(len(newshape))
+                flips.append(dim)  # a dim of the sliced tensor (ints and new axes not yet applied)
             newshape.append(("keep", dim))
         else:
             try:
@@ -365,7 +365,7 @@ def getitem(x: Tensor, key):
     if any(a != 0 or b != n or s != 1 for a, b, s, n in zip(start, stop, step, x.shape)):
         y = lax.slice(x, start, stop, step)
     if flips:
-        y = lax.rev(y, tuple(_out_dim(newshape, f) for f in flips))
+        y = lax.rev(y, tuple(flips))
     # reshape for dropped ints and new axes; advanced entries handled after
     shape, adv_dims = [], []
     for entry in newshape:
@@ -432,10 +432,16 @@ def setitem(x: Tensor, key, value) -> None:
         pos = as_tensor(np.arange(x.numel()).reshape(x.shape))
         picked = getitem(pos, key)
         flat = reshape(x, x.numel())
-        cur = lax.gather(flat, reshape(picked, picked.numel()), 0)
         v = lax.broadcast_to(value if isinstance(value, Tensor) else lax.full((), value, x.dtype), picked.shape)
-        delta = lax.sub(reshape(v, picked.numel()), cur)
-        new = lax.scatter_add(flat, reshape(picked, picked.numel()), delta, 0)
+        v = reshape(v, picked.numel())
+        pk = picked._data.reshape(-1)
+        uniq, last = np.unique(pk[::-1], return_index=True)
+        if uniq.size != pk.size:  # repeated positions: the last write wins (numpy), nothing adds up
+            v = lax.gather(v, as_tensor((pk.size - 1 - last).astype(np.int64)), 0)
+            pk = uniq
+        idx = as_tensor(pk.astype(np.int64, copy=False))
+        delta = lax.sub(v, lax.gather(flat, idx, 0))
+        new = lax.scatter_add(flat, idx, delta, 0)
         assign_(x, reshape(new, x.shape))
         return
     target = getitem(x, key)

@@ -19,9 +19,16 @@ def _pair(v, n=2) -> tuple:
 
 
 # ---------------------------------------------------------------- activations
+def _inplace_src(input: Tensor, inplace: bool) -> Tensor:
+    """What an in-place op reads: a differentiable copy when the tape would save memory it overwrites."""
+    from .._core.state import TLS
+    return E.clone(input) if inplace and input.requires_grad and TLS.grad_enabled else input
+
+
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(x, 0); NaN propagates and the gradient at 0 is 0 (as PyTorch)."""
-    out = lax.select(lax.le(input, 0), lax.full((), 0, input.dtype), input)
+    src = _inplace_src(input, inplace)
+    out = lax.select(lax.le(src, 0), 0, src)
     return E.assign_(input, out) if inplace else out
 
 
@@ -85,7 +92,6 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
         return lax.sub(input, input)
     d = _softmax_dim(input, dim)
     m = lax.reduce_max(input, (d,)).detach()
-    m = lax.select(E.isinf(m), lax.zeros_like(m), m)
     z = lax.sub(input, lax.expand_reduced(m, input.shape, (d,)))
     lse = lax.log(lax.reduce_sum(lax.exp(z), (d,)))
     return lax.sub(z, lax.expand_reduced(lse, input.shape, (d,)))
@@ -122,7 +128,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
         out = lax.mul(input, 0.0)
     else:
         keep = E.random._uniform01(input.shape, input.dtype, generator)
-        out = lax.select(lax.lt(keep, 1.0 - p), lax.mul(input, 1.0 / (1.0 - p)), lax.full((), 0, input.dtype))
+        out = lax.select(lax.lt(keep, 1.0 - p), lax.mul(_inplace_src(input, inplace), 1.0 / (1.0 - p)), 0.0)
     return E.assign_(input, out) if inplace else out
 
 
@@ -293,10 +299,14 @@ def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, 
         raise op_error(ShapeError, op, f"target of shape {target.shape} does not match input {logp.shape} "
                        f"(expected {want})")
     valid = lax.ne(target, ignore_index)
-    safe = lax.select(valid, target, lax.full((), 0, target.dtype))
-    picked = lax.reshape(lax.take_along_axis(logp, lax.reshape(safe, safe.shape[:1] + (1,) + safe.shape[1:]), 1),
-                         want)
-    zero = lax.full((), 0, logp.dtype)
+    safe = lax.select(valid, target, 0)
+    # pick logp[n, t_n] with a one-hot compare and a sum: elementwise + reduce (fusable, no scatter
+    # in the backward pass); out-of-range targets are caught explicitly
+    tb = lax.broadcast_in_dim(safe, logp.shape, (0,) + tuple(range(2, logp.ndim)))
+    onehot = lax.eq(lax.iota(logp.shape, 1, target.dtype), tb)
+    picked = lax.reduce_sum(lax.select(onehot, logp, 0.0), (1,))
+    _check_classes(safe, C, op)
+    zero = 0.0
     if weight is not None:
         wt = lax.gather(weight, safe, 0)
         picked = lax.mul(picked, wt)
@@ -311,6 +321,13 @@ def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, 
     if reduction == "mean":
         return lax.div(E.sum(loss), E.sum(wsum))
     return _reduce(loss, reduction)
+
+
+def _check_classes(target: Tensor, C: int, op: str) -> None:
+    data = getattr(target, "_data", None)
+    if data is not None and data.size and (data.min() < 0 or data.max() >= C):
+        bad = data[(data < 0) | (data >= C)].ravel()[0]
+        raise IndexError(f"{op}: target {bad} is out of bounds for {C} classes")
 
 
 def _channels_first(input: Tensor, op: str) -> Tensor:

@@ -18,12 +18,8 @@ from .core import Aval, P, Primitive, register
 CONV_DTYPES = tuple(d for d in dt.ALL if d is not dt.bool_)
 
 
-def _dilate(n, d):
-    return 0 if n == 0 else 1 + d * (n - 1)
-
-
 def _window_out(n, k, stride, lo, hi, base_dil=1, win_dil=1):
-    return (_dilate(n, base_dil) + lo + hi - _dilate(k, win_dil)) // stride + 1
+    return (K._dilate(n, base_dil) + lo + hi - K._dilate(k, win_dil)) // stride + 1
 
 
 # ---------------------------------------------------------------- conv_general
@@ -48,22 +44,16 @@ def _conv_vjp(g, out, lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_di
     in_sp, k_sp, out_sp = lhs.shape[2:], rhs.shape[2:], g.shape[2:]
     sp = tuple(range(2, nd + 2))
     gl = gr = None
-    if lhs.dtype.kind == "f":
+    if lhs.dtype.kind == "f" and getattr(lhs, "_rg", True):
         o, ig = rhs.shape[0], rhs.shape[1]
         w = lax.reshape(rhs, (groups, o // groups, ig) + k_sp)
         w = lax.transpose(w, (0, 2, 1) + tuple(range(3, nd + 3)))
         w = lax.rev(lax.reshape(w, (groups * ig, o // groups) + k_sp), sp)
-        pads = []
-        for n, k, s, (lo, _), ld, rd, m in zip(in_sp, k_sp, window_strides, padding, lhs_dilation,
-                                               rhs_dilation, out_sp):
-            before = _dilate(k, rd) - lo - 1
-            pads.append((before, _dilate(n, ld) + _dilate(k, rd) - 1 - _dilate(m, s) - before))
+        pads, _ = K.conv_transpose_lhs_params(in_sp, k_sp, window_strides, padding, lhs_dilation, rhs_dilation)
         gl = lax.conv_general(g, w, lhs_dilation, pads, window_strides, rhs_dilation, groups)
-    if rhs.dtype.kind == "f":
-        pads = []
-        for n, k, s, (lo, _), ld, rd, m in zip(in_sp, k_sp, window_strides, padding, lhs_dilation,
-                                               rhs_dilation, out_sp):
-            pads.append((lo, _dilate(m, s) - _dilate(n, ld) + _dilate(k, rd) - lo - 1))
+    if rhs.dtype.kind == "f" and getattr(rhs, "_rg", True):
+        pads = K.conv_transpose_rhs_params(in_sp, k_sp, out_sp, window_strides, padding, lhs_dilation,
+                                           rhs_dilation)
         c, o = lhs.shape[1], rhs.shape[0]
         parts = []
         for gi in range(groups):
@@ -110,12 +100,10 @@ def _window_abstract(name):
 
 
 def _rw_sum_vjp(g, out, x, *, window, strides, padding, base_dilation, window_dilation):
-    pads = []
-    for n, k, s, (lo, _), bd, wd, m in zip(x.shape, window, strides, padding, base_dilation,
-                                           window_dilation, g.shape):
-        before = _dilate(k, wd) - lo - 1
-        pads.append((before, _dilate(n, bd) + _dilate(k, wd) - 1 - _dilate(m, s) - before, s - 1))
-    padded = lax.pad(g, 0, pads)
+    pads, _ = K.reduce_window_sum_transpose_params(x.shape, window, strides, padding, base_dilation,
+                                                   window_dilation)
+    # the cotangent gets (stride - 1) zeros between its elements, then a windowed sum
+    padded = lax.pad(g, 0, [(lo, hi, s - 1) for (lo, hi), s in zip(pads, strides)])
     r = lax.reduce_window(padded, "sum", window, base_dilation, [(0, 0)] * len(window),
                           None, window_dilation)
     return (r,)

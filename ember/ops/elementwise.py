@@ -28,8 +28,9 @@ def _shape(x):
 
 
 def _is_float(x):
+    """Whether operand x needs a cotangent: floating, and (for a saved tensor) requiring grad."""
     d = getattr(x, "dtype", None)
-    return d is not None and d.kind == "f"
+    return d is not None and d.kind == "f" and getattr(x, "_rg", True)
 
 
 def _zero(g):
@@ -215,13 +216,31 @@ def _select_abstract(c: Aval, x: Aval, y: Aval) -> Aval:
 
 
 def _select_vjp(g, out, c, x, y):
-    z = _zero(g)
+    z = lax.full((), 0, g.dtype)
     return (None, lax.unbroadcast(lax.select(c, g, z), _shape(x)) if _is_float(x) else None,
             lax.unbroadcast(lax.select(c, z, g), _shape(y)) if _is_float(y) else None)
 
 
+_INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
+
+
+def _select_impl(c, x, y):
+    # np.where is slow on small arrays (~3x a multiply); for same-shape operands a bitwise blend
+    # through an integer view is exact (it moves bits, NaN and -0.0 included) and faster
+    if x.shape == c.shape and x.dtype.itemsize in (4, 8) and x.flags.c_contiguous:
+        it = _INT_OF_SIZE[x.dtype.itemsize]
+        m = c.astype(it)
+        np.negative(m, out=m)  # all ones where c, zeros elsewhere
+        xv = x.view(it)
+        if y.ndim == 0 and not y:
+            return np.bitwise_and(xv, m).view(x.dtype)
+        if y.shape == x.shape and y.flags.c_contiguous:
+            return (np.bitwise_and(xv, m) | np.bitwise_and(y.view(it), ~m)).view(x.dtype)
+    return np.where(c, x, y)
+
+
 P_select = register(Primitive(
-    "select", impl=lambda c, x, y: np.where(c, x, y), abstract=_select_abstract, vjp=_select_vjp,
+    "select", impl=_select_impl, abstract=_select_abstract, vjp=_select_vjp,
     lowering=lambda c, x, y: E.call("select", c, x, y), kind="elementwise", promote_args=(1, 2)))
 
 

@@ -6,6 +6,8 @@ never needs a materialised transpose.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .._core import dtypes as dt
@@ -39,13 +41,19 @@ def _dot_abstract(x: Aval, y: Aval, *, contract, batch) -> Aval:
 
 def _dot_impl(x, y, *, contract, batch):
     (xc, yc), (xb, yb) = contract, batch
-    if not xb and x.ndim == 2 and y.ndim == 2 and xc == (1,) and yc == (0,):
-        return np.matmul(x, y)
+    if not xb and x.ndim == 2 and y.ndim == 2 and len(xc) == 1:
+        # every 2-D contraction is one GEMM with transposes as views (BLAS flags)
+        return np.matmul(x if xc[0] == 1 else x.T, y if yc[0] == 0 else y.T)
+    if not xb and y.ndim == 2 and len(xc) == 1 and xc[0] == x.ndim - 1:
+        # (..., k) x (k, n) or (n, k): fold the leading dims into the GEMM rows
+        lead = x.shape[:-1]
+        out = np.matmul(x.reshape(-1, x.shape[-1]), y if yc[0] == 0 else y.T)
+        return out.reshape(lead + out.shape[-1:])
     xf, yf = _free(x.ndim, xc, xb), _free(y.ndim, yc, yb)
-    nb = int(np.prod([x.shape[i] for i in xb], dtype=np.int64))
-    nk = int(np.prod([x.shape[i] for i in xc], dtype=np.int64))
-    nm = int(np.prod([x.shape[i] for i in xf], dtype=np.int64))
-    nn = int(np.prod([y.shape[i] for i in yf], dtype=np.int64))
+    nb = math.prod(x.shape[i] for i in xb)
+    nk = math.prod(x.shape[i] for i in xc)
+    nm = math.prod(x.shape[i] for i in xf)
+    nn = math.prod(y.shape[i] for i in yf)
     if len(xc) != len(yc) or any(x.shape[i] != y.shape[j] for i, j in zip(xc + xb, yc + yb)):
         raise ValueError("contracting or batch dims differ in size")
     a = np.transpose(x, xb + xf + xc).reshape(nb, nm, nk)
@@ -63,11 +71,11 @@ def _dot_vjp(g, out, x, y, *, contract, batch):
     gxf = tuple(range(nb, nb + len(xf)))
     gyf = tuple(range(nb + len(xf), nb + len(xf) + len(yf)))
     gx = gy = None
-    if x.dtype.kind == "f":
+    if x.dtype.kind == "f" and getattr(x, "_rg", True):
         t = lax.dot_general(g, y, (gyf, yf), (gb, yb))
         src = xb + xf + tuple(xc[i] for i in np.argsort(yc, kind="stable"))
         gx = _to_order(t, src)
-    if y.dtype.kind == "f":
+    if y.dtype.kind == "f" and getattr(y, "_rg", True):
         t = lax.dot_general(g, x, (gxf, xf), (gb, xb))
         src = yb + yf + tuple(yc[i] for i in np.argsort(xc, kind="stable"))
         gy = _to_order(t, src)

@@ -40,7 +40,7 @@ def _reduction(name, impl, vjp, rule, dtypes, combiner, identity):
 
 
 def _sum_impl(x, *, axes):
-    return np.sum(x, axis=axes, dtype=x.dtype)
+    return np.add.reduce(x, axis=axes, dtype=x.dtype)
 
 
 def _extreme_vjp(g, out, x, *, axes):
@@ -52,22 +52,22 @@ def _extreme_vjp(g, out, x, *, axes):
 
 
 def _prod_vjp(g, out, x, *, axes):
-    # product of the other elements, also where x has zeros: out/x with no zero, the product of
-    # the non-zeros at the single zero, 0 everywhere when two or more zeros
+    # product of the other elements, also where x has zeros: out/x at the non-zeros (0 if the
+    # group holds a zero, but still differentiable: d(out/x_j)/dx_i is right for the double
+    # backward), the product of the non-zeros at a single zero, 0 at zeros when two or more
     iszero = lax.eq(x, 0)
     nz = lax.select(iszero, lax.full(x.shape, 1, x.dtype), x)
     p_nz = lax.expand_reduced(lax.reduce_prod(nz, axes), x.shape, axes)
     zc = lax.expand_reduced(lax.reduce_sum(lax.convert(iszero, dt.int32), axes), x.shape, axes)
     ob = lax.expand_reduced(out, x.shape, axes)
     zero = lax.zeros_like(x)
-    others = lax.select(lax.eq(zc, 0), lax.div(ob, nz),
-                        lax.select(lax.bitwise_and(lax.eq(zc, 1), iszero), p_nz, zero))
+    others = lax.select(iszero, lax.select(lax.eq(zc, 1), p_nz, zero), lax.div(ob, nz))
     return (lax.mul(lax.expand_reduced(g, x.shape, axes), others),)
 
 
 _reduction("reduce_sum", _sum_impl, lambda g, out, x, *, axes: (lax.expand_reduced(g, x.shape, axes),),
            SUM, ALL_DTYPES, "add", 0)
-_reduction("reduce_prod", lambda x, *, axes: np.prod(x, axis=axes, dtype=x.dtype), _prod_vjp, SUM,
+_reduction("reduce_prod", lambda x, *, axes: np.multiply.reduce(x, axis=axes, dtype=x.dtype), _prod_vjp, SUM,
            ALL_DTYPES, "mul", 1)
 _reduction("reduce_max", lambda x, *, axes: np.max(x, axis=axes), _extreme_vjp, SAME, ALL_DTYPES, "max", "-inf")
 _reduction("reduce_min", lambda x, *, axes: np.min(x, axis=axes), _extreme_vjp, SAME, ALL_DTYPES, "min", "inf")
