@@ -393,7 +393,7 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
                         continue
                     leaf = e.__class__ is LeafAcc
                     if leaf:
-                        left = deps[e] = deps[e] - 1
+                        left = deps[e] = deps.get(e, 1) - 1
                     if ct is not None:
                         ct = _fit(ct, e)
                         if e in grads:

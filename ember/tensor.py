@@ -167,10 +167,12 @@ class Tensor:
             return self._data.astype(np.float32).tolist()
         return self._data.tolist()
 
-    def __dlpack__(self, stream=None):
+    def __dlpack__(self, *, stream=None, **kwargs):
         if self._dtype is dt.bfloat16:
             raise DTypeError("bfloat16 tensors cannot be exported through DLPack by numpy")
-        return self._data.__dlpack__()
+        # pass max_version/dl_device/copy on: without them consumers fall back to a legacy,
+        # read-only capsule
+        return self._data.__dlpack__(stream=stream, **kwargs)
 
     def __dlpack_device__(self):
         return self._data.__dlpack_device__()
@@ -389,7 +391,7 @@ def _coerce_operand(prim, a):
 
 def _explain(prim, args, params, err: Exception) -> Exception:
     """Turn a kernel's failure into an ember error naming the shapes and the user's line."""
-    if isinstance(err, IndexError) and "out of bounds" in str(err):
+    if isinstance(err, IndexError) and "out of bounds" in str(err) and not isinstance(err, np.exceptions.AxisError):
         return err
     if prim.abstract is not None:
         try:

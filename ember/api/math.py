@@ -45,13 +45,19 @@ def div(input, other, *, rounding_mode=None):
     if rounding_mode == "floor":
         return bind(P.floordiv, _t(input), _t(other))
     if rounding_mode == "trunc":
+        if _is_intlike(input, other) and _result_dtype(input, other).kind in "iu":
+            # exact (no round trip through float32, which loses int64 digits): floor division,
+            # plus one where the remainder is non-zero and the quotient negative
+            a, b = _t(input), _t(other)
+            r = bind(P.rem, a, b)
+            return bind(P.add, bind(P.floordiv, a, b), lax.bitwise_and(lax.ne(r, 0), lax.ne(lax.lt(r, 0), lax.lt(a, 0))))
         q = bind(P.div, _t(input), _t(other))
         return convert(bind(P.trunc, q), _result_dtype(input, other)) if _is_intlike(input, other) else bind(P.trunc, q)
     raise ValueError(f"rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
 
 
 def _is_intlike(*xs):
-    return all((isinstance(x, Tensor) and x.dtype.kind != "f") or isinstance(x, int) for x in xs)
+    return builtins.all((isinstance(x, Tensor) and x.dtype.kind != "f") or isinstance(x, int) for x in xs)
 
 
 def _result_dtype(*xs):
@@ -63,6 +69,14 @@ def remainder(input, other): return bind(P.rem, _t(input), _t(other))
 def fmod(input, other):
     """C-style remainder (sign of the dividend)."""
     input, other = _t(input), _t(other)
+    rt = result_type(input, other)
+    if rt.kind == "f":
+        # exact like C's fmod: |x| rem |y| (both >= 0, where remainder is fmod) with x's sign, also
+        # on a zero result (x * 0); (rem(x, y) - y would round)
+        x, y = convert(input, rt), convert(other, rt)
+        r = bind(P.rem, bind(P.abs, x), bind(P.abs, y))
+        r = lax.select(lax.lt(x, 0), lax.neg(r), r)
+        return lax.select(lax.eq(r, 0), lax.mul(x, 0), r)
     r = bind(P.rem, input, other)
     fix = lax.bitwise_and(lax.ne(r, 0), lax.ne(lax.lt(r, 0), lax.lt(input, 0)))
     return lax.select(fix, lax.sub(r, other), r)
@@ -71,6 +85,35 @@ def fmod(input, other):
 def pow(input, exponent): return bind(P.pow, _t(input), _t(exponent))
 def maximum(input, other): return bind(P.max, _t(input), _t(other))
 def minimum(input, other): return bind(P.min, _t(input), _t(other))
+
+
+def fmax(input, other):
+    """Elementwise maximum ignoring NaN: NaN only where both are NaN (PyTorch's fmax)."""
+    return _nan_ignoring(P.max, input, other)
+
+
+def fmin(input, other):
+    """Elementwise minimum ignoring NaN: NaN only where both are NaN (PyTorch's fmin)."""
+    return _nan_ignoring(P.min, input, other)
+
+
+def _nan_ignoring(prim, input, other):
+    input, other = _t(input), _t(other)
+    m = bind(prim, input, other)
+    if m.dtype.kind != "f":
+        return m
+    m = lax.select(bind(P.isnan, other), input, m)
+    return lax.select(bind(P.isnan, input), other, m)
+
+
+def signbit(input):
+    """True where the sign bit is set: negative numbers, -0.0 and NaNs with the sign bit."""
+    d = input.dtype
+    if d.kind == "f":
+        return lax.lt(lax.bitcast(input, {2: dt.int16, 4: dt.int32, 8: dt.int64}[d.itemsize]), 0)
+    if d.kind == "i":
+        return lax.lt(input, 0)
+    return lax.full(input.shape, False, dt.bool_)
 def atan2(input, other): return bind(P.atan2, _t(input), _t(other))
 def neg(input): return bind(P.neg, input)
 def abs(input): return bind(P.abs, input)

@@ -140,7 +140,10 @@ def contiguous(input):
     """The same tensor if row-major contiguous, else a contiguous copy."""
     if input._data.flags.c_contiguous:
         return input
-    return clone(input)
+    out = clone(input)
+    if not out._data.flags.c_contiguous:  # numpy keeps the input's (e.g. transposed) layout
+        out._data = np.ascontiguousarray(out._data)
+    return out
 
 
 def clone(input):
@@ -449,6 +452,8 @@ def setitem(x: Tensor, key, value) -> None:
         target = x
     v = value if isinstance(value, Tensor) else lax.full((), value, x.dtype)
     v = lax.broadcast_to(v, target.shape) if v.shape != target.shape else v
+    if not target.numel():  # nothing selected (numpy does not report an empty slice as a view)
+        return
     if target._base is None and target is not x:
         raise RuntimeError("internal: basic indexing did not produce a view")
     assign_(target, v)

@@ -125,7 +125,7 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool 
     if not training or p == 0.0:
         return input
     if p == 1.0:
-        out = lax.mul(input, 0.0)
+        out = lax.mul(_inplace_src(input, inplace), 0.0)
     else:
         keep = E.random._uniform01(input.shape, input.dtype, generator)
         out = lax.select(lax.lt(keep, 1.0 - p), lax.mul(_inplace_src(input, inplace), 1.0 / (1.0 - p)), 0.0)

@@ -9,4 +9,5 @@ core.set_vjp_inputs({
     "pad": (), "concatenate": (), "rev": (), "reduce_sum": (), "cumsum": (),
     "exp": (), "expm1": (), "sqrt": (), "tanh": (), "logistic": (), "div": (1,),
     "gather": (1,), "take_along_axis": (1,), "scatter_add": (1,), "scatter_add_along_axis": (1,),
+    "select": (0,),
 })

@@ -24,7 +24,7 @@ def _full_abstract(*, shape, value, dtype) -> Aval:
 
 
 register(Primitive("full", impl=lambda *, shape, value, dtype: np.full(shape, value, dtype.np),
-                   abstract=_full_abstract, dtype_rule=CUSTOM, kind="creation", dtypes=ALL_DTYPES,
+                   abstract=_full_abstract, dtype_rule=CUSTOM, kind="creation", dtypes=ALL_DTYPES + (dt.uint32,),
                    lowering=None))
 
 
@@ -35,7 +35,8 @@ def _iota_abstract(*, shape, dim, dtype) -> Aval:
 
 
 def _iota_impl(*, shape, dim, dtype):
-    r = np.arange(shape[dim], dtype=dtype.np).reshape((-1,) + (1,) * (len(shape) - dim - 1))
+    r = np.arange(shape[dim], dtype=dtype.np if dtype.kind != "b" else np.int64).astype(dtype.np, copy=False)
+    r = r.reshape((-1,) + (1,) * (len(shape) - dim - 1))
     return np.broadcast_to(r, shape).copy()
 
 

@@ -114,13 +114,34 @@ _elementwise("floordiv", _div_int_checked(np.floor_divide), dtypes=NUMERIC,
              lowering=_binary_lowering("floordiv"),
              vjp=lambda g, out, x, y: (lax.unbroadcast(_zero(g), _shape(x)) if _is_float(x) else None,
                                        lax.unbroadcast(_zero(g), _shape(y)) if _is_float(y) else None))
-_elementwise("rem", _div_int_checked(np.remainder), dtypes=NUMERIC + (dt.uint32,), lowering=_binary_lowering("mod"),
+def _remainder(x, y):
+    # PyTorch's float remainder: fmod moved into the divisor's sign, so a zero result keeps the
+    # dividend's sign (numpy's np.remainder gives the divisor's: remainder(-3.0, 1.5) = 0.0, not -0.0)
+    if x.dtype.kind in "iub":
+        return np.remainder(x, y)
+    m = np.fmod(x, y)
+    return np.where((m != 0) & ((m < 0) != (y < 0)), m + y, m)
+
+
+_elementwise("rem", _div_int_checked(_remainder), dtypes=NUMERIC + (dt.uint32,), lowering=_binary_lowering("mod"),
              vjp=lambda g, out, x, y: (lax.unbroadcast(g, _shape(x)),
                                        lax.unbroadcast(lax.neg(lax.mul(g, lax.floordiv(x, y))), _shape(y))))
 _elementwise("pow", np.power, dtypes=NUMERIC, lowering=_binary_lowering("pow"), vjp=_pow_vjp,
              needs_out=True)
-_elementwise("max", np.maximum, lowering=_binary_lowering("max"), vjp=_max_vjp)
-_elementwise("min", np.minimum, lowering=_binary_lowering("min"), vjp=_min_vjp)
+def _first_on_ties(ufunc):
+    # NaN propagates; where x == y (only -0.0 vs 0.0 can differ) the first operand wins, as in PyTorch
+    def impl(x, y):
+        r = ufunc(x, y)
+        if r.dtype.kind == "f":
+            tie = x == y
+            if np.any(tie):
+                r = np.where(tie, x, r)
+        return r
+    return impl
+
+
+_elementwise("max", _first_on_ties(np.maximum), lowering=_binary_lowering("max"), vjp=_max_vjp)
+_elementwise("min", _first_on_ties(np.minimum), lowering=_binary_lowering("min"), vjp=_min_vjp)
 _elementwise("atan2", np.arctan2, dtypes=ALL_DTYPES, rule=FLOAT, lowering=_binary_lowering("atan2"),
              vjp=_atan2_vjp)
 
@@ -134,11 +155,43 @@ def _logistic(x):
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
 
+# erf in float64 with the Cephes rational approximations (relative error < 5e-16): x*T(x^2)/U(x^2)
+# for |x| < 1, else 1 - erfc with exp(-x^2) P(|x|)/Q(|x|) (|x| < 8) or R/S (|x| >= 8)
+_ERF_T = (9.60497373987051638749E0, 9.00260197203842689217E1, 2.23200534594684319226E3,
+          7.00332514112805075473E3, 5.55923013010394962768E4)
+_ERF_U = (3.35617141647503099647E1, 5.21357949780152679795E2, 4.59432382970980127987E3,
+          2.26290000613890934246E4, 4.92673942608635921086E4)
+_ERFC_P = (2.46196981473530512524E-10, 5.64189564831068821977E-1, 7.46321056442269912687E0,
+           4.86371970985681366614E1, 1.96520832956077098242E2, 5.26445194995477358631E2,
+           9.34528527171957607540E2, 1.02755188689515710272E3, 5.57535335369399327526E2)
+_ERFC_Q = (1.32281951154744992508E1, 8.67072140885989742329E1, 3.54937778887819891062E2,
+           9.75708501743205489753E2, 1.82390916687909736289E3, 2.24633760818710981792E3,
+           1.65666309194161350182E3, 5.57535340817727675546E2)
+_ERFC_R = (5.64189583547755073984E-1, 1.27536670759978104416E0, 5.01905042251180477414E0,
+           6.16021097993053585195E0, 7.40974269950448939160E0, 2.97886665372100240670E0)
+_ERFC_S = (2.26052863220117276590E0, 9.39603524938001434673E0, 1.20489539808096656605E1,
+           1.70814450747565897222E1, 9.60896809063285067485E0, 3.36907645100081516050E0)
+
+
+def _poly(x, c, monic=False):
+    r = x + c[0] if monic else np.full_like(x, c[0])
+    for k in c[1:]:
+        r = r * x + k
+    return r
+
+
 def _erf(x):
-    # numpy has no erf: Abramowitz-Stegun is too coarse, so use math.erf elementwise on float64
-    flat = np.asarray(x, np.float64).ravel()
-    out = np.fromiter((math.erf(v) for v in flat), np.float64, count=flat.size)
-    return out.reshape(np.shape(x)).astype(x.dtype, copy=False)
+    v = np.asarray(x, np.float64)
+    a = np.minimum(np.abs(v), 30.0)  # erfc(30) underflows to 0: erf is exactly +-1 beyond
+    s = np.minimum(a, 1.0)
+    z = s * s
+    small = np.copysign(s, v) * _poly(z, _ERF_T) / _poly(z, _ERF_U, True)
+    e = np.exp(-a * a)
+    erfc = np.where(a < 8, e * _poly(a, _ERFC_P) / _poly(a, _ERFC_Q, True),
+                    e * _poly(a, _ERFC_R) / _poly(a, _ERFC_S, True))
+    out = np.where(a < 1, small, np.copysign(1.0 - erfc, v))
+    out = np.where(np.isnan(v), v, out)
+    return out.astype(x.dtype, copy=False)
 
 
 def _rsqrt(x):
@@ -148,7 +201,8 @@ def _rsqrt(x):
 def _sign(x):
     if x.dtype.kind == "b":
         return x.copy()
-    return np.sign(x)
+    s = np.sign(x)
+    return np.where(s != s, s.dtype.type(0), s) if s.dtype.kind == "f" else s  # sign(NaN) = 0 (PyTorch)
 
 
 def _float_unary(name, impl, vjp, lowering, needs_out=False):
@@ -225,6 +279,8 @@ _INT_OF_SIZE = {1: np.int8, 2: np.int16, 4: np.int32, 8: np.int64}
 
 
 def _select_impl(c, x, y):
+    if getattr(c, "dtype", np.bool_) != np.bool_:
+        raise TypeError("the condition must be bool")  # eager agrees with _select_abstract
     # np.where is slow on small arrays (~3x a multiply); for same-shape operands a bitwise blend
     # through an integer view is exact (it moves bits, NaN and -0.0 included) and faster
     if x.shape == c.shape and x.dtype.itemsize in (4, 8) and x.flags.c_contiguous:
@@ -250,7 +306,7 @@ def _convert_abstract(x: Aval, *, dtype) -> Aval:
 
 
 def _convert_impl(x, *, dtype):
-    if dtype.kind in "iu" and x.dtype.kind == "f":
+    if dtype.kind in "iu" and (x.dtype.kind == "f" or x.dtype == dt.bfloat16.np):
         # float -> int truncates toward zero; NaN/inf give the C cast's undefined value in numpy,
         # so make it deterministic (0) instead
         with np.errstate(invalid="ignore"):
@@ -276,7 +332,13 @@ def _bitcast_abstract(x: Aval, *, dtype) -> Aval:
     return Aval(x.shape, dtype, False)
 
 
-register(Primitive("bitcast", impl=lambda x, *, dtype: x.view(dtype.np) if x.ndim else x.reshape(1).view(dtype.np).reshape(()),
+def _bitcast_impl(x, *, dtype):
+    if x.dtype.itemsize != dtype.itemsize:
+        raise TypeError("bitcast between dtypes of different sizes")  # -> _bitcast_abstract's error
+    return x.view(dtype.np) if x.ndim else x.reshape(1).view(dtype.np).reshape(())
+
+
+register(Primitive("bitcast", impl=_bitcast_impl,
                    abstract=_bitcast_abstract, dtype_rule=CUSTOM, kind="elementwise", promote_args=(0,),
                    half_in_f32=False, dtypes=dt.ALL + (dt.uint32,),
                    lowering=None))

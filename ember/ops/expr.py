@@ -63,7 +63,17 @@ def _erf(x):
     return np.vectorize(erf, otypes=[np.float64])(x).astype(np.result_type(x, np.float32))
 
 
+def _sign(x):
+    # the sign primitive's meaning: bools are their own sign, sign(NaN) is 0 (PyTorch)
+    x = np.asarray(x)
+    if x.dtype == np.bool_:
+        return x.copy()
+    s = np.sign(x)
+    return np.where(s != s, s.dtype.type(0), s) if s.dtype.kind == "f" else s
+
+
 FUNCS["erf"] = _erf
+FUNCS["sign"] = _sign
 
 
 def call(op: str, *args: Expr) -> Expr:

@@ -56,10 +56,10 @@ def _scatter_add_impl(x, idx, upd, *, axis):
     out = np.array(x, copy=True)
     if axis == 0 and idx.ndim <= 1 and x.ndim == 2 and out.dtype.kind == "f" and idx.size:
         # dense rows: one matmul-free bincount-style accumulation per column block
-        np.add.at(out, idx.ravel(), upd.reshape(-1, x.shape[1]))
+        np.add.at(out, idx.ravel(), upd.reshape(idx.size, x.shape[1]))  # not -1: x may have a 0 dim
         return out
     moved = np.moveaxis(out, axis, 0)
-    u = np.moveaxis(upd.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 1:]), axis, 0)
+    u = np.moveaxis(upd.reshape(x.shape[:axis] + (idx.size,) + x.shape[axis + 1:]), axis, 0)
     np.add.at(moved, idx.ravel(), u)
     return out
 

@@ -69,8 +69,24 @@ _reduction("reduce_sum", _sum_impl, lambda g, out, x, *, axes: (lax.expand_reduc
            SUM, ALL_DTYPES, "add", 0)
 _reduction("reduce_prod", lambda x, *, axes: np.multiply.reduce(x, axis=axes, dtype=x.dtype), _prod_vjp, SUM,
            ALL_DTYPES, "mul", 1)
-_reduction("reduce_max", lambda x, *, axes: np.max(x, axis=axes), _extreme_vjp, SAME, ALL_DTYPES, "max", "-inf")
-_reduction("reduce_min", lambda x, *, axes: np.min(x, axis=axes), _extreme_vjp, SAME, ALL_DTYPES, "min", "inf")
+def _first_extreme(fn):
+    # NaN propagates; among equal extremes the first one along the reduced axes is the result, so
+    # a -0.0/0.0 tie is decided like the elementwise max/min (and x[argmax] == amax bitwise)
+    def impl(x, *, axes):
+        r = fn(x, axis=axes)
+        if x.dtype.kind == "f" and axes and x.size:
+            z = r == 0
+            if np.any(z):
+                rest = [i for i in range(x.ndim) if i not in axes]
+                flat = np.transpose(x, rest + list(axes)).reshape(r.shape + (-1,))
+                first = np.take_along_axis(flat, np.argmax(flat == 0, axis=-1)[..., None], -1)[..., 0]
+                r = np.where(z, first, r)
+        return r
+    return impl
+
+
+_reduction("reduce_max", _first_extreme(np.max), _extreme_vjp, SAME, ALL_DTYPES, "max", "-inf")
+_reduction("reduce_min", _first_extreme(np.min), _extreme_vjp, SAME, ALL_DTYPES, "min", "inf")
 _reduction("reduce_and", lambda x, *, axes: np.all(x, axis=axes), None, BOOL, ALL_DTYPES, "and", True)
 _reduction("reduce_or", lambda x, *, axes: np.any(x, axis=axes), None, BOOL, ALL_DTYPES, "or", False)
 
@@ -93,6 +109,8 @@ for _name, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
 
 
 def _cumsum_impl(x, *, axis, reverse):
+    if x.ndim == 0:  # np.cumsum would return shape (1,)
+        return np.array(x, dtype=x.dtype)
     if reverse:
         return np.flip(np.cumsum(np.flip(x, axis), axis=axis, dtype=x.dtype), axis)
     return np.cumsum(x, axis=axis, dtype=x.dtype)

@@ -88,6 +88,8 @@ def _slice_abstract(x: Aval, *, start, stop, step) -> Aval:
 
 
 def _slice_impl(x, *, start, stop, step):
+    if len(start) != x.ndim or not all(0 <= a <= b <= n and s >= 1 for a, b, s, n in zip(start, stop, step, x.shape)):
+        raise ValueError("slice out of range")  # numpy would clip silently; -> _slice_abstract's error
     return x[tuple(slice(a, b, s) for a, b, s in zip(start, stop, step))]
 
 
