@@ -54,7 +54,7 @@ class Node:
     """One recorded primitive application (PyTorch's grad_fn)."""
 
     __slots__ = ("prim", "params", "saved", "versions", "edges", "seq", "out_data", "out_dtype",
-                 "out_storage", "versions_out", "hooks", "retain", "custom", "__weakref__")
+                 "out_shape", "out_storage", "versions_out", "hooks", "retain", "custom", "__weakref__")
 
     def __init__(self, prim, params, saved, versions, edges, out: Tensor):
         self.prim = prim
@@ -64,7 +64,8 @@ class Node:
         self.edges = edges
         self.seq = next(_seq)
         self.out_dtype = out._dtype
-        self.out_data = out._data if (prim is None or prim.needs_out) else out._data.shape
+        self.out_shape = out._data.shape
+        self.out_data = out._data if (prim is not None and prim.needs_out) else None
         self.out_storage = out._ensure_storage() if (prim is not None and prim.needs_out) else None
         self.versions_out = self.out_storage.version if self.out_storage is not None else 0
         self.hooks = None
@@ -83,7 +84,7 @@ class Node:
 
     @property
     def shape(self):
-        return self.out_data.shape if isinstance(self.out_data, np.ndarray) else self.out_data
+        return self.out_shape
 
     @property
     def next_functions(self) -> tuple:
@@ -130,8 +131,7 @@ class Node:
 
     def release(self) -> None:
         self.saved = None
-        if isinstance(self.out_data, np.ndarray):
-            self.out_data = self.out_data.shape
+        self.out_data = None
 
 
 def _edge(t: Tensor):
@@ -309,7 +309,7 @@ def _needed(roots, targets) -> set:
 def _fit(ct: Tensor, e) -> Tensor:
     if ct._dtype is not e.dtype:
         ct = lax.convert(ct, e.dtype)
-    if ct.shape != tuple(e.shape):
+    if ct._data.shape != e.shape:
         raise AutogradError(f"internal: gradient of shape {ct.shape} for a value of shape {tuple(e.shape)} "
                             f"(from {e.name})")
     return ct
@@ -354,6 +354,7 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
             if not deps.get(e):
                 heapq.heappush(heap, (_NOW if isinstance(e, LeafAcc) else -e.seq, id(e), e))
     captured = {}
+    owned = {}  # leaf gradients that may become `.grad` without a copy (held: ids stay unique)
     with set_grad_enabled(create_graph):
         while True:
             while heap:
@@ -367,7 +368,7 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
                     if capture is not None and n in capture:
                         captured[n] = g
                     if accumulate:
-                        _accumulate(n, g, create_graph)
+                        _accumulate(n, g, create_graph, owned.get(id(g)) is g and not n.hooks)
                     continue
                 if n.hooks:
                     for h in n.hooks:
@@ -398,8 +399,12 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
                         ct = _fit(ct, e)
                         if e in grads:
                             grads[e] = lax.add(grads[e], ct)
+                            owned[id(grads[e])] = grads[e]
                         else:
                             grads[e] = ct
+                            if leaf and ct is not g and ct._data.flags.owndata and \
+                                    sum(c is ct for c in cts) == 1:
+                                owned[id(ct)] = ct  # a fresh array nobody else holds: no copy
                             if not leaf:
                                 heapq.heappush(heap, (-e.seq, id(e), e))
                     if leaf and left == 0 and e in grads:
@@ -416,10 +421,13 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
     return captured
 
 
-def _accumulate(acc: LeafAcc, g: Tensor, create_graph: bool) -> None:
+def _accumulate(acc: LeafAcc, g: Tensor, create_graph: bool, owned: bool = False) -> None:
     t = acc.tensor
     if t.grad is None:
-        t.grad = g if create_graph else _wrap(np.array(g._data, copy=True), g._dtype)
+        if create_graph:
+            t.grad = g
+        else:
+            t.grad = _wrap(g._data if owned else np.array(g._data, copy=True), g._dtype)
     elif create_graph:
         t.grad = lax.add(t.grad, g)
     else:

@@ -348,6 +348,8 @@ class EagerInterpreter:
                         datas[i] = d.astype(cnp)
                 else:
                     datas[i] = cnp.type(d)
+        if prim.eager_checks:
+            prim.abstract(*_avals(args), **params)
         try:
             res = prim.impl(*datas, **params) if params else prim.impl(*datas)
         except (ValueError, TypeError, IndexError) as e:

@@ -86,6 +86,14 @@ def test_shape_rule_explains_eager_failure(prims):
     assert msg.startswith(f"{NAME}: operand shapes (2, 3) and (4, 5) differ")
 
 
+def test_shape_rule_runs_before_the_kernel_eagerly(prims):
+    """PI-7: a rule stricter than the kernel (no broadcasting) is enforced in eager mode too."""
+    prim, _ = prims
+    assert prim.eager_checks and not ember.primitives["add"].eager_checks
+    with pytest.raises(ember.ShapeError, match=r"\(2, 3\) and \(3,\) differ"):
+        prim.bind(ember.ones(2, 3), ember.ones(3))  # numpy alone would broadcast this
+
+
 def test_unsupported_dtype_has_no_kernel(prims):
     """PI-7: float64 is not in the primitive's dtype table."""
     prim, prim64 = prims

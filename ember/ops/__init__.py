@@ -11,3 +11,6 @@ core.set_vjp_inputs({
     "gather": (1,), "take_along_axis": (1,), "scatter_add": (1,), "scatter_add_along_axis": (1,),
     "select": (0,),
 })
+
+for _p in REGISTRY.values():  # built-in kernels validate their own operands (see Primitive)
+    _p.eager_checks = False

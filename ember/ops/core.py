@@ -79,6 +79,9 @@ class Primitive:
         self.promote_args = promote_args  # operands promoted together (None: all of them)
         self.needs_out = needs_out  # the VJP reads the primal output
         self.vjp_inputs = vjp_inputs  # inputs whose values the VJP reads (None: all; others: shapes)
+        # eager mode runs the shape rule before the kernel: on for user primitives (their rule may
+        # be stricter than numpy), off for built-ins, whose kernels reject what their rules reject
+        self.eager_checks = abstract is not None
         self.is_view = is_view      # eager result may alias its first input
         self.half_in_f32 = half_in_f32  # float16/bfloat16 compute in float32, rounded at the end
         self.doc = doc

@@ -73,17 +73,17 @@ def _dot_vjp(g, out, x, y, *, contract, batch):
     gx = gy = None
     if x.dtype.kind == "f" and getattr(x, "_rg", True):
         t = lax.dot_general(g, y, (gyf, yf), (gb, yb))
-        src = xb + xf + tuple(xc[i] for i in np.argsort(yc, kind="stable"))
+        src = xb + xf + tuple(c for _, c in sorted(zip(yc, xc)))
         gx = _to_order(t, src)
     if y.dtype.kind == "f" and getattr(y, "_rg", True):
         t = lax.dot_general(g, x, (gxf, xf), (gb, xb))
-        src = yb + yf + tuple(yc[i] for i in np.argsort(xc, kind="stable"))
+        src = yb + yf + tuple(c for _, c in sorted(zip(xc, yc)))
         gy = _to_order(t, src)
     return gx, gy
 
 
 def _to_order(t, src):
-    perm = tuple(int(i) for i in np.argsort(src, kind="stable"))
+    perm = tuple(sorted(range(len(src)), key=src.__getitem__))
     return t if perm == tuple(range(len(perm))) else lax.transpose(t, perm)
 
 
