@@ -316,31 +316,32 @@ class EagerInterpreter:
     level = 0
 
     def process(self, prim, args, params):
-        datas = []
-        keys = []
-        for a in args:
-            if a.__class__ is Tensor or isinstance(a, Tensor):
-                datas.append(a._data)
-                keys.append(a._dtype)
-            else:
-                k = _scalar_key(a)
-                if k is None:
-                    a = _coerce_operand(prim, a)
-                    datas.append(a._data)
-                    keys.append(a._dtype)
-                else:
-                    datas.append(a)
-                    keys.append(k)
+        try:  # fast path: every operand is a Tensor
+            datas = [a._data for a in args]
+            keys = [a._dtype for a in args]
+        except AttributeError:
+            datas, keys = _unbox(prim, args)
         pa = prim.promote_args
         out_dt = None
-        if (pa is None and args) or pa:
-            key = tuple(keys) if pa is None else tuple([keys[i] for i in pa])
-            r = prim._dtype_cache.get(key)
-            if r is None:
-                r = prim.resolve_dtypes(key)
+        if pa is None:
+            if args:
+                key = tuple(keys)
+                r = prim._dtype_cache.get(key) or prim.resolve_dtypes(key)
+                compute, out_dt = r
+                cnp = compute.np
+                for i, d in enumerate(datas):
+                    if keys[i].__class__ is _DType:
+                        dd = d.dtype
+                        if dd is not cnp and dd != cnp:
+                            datas[i] = d.astype(cnp)
+                    else:
+                        datas[i] = cnp.type(d)
+        elif pa:
+            key = tuple([keys[i] for i in pa])
+            r = prim._dtype_cache.get(key) or prim.resolve_dtypes(key)
             compute, out_dt = r
             cnp = compute.np
-            for i in (range(len(args)) if pa is None else pa):
+            for i in pa:
                 d = datas[i]
                 if keys[i].__class__ is _DType:
                     dd = d.dtype
@@ -381,6 +382,25 @@ class EagerInterpreter:
                         _record(prim, args, params, out)
                         break
         return out
+
+
+def _unbox(prim, args):
+    """Operand arrays and dtype keys when some operands are Python scalars or numpy values."""
+    datas, keys = [], []
+    for a in args:
+        if isinstance(a, Tensor):
+            datas.append(a._data)
+            keys.append(a._dtype)
+        else:
+            k = _scalar_key(a)
+            if k is None:
+                a = _coerce_operand(prim, a)
+                datas.append(a._data)
+                keys.append(a._dtype)
+            else:
+                datas.append(a)
+                keys.append(k)
+    return datas, keys
 
 
 def _coerce_operand(prim, a):

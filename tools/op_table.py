@@ -43,11 +43,11 @@ def render() -> str:
         "A ✓ means the primitive has a kernel for inputs of that dtype (`Primitive.dtypes`); other",
         "dtypes raise `ember.DTypeError` (\"no kernel for dtype ...\"). Mixed inputs are promoted first",
         "(`ember.promote_types`), and float16/bfloat16 compute in float32 and round once at the end.",
-        "*diff*: has a VJP rule; *lower*: has a lowering (scalar expression, or reduction combiner).",
+        "*differentiable*: has a VJP rule; *lowering*: has one (scalar expression, or reduction combiner).",
         "Creation primitives take their dtype as a parameter; `uint32` (internal: random bits) is noted",
         "in the last column.",
         "",
-        "| primitive | kind | diff | lower | " + " | ".join(COLUMNS) + " | uint32 |",
+        "| primitive | kind | differentiable | lowering | " + " | ".join(COLUMNS) + " | uint32 |",
         "|---|---|:-:|:-:|" + ":-:|" * len(COLUMNS) + ":-:|",
     ]
     for name, p in registry.items():

@@ -133,8 +133,8 @@ def _first_on_ties(ufunc):
     def impl(x, y):
         r = ufunc(x, y)
         if r.dtype.kind == "f":
-            tie = x == y
-            if np.any(tie):
+            tie = np.equal(x, y)
+            if tie.any():
                 r = np.where(tie, x, r)
         return r
     return impl

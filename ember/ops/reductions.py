@@ -75,8 +75,8 @@ def _first_extreme(fn):
     def impl(x, *, axes):
         r = fn(x, axis=axes)
         if x.dtype.kind == "f" and axes and x.size:
-            z = r == 0
-            if np.any(z):
+            z = np.equal(r, 0)
+            if z.any():
                 rest = [i for i in range(x.ndim) if i not in axes]
                 flat = np.transpose(x, rest + list(axes)).reshape(r.shape + (-1,))
                 first = np.take_along_axis(flat, np.argmax(flat == 0, axis=-1)[..., None], -1)[..., 0]

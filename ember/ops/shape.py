@@ -43,11 +43,24 @@ def _bid_abstract(x: Aval, *, shape, dims) -> Aval:
     return Aval(shape, x.dtype, x.weak)
 
 
+def broadcast_view(x: np.ndarray, shape: tuple) -> np.ndarray:
+    """A read-only view of `x` (same rank) broadcast to `shape` by zero strides.
+
+    Builds the ndarray directly when `x` is contiguous: np.broadcast_to costs ~8x more per call,
+    which dominates small eager ops."""
+    if x.flags.c_contiguous and x.size:
+        strides = tuple(0 if n == 1 and m != 1 else st for n, m, st in zip(x.shape, shape, x.strides))
+        out = np.ndarray(shape, x.dtype, x, 0, strides)
+        out.flags.writeable = False
+        return out
+    return np.broadcast_to(x, shape)
+
+
 def _bid_impl(x, *, shape, dims):
     expanded = [1] * len(shape)
     for i, d in enumerate(dims):
         expanded[d] = x.shape[i]
-    return np.broadcast_to(np.reshape(x, expanded), shape)
+    return broadcast_view(np.reshape(x, expanded), shape)
 
 
 def _bid_vjp(g, out, x, *, shape, dims):
