@@ -41,7 +41,7 @@ rng = np.random.default_rng(0)
 A = rng.standard_normal((64, 64)).astype(np.float32)
 B = rng.standard_normal((64, 64)).astype(np.float32)
 X = rng.standard_normal((32, 784)).astype(np.float32)
-Y = rng.integers(0, 10, 32)
+Y = rng.integers(0, 10, 32).astype(np.int64)
 W = [(rng.standard_normal((o, i)) / np.sqrt(i)).astype(np.float32) for i, o in ((784, 128), (128, 64), (64, 10))]
 Bs = [np.zeros(o, np.float32) for o in (128, 64, 10)]
 
@@ -68,36 +68,18 @@ def cases_numpy():
             "mlp_fwd_bwd": mlp}
 
 
-def cases_ember():
-    a, b = ember.from_numpy(A), ember.from_numpy(B)
-    ag = ember.tensor(A, requires_grad=True)
-    x, y = ember.from_numpy(X), ember.tensor(Y)
-    ws = [ember.tensor(w, requires_grad=True) for w in W]
-    bs = [ember.tensor(v, requires_grad=True) for v in Bs]
+def cases_tensor_lib(lib, F):
+    """The cases for a library with PyTorch's API (ember and torch both have it)."""
+    a, b = lib.from_numpy(A), lib.from_numpy(B)
+    ag = lib.tensor(A, requires_grad=True)
+    x, y = lib.from_numpy(X), lib.from_numpy(Y)
+    ws = [lib.tensor(w, requires_grad=True) for w in W]
+    bs = [lib.tensor(v, requires_grad=True) for v in Bs]
 
     def mlp():
-        h = EF.relu(EF.linear(x, ws[0], bs[0]))
-        h = EF.relu(EF.linear(h, ws[1], bs[1]))
-        loss = EF.cross_entropy(EF.linear(h, ws[2], bs[2]), y)
-        for p in ws + bs:
-            p.grad = None
-        loss.backward()
-        return loss
-    return {"add": lambda: a + b, "add_grad": lambda: ag + b, "matmul": lambda: a @ b, "sum": lambda: a.sum(),
-            "mlp_fwd_bwd": mlp}
-
-
-def cases_torch():
-    a, b = torch.from_numpy(A), torch.from_numpy(B)
-    ag = torch.tensor(A, requires_grad=True)
-    x, y = torch.from_numpy(X), torch.from_numpy(Y)
-    ws = [torch.tensor(w, requires_grad=True) for w in W]
-    bs = [torch.tensor(v, requires_grad=True) for v in Bs]
-
-    def mlp():
-        h = TF.relu(TF.linear(x, ws[0], bs[0]))
-        h = TF.relu(TF.linear(h, ws[1], bs[1]))
-        loss = TF.cross_entropy(TF.linear(h, ws[2], bs[2]), y)
+        h = F.relu(F.linear(x, ws[0], bs[0]))
+        h = F.relu(F.linear(h, ws[1], bs[1]))
+        loss = F.cross_entropy(F.linear(h, ws[2], bs[2]), y)
         for p in ws + bs:
             p.grad = None
         loss.backward()
@@ -123,9 +105,9 @@ def per_call_us(fn, budget_s=0.05):
     return (time.perf_counter() - t0) / n * 1e6
 
 
-frameworks = {"ember": cases_ember(), "numpy": cases_numpy()}
+frameworks = {"ember": cases_tensor_lib(ember, EF), "numpy": cases_numpy()}
 if torch is not None:
-    frameworks["torch"] = cases_torch()
+    frameworks["torch"] = cases_tensor_lib(torch, TF)
 names = ["add", "add_grad", "matmul", "sum", "mlp_fwd_bwd"]
 samples = {(f, n): [] for f in frameworks for n in names}
 for _ in range(a.rounds):

@@ -323,25 +323,12 @@ class EagerInterpreter:
             datas, keys = _unbox(prim, args)
         pa = prim.promote_args
         out_dt = None
-        if pa is None:
-            if args:
-                key = tuple(keys)
-                r = prim._dtype_cache.get(key) or prim.resolve_dtypes(key)
-                compute, out_dt = r
-                cnp = compute.np
-                for i, d in enumerate(datas):
-                    if keys[i].__class__ is _DType:
-                        dd = d.dtype
-                        if dd is not cnp and dd != cnp:
-                            datas[i] = d.astype(cnp)
-                    else:
-                        datas[i] = cnp.type(d)
-        elif pa:
-            key = tuple([keys[i] for i in pa])
-            r = prim._dtype_cache.get(key) or prim.resolve_dtypes(key)
-            compute, out_dt = r
+        if pa or (pa is None and args):
+            idx = range(len(args)) if pa is None else pa
+            key = tuple(keys) if pa is None else tuple([keys[i] for i in pa])
+            compute, out_dt = prim._dtype_cache.get(key) or prim.resolve_dtypes(key)
             cnp = compute.np
-            for i in pa:
+            for i in idx:
                 d = datas[i]
                 if keys[i].__class__ is _DType:
                     dd = d.dtype

@@ -66,35 +66,33 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     return lax.select(lax.gt(bx, threshold), input, soft)
 
 
-def _softmax_dim(input, dim):
+def _shifted(input: Tensor, dim, dtype):
+    """(x - max(x) along dim, dim): the stable starting point of softmax and log_softmax."""
+    if dtype is not None:
+        input = E.convert(input, dtype)
     if dim is None:
         raise TypeError("softmax needs dim=")
-    return E.shape._dim(dim, input.ndim, "softmax") if input.ndim else 0
+    d = E.shape._dim(dim, input.ndim, "softmax")
+    m = lax.reduce_max(input, (d,)).detach()
+    return lax.sub(input, lax.expand_reduced(m, input.shape, (d,))), d
 
 
 def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """exp(x - max) / sum(exp(x - max)) along `dim`."""
-    if dtype is not None:
-        input = E.convert(input, dtype)
     if input.ndim == 0:
         return lax.div(input, input)
-    d = _softmax_dim(input, dim)
-    m = lax.reduce_max(input, (d,)).detach()
-    e = lax.exp(lax.sub(input, lax.expand_reduced(m, input.shape, (d,))))
-    return lax.div(e, lax.expand_reduced(lax.reduce_sum(e, (d,)), input.shape, (d,)))
+    z, d = _shifted(input, dim, dtype)
+    e = lax.exp(z)
+    return lax.div(e, lax.expand_reduced(lax.reduce_sum(e, (d,)), e.shape, (d,)))
 
 
 def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """x - max - log(sum(exp(x - max))) along `dim`."""
-    if dtype is not None:
-        input = E.convert(input, dtype)
     if input.ndim == 0:
         return lax.sub(input, input)
-    d = _softmax_dim(input, dim)
-    m = lax.reduce_max(input, (d,)).detach()
-    z = lax.sub(input, lax.expand_reduced(m, input.shape, (d,)))
+    z, d = _shifted(input, dim, dtype)
     lse = lax.log(lax.reduce_sum(lax.exp(z), (d,)))
-    return lax.sub(z, lax.expand_reduced(lse, input.shape, (d,)))
+    return lax.sub(z, lax.expand_reduced(lse, z.shape, (d,)))
 
 
 # ---------------------------------------------------------------- normalisation and dropout
