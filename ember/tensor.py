@@ -316,11 +316,26 @@ class EagerInterpreter:
     level = 0
 
     def process(self, prim, args, params):
-        try:  # fast path: every operand is a Tensor
-            datas = [a._data for a in args]
-            keys = [a._dtype for a in args]
-        except AttributeError:
-            datas, keys = _unbox(prim, args)
+        datas = []
+        keys = []
+        for a in args:
+            c = a.__class__
+            if c is Tensor:
+                datas.append(a._data)
+                keys.append(a._dtype)
+            elif c is float:
+                datas.append(a)
+                keys.append("f")
+            else:
+                k = _scalar_key(a)
+                if k is not None:
+                    datas.append(a)
+                    keys.append(k)
+                else:
+                    if not isinstance(a, Tensor):
+                        a = _coerce_operand(prim, a)
+                    datas.append(a._data)
+                    keys.append(a._dtype)
         pa = prim.promote_args
         out_dt = None
         if pa or (pa is None and args):
@@ -369,25 +384,6 @@ class EagerInterpreter:
                         _record(prim, args, params, out)
                         break
         return out
-
-
-def _unbox(prim, args):
-    """Operand arrays and dtype keys when some operands are Python scalars or numpy values."""
-    datas, keys = [], []
-    for a in args:
-        if isinstance(a, Tensor):
-            datas.append(a._data)
-            keys.append(a._dtype)
-        else:
-            k = _scalar_key(a)
-            if k is None:
-                a = _coerce_operand(prim, a)
-                datas.append(a._data)
-                keys.append(a._dtype)
-            else:
-                datas.append(a)
-                keys.append(k)
-    return datas, keys
 
 
 def _coerce_operand(prim, a):

@@ -74,7 +74,7 @@ def _shifted(input: Tensor, dim, dtype):
         raise TypeError("softmax needs dim=")
     d = E.shape._dim(dim, input.ndim, "softmax")
     m = lax.reduce_max(input, (d,)).detach()
-    return lax.sub(input, lax.expand_reduced(m, input.shape, (d,))), d
+    return lax.sub(input, lax.keepdims(m, (d,))), d
 
 
 def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
@@ -83,7 +83,7 @@ def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
         return lax.div(input, input)
     z, d = _shifted(input, dim, dtype)
     e = lax.exp(z)
-    return lax.div(e, lax.expand_reduced(lax.reduce_sum(e, (d,)), e.shape, (d,)))
+    return lax.div(e, lax.keepdims(lax.reduce_sum(e, (d,)), (d,)))
 
 
 def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
@@ -92,7 +92,7 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
         return lax.sub(input, input)
     z, d = _shifted(input, dim, dtype)
     lse = lax.log(lax.reduce_sum(lax.exp(z), (d,)))
-    return lax.sub(z, lax.expand_reduced(lse, z.shape, (d,)))
+    return lax.sub(z, lax.keepdims(lse, (d,)))
 
 
 # ---------------------------------------------------------------- normalisation and dropout
@@ -112,6 +112,49 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: flo
         out = lax.mul(out, weight)
     if bias is not None:
         out = lax.add(out, bias)
+    return out
+
+
+def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None, training: bool = False,
+               momentum=0.1, eps: float = 1e-5) -> Tensor:
+    """Normalise over every dim but the channel dim 1, then scale and shift per channel.
+
+    Training uses the batch statistics (biased variance) and, when running_mean / running_var are
+    given, updates them in place under no_grad (the storages stay the same objects):
+    r = momentum * stat + (1 - momentum) * r, with the unbiased variance. `momentum` may be a
+    0-d tensor. Eval normalises with the running statistics.
+    """
+    if input.ndim < 2:
+        raise op_error(ShapeError, "batch_norm", f"expects an input with a channel dim 1, got shape {input.shape}")
+    C = input.shape[1]
+    ax = (0,) + tuple(range(2, input.ndim))
+    n = input.numel() // C if C else 0
+    if training:
+        if n <= 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
+        mean = lax.div(lax.reduce_sum(input, ax), n)
+        xc = lax.sub(input, lax.expand_reduced(mean, input.shape, ax))
+        ss = lax.reduce_sum(lax.mul(xc, xc), ax)
+        var = lax.div(ss, n)
+        from .._core.state import no_grad
+        with no_grad():
+            keep = 1.0 - momentum if isinstance(momentum, (int, float)) else lax.sub(1.0, momentum)
+            if running_mean is not None:
+                E.assign_(running_mean, lax.add(lax.mul(mean.detach(), momentum), lax.mul(running_mean, keep)))
+            if running_var is not None:
+                unbiased = lax.div(ss.detach(), n - 1)
+                E.assign_(running_var, lax.add(lax.mul(unbiased, momentum), lax.mul(running_var, keep)))
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+        xc = lax.sub(input, lax.expand_reduced(running_mean, input.shape, ax))
+        var = running_var
+    out = lax.mul(xc, lax.expand_reduced(lax.rsqrt(lax.add(var, eps)), input.shape, ax))
+    cshape = (C,) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = lax.mul(out, lax.reshape(weight, cshape))
+    if bias is not None:
+        out = lax.add(out, lax.reshape(bias, cshape))
     return out
 
 
@@ -287,45 +330,52 @@ def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     return _reduce(lax.abs(lax.sub(input, target)), reduction)
 
 
-def _class_loss(logp, target, weight, ignore_index, reduction, label_smoothing, op):
-    """Shared body of nll_loss and cross_entropy for class-index targets; logp is (N, C, ...)."""
-    C = logp.shape[1]
+def _class_loss(z, lse, target, weight, ignore_index, reduction, label_smoothing, op):
+    """nll_loss and cross_entropy for class-index targets.
+
+    z is (N, C, ...): log-probabilities when lse is None (nll_loss), else logits shifted by their
+    max with lse their log-sum-exp, so that log p = z - lse is never formed. The target's entry is
+    picked with a one-hot compare and a sum: elementwise + reduce (fusable, and the backward pass
+    needs no scatter)."""
+    C = z.shape[1]
     if target.dtype.kind not in "iu":
         raise op_error(ShapeError, op, f"class targets must be integers, got {target.dtype.name}")
-    want = logp.shape[:1] + logp.shape[2:]
+    want = z.shape[:1] + z.shape[2:]
     if target.shape != want:
-        raise op_error(ShapeError, op, f"target of shape {target.shape} does not match input {logp.shape} "
+        raise op_error(ShapeError, op, f"target of shape {target.shape} does not match input {z.shape} "
                        f"(expected {want})")
+    _check_classes(target, C, ignore_index, op)
     valid = lax.ne(target, ignore_index)
-    safe = lax.select(valid, target, 0)
-    # pick logp[n, t_n] with a one-hot compare and a sum: elementwise + reduce (fusable, no scatter
-    # in the backward pass); out-of-range targets are caught explicitly
-    tb = lax.broadcast_in_dim(safe, logp.shape, (0,) + tuple(range(2, logp.ndim)))
-    onehot = lax.eq(lax.iota(logp.shape, 1, target.dtype), tb)
-    picked = lax.reduce_sum(lax.select(onehot, logp, 0.0), (1,))
-    _check_classes(safe, C, op)
-    zero = 0.0
+    tcol = lax.reshape(target, want[:1] + (1,) + want[1:])
+    onehot = lax.eq(lax.iota((1, C) + (1,) * (z.ndim - 2), 1, target.dtype), tcol)
+    picked = lax.reduce_sum(lax.select(onehot, z, 0.0), (1,))
+    nll = lax.neg(picked) if lse is None else lax.sub(lse, picked)
     if weight is not None:
-        wt = lax.gather(weight, safe, 0)
-        picked = lax.mul(picked, wt)
-        wsum = lax.select(valid, wt, zero)
+        wt = lax.gather(weight, lax.select(valid, target, 0), 0)
+        nll = lax.mul(nll, wt)
+        wsum = lax.select(valid, wt, 0.0)
     else:
-        wsum = lax.convert(valid, logp.dtype)
-    loss = lax.select(valid, lax.neg(picked), zero)
+        wsum = lax.convert(valid, z.dtype)
+    loss = lax.select(valid, nll, 0.0)
     if label_smoothing:
-        lw = logp if weight is None else lax.mul(logp, lax.reshape(weight, (C,) + (1,) * (logp.ndim - 2)))
-        smooth = lax.select(valid, lax.neg(lax.reduce_sum(lw, (1,))), zero)
+        # -sum_c w_c log p_c = -sum_c w_c z_c + lse * sum_c w_c
+        lw = z if weight is None else lax.mul(z, lax.reshape(weight, (C,) + (1,) * (z.ndim - 2)))
+        s = lax.neg(lax.reduce_sum(lw, (1,)))
+        if lse is not None:
+            s = lax.add(s, lax.mul(lse, float(C) if weight is None else lax.reduce_sum(weight, (0,))))
+        smooth = lax.select(valid, s, 0.0)
         loss = lax.add(lax.mul(loss, 1.0 - label_smoothing), lax.mul(smooth, label_smoothing / C))
     if reduction == "mean":
         return lax.div(E.sum(loss), E.sum(wsum))
     return _reduce(loss, reduction)
 
 
-def _check_classes(target: Tensor, C: int, op: str) -> None:
+def _check_classes(target: Tensor, C: int, ignore_index: int, op: str) -> None:
     data = getattr(target, "_data", None)
     if data is not None and data.size and (data.min() < 0 or data.max() >= C):
-        bad = data[(data < 0) | (data >= C)].ravel()[0]
-        raise IndexError(f"{op}: target {bad} is out of bounds for {C} classes")
+        bad = data[((data < 0) | (data >= C)) & (data != ignore_index)].ravel()
+        if bad.size:
+            raise IndexError(f"{op}: target {bad[0]} is out of bounds for {C} classes")
 
 
 def _channels_first(input: Tensor, op: str) -> Tensor:
@@ -342,7 +392,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -10
     unb = input.ndim == 1
     logp = _channels_first(input, "nll_loss")
     t = lax.reshape(target, (1,)) if unb else target
-    out = _class_loss(logp, t, weight, ignore_index, reduction, 0.0, "nll_loss")
+    out = _class_loss(logp, None, t, weight, ignore_index, reduction, 0.0, "nll_loss")
     return lax.reshape(out, ()) if unb and reduction == "none" else out
 
 
@@ -351,8 +401,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int 
     """Softmax cross-entropy over dim 1, with class-index or class-probability targets."""
     unb = input.ndim == 1
     x = _channels_first(input, "cross_entropy")
-    logp = log_softmax(x, 1)
     if target.dtype.kind == "f":
+        logp = log_softmax(x, 1)
         t = lax.reshape(target, (1,) + target.shape) if unb else target
         if t.shape != logp.shape:
             raise op_error(ShapeError, "cross_entropy", f"probability target of shape {target.shape} does not "
@@ -370,7 +420,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int 
             return lax.div(E.sum(loss), max(loss.numel(), 1) if loss.numel() else 0)
         return _reduce(loss, reduction)
     t = lax.reshape(target, (1,)) if unb else target
-    out = _class_loss(logp, t, weight, ignore_index, reduction, label_smoothing, "cross_entropy")
+    z, _ = _shifted(x, 1, None)
+    lse = lax.log(lax.reduce_sum(lax.exp(z), (1,)))
+    out = _class_loss(z, lse, t, weight, ignore_index, reduction, label_smoothing, "cross_entropy")
     return lax.reshape(out, ()) if unb and reduction == "none" else out
 
 

@@ -147,6 +147,14 @@ def broadcast_to(x, shape):
     return broadcast_in_dim(x, shape, tuple(i + lead for i in keep))
 
 
+def keepdims(x, axes):
+    """A reduction's result (reduced dims dropped) reshaped to keep them as size-1 dims."""
+    shape = list(x.shape)
+    for a in sorted(axes):
+        shape.insert(a, 1)
+    return reshape(x, tuple(shape))
+
+
 def expand_reduced(g, in_shape, axes):
     """Broadcast a reduction's cotangent (reduced dims dropped) back to the input shape."""
     kept = tuple(i for i in range(len(in_shape)) if i not in axes)
