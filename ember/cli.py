@@ -1,4 +1,8 @@
-"""The `ember` command line: `ember demo` fits a small model with autograd and prints its loss."""
+"""The `ember` command line.
+
+- `ember train`: the flagship job, a CNN trained on Fashion-MNIST (see ember/recipes/fashion_mnist.py);
+- `ember demo`: fits a small MLP with autograd and prints its loss falling.
+"""
 from __future__ import annotations
 
 import argparse
@@ -49,8 +53,15 @@ def demo(steps: int = 300, seed: int = 0) -> list:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="ember", description=__doc__)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from .recipes import fashion_mnist
+        fashion_mnist.main(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(prog="ember", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("train", help="train the flagship CNN on Fashion-MNIST (ember train --help)")
     d = sub.add_parser("demo", help="fit a small MLP with autograd and print the loss falling")
     d.add_argument("--steps", type=int, default=300)
     d.add_argument("--seed", type=int, default=0)

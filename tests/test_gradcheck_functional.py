@@ -119,6 +119,17 @@ def b_layer_norm(data):
     return (lambda x, w, b: F.layer_norm(x, ns, w, b, eps=eps)), inputs
 
 
+def b_batch_norm(data):
+    rng = _rng(data)
+    shape = _shape(data, min_dims=2, max_dims=4, min_side=2)
+    C = shape[1]
+    training = _opt(data, [True, False], "training")
+    eps = _opt(data, [1e-5, 0.1], "eps")
+    rm, rv = T(s_any(rng, (C,)), False), T(rng.uniform(0.5, 2.0, (C,)), False)
+    inputs = [T(s_distinct(rng, shape)), T(s_any(rng, (C,))), T(s_any(rng, (C,)))]
+    return (lambda x, w, b: F.batch_norm(x, rm, rv, w, b, training, 0.1, eps)), inputs
+
+
 def b_dropout(data):
     p = _opt(data, [0.0, 0.3, 0.5, 1.0], "p")
     training = _opt(data, [True, False], "training")
@@ -322,7 +333,8 @@ BUILDERS = {
     "relu": b_relu, "leaky_relu": b_leaky_relu, "gelu": b_gelu, "silu": simple(F.silu),
     "sigmoid": simple(F.sigmoid), "tanh": simple(F.tanh), "softplus": b_softplus,
     "softmax": softmaxlike(F.softmax), "log_softmax": softmaxlike(F.log_softmax),
-    "layer_norm": b_layer_norm, "dropout": b_dropout, "linear": b_linear, "embedding": b_embedding,
+    "layer_norm": b_layer_norm, "batch_norm": b_batch_norm, "dropout": b_dropout, "linear": b_linear,
+    "embedding": b_embedding,
     "pad": b_pad, "conv1d": lambda data: _conv_case(data, 1), "conv2d": lambda data: _conv_case(data, 2),
     "max_pool2d": b_max_pool2d, "avg_pool2d": b_avg_pool2d, "mse_loss": b_mse_loss,
     "l1_loss": b_l1_loss, "nll_loss": b_nll_loss, "cross_entropy": b_cross_entropy,

@@ -127,13 +127,14 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     if input.ndim < 2:
         raise op_error(ShapeError, "batch_norm", f"expects an input with a channel dim 1, got shape {input.shape}")
     C = input.shape[1]
+    cshape = (C,) + (1,) * (input.ndim - 2)
     ax = (0,) + tuple(range(2, input.ndim))
     n = input.numel() // C if C else 0
     if training:
         if n <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         mean = lax.div(lax.reduce_sum(input, ax), n)
-        xc = lax.sub(input, lax.expand_reduced(mean, input.shape, ax))
+        xc = lax.sub(input, lax.reshape(mean, cshape))
         ss = lax.reduce_sum(lax.mul(xc, xc), ax)
         var = lax.div(ss, n)
         from .._core.state import no_grad
@@ -147,12 +148,13 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm in eval mode needs running_mean and running_var")
-        xc = lax.sub(input, lax.expand_reduced(running_mean, input.shape, ax))
+        xc = lax.sub(input, lax.reshape(running_mean, cshape))
         var = running_var
-    out = lax.mul(xc, lax.expand_reduced(lax.rsqrt(lax.add(var, eps)), input.shape, ax))
-    cshape = (C,) + (1,) * (input.ndim - 2)
+    # the per-channel scale folds in the weight: one full-size multiply instead of two
+    scale = lax.rsqrt(lax.add(var, eps))
     if weight is not None:
-        out = lax.mul(out, lax.reshape(weight, cshape))
+        scale = lax.mul(scale, weight)
+    out = lax.mul(xc, lax.reshape(scale, cshape))
     if bias is not None:
         out = lax.add(out, lax.reshape(bias, cshape))
     return out

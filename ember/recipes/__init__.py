@@ -1,0 +1,1 @@
+"""Complete training jobs built on ember's public API."""
