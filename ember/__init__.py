@@ -26,3 +26,15 @@ int = int32  # noqa: A001
 short = int16
 
 __version__ = "0.1.0"
+
+_LAZY_ATTRS = {"save": "serialization", "load": "serialization"}
+_LAZY_MODULES = ("serialization", "checkpoint", "metrics", "data", "datasets", "optim")
+
+
+def __getattr__(name):  # imported on first use, so that `import ember` stays cheap
+    import importlib
+    if name in _LAZY_ATTRS:
+        return getattr(importlib.import_module("." + _LAZY_ATTRS[name], __name__), name)
+    if name in _LAZY_MODULES:
+        return importlib.import_module("." + name, __name__)
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")

@@ -64,8 +64,8 @@ def train(cfg: Config) -> dict:
     from tqdm import tqdm
 
     ember.manual_seed(cfg.seed)
-    train_set = FashionMNIST(cfg.data, train=True)
-    test_set = FashionMNIST(cfg.data, train=False)
+    train_set = FashionMNIST(cfg.data, train=True, download=True)  # downloads only if not found
+    test_set = FashionMNIST(cfg.data, train=False, download=True)
     x_train, y_train = train_set.as_tensors(standardize=True)
     x_test, y_test = test_set.as_tensors(standardize=True)
     if cfg.limit_train:

@@ -1,0 +1,687 @@
+"""Saving and loading tensors and training state: the safetensors format, atomic writes, no pickle.
+
+Two levels:
+
+- `save_safetensors(tensors, path, metadata)` / `load_safetensors(path)` read and write *flat*
+  ``{name: tensor}`` dicts in the safetensors format (implemented here, with numpy only, because the
+  `safetensors` package's numpy API has no bfloat16). A PyTorch state dict exported with
+  ``safetensors.torch.save_file`` loads through `load_safetensors`, and what ember writes loads with
+  ``safetensors.numpy.load_file`` / ``safetensors.torch.load_file``.
+- `save(obj, path)` / `load(path)` store a *nested* object: dicts (any JSON-scalar keys, e.g. an
+  optimizer's ``{"state": {0: {...}}}``), lists, tuples, tensors, numpy arrays and JSON-able
+  Python values (epoch numbers, learning rates, strings).
+
+The checkpoint format (format version 1) is ONE safetensors file, so a write is truly atomic:
+
+- every tensor/array of ``obj`` is a safetensors tensor; its name is the path of keys joined by
+  ``.`` (``"state.0.exp_avg"``), so a flat ``{str: tensor}`` state dict keeps its own keys and
+  other tools can read the weights;
+- ``__metadata__`` holds ``ember.format = "checkpoint"``, ``ember.format_version = "1"``,
+  ``ember.structure`` (the object with each tensor replaced by a reference, as JSON) and
+  ``ember.sha256`` (sha256 of the canonical JSON of the rest of the header, then the data section:
+  checked on load, so any corrupted byte, in a tensor or in the structure, is caught);
+- ``path + ".json"`` is a human-readable copy of the structure and checksum written AFTER the data
+  file, for people and tools (`verify` compares it with the data file). `load` never reads it: the
+  data file alone is the truth, so a crash between the two renames cannot give a mismatched pair.
+
+Bytes layout of a safetensors file: an 8-byte little-endian header length ``n``, ``n`` bytes of
+UTF-8 JSON ``{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}``
+padded with spaces so the data starts at a multiple of 8, then the little-endian tensor bytes.
+ember lists the tensors in the safetensors library's order (decreasing alignment, then name), so
+both write byte-identical files and, with the 8-aligned data start, every tensor is naturally
+aligned (a memory map gives aligned arrays).
+
+Atomic writes: the file is written to ``.<name>.tmp-<pid>-<random>`` in the same directory,
+flushed and fsync'ed, renamed over the final name with `os.replace` and the directory fsync'ed.
+`remove_stale_temp_files` deletes temporaries that a killed writer left behind.
+
+Every problem with a file on load (empty, truncated, foreign format, bad header, checksum mismatch)
+raises `CheckpointError`, naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import re
+import secrets
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from ._core import dtypes as dt
+from ._core.errors import EmberError
+
+__all__ = ["CheckpointError", "save", "load", "save_safetensors", "load_safetensors", "verify",
+           "read_safetensors_metadata", "dumps", "loads", "remove_stale_temp_files", "atomic_write",
+           "FORMAT_VERSION"]
+
+#: the checkpoint format version this ember writes (and the newest it reads)
+FORMAT_VERSION = 1
+
+#: safetensors dtype names <-> ember dtypes (U32 is ember's internal RNG-bits dtype)
+ST_TO_DTYPE = {"F64": dt.float64, "F32": dt.float32, "F16": dt.float16, "BF16": dt.bfloat16,
+               "I64": dt.int64, "I32": dt.int32, "I16": dt.int16, "I8": dt.int8, "U8": dt.uint8,
+               "BOOL": dt.bool_, "U32": dt.uint32}
+DTYPE_TO_ST = {v: k for k, v in ST_TO_DTYPE.items()}
+
+_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
+_STALE_AGE_S = 15 * 60  # a temp file untouched this long is abandoned even if its pid is alive
+_ACTIVE_TMP: set = set()  # temp files this process is writing right now
+
+
+class CheckpointError(EmberError, RuntimeError):
+    """A checkpoint or safetensors file cannot be read (or written) as asked."""
+
+
+# ---------------------------------------------------------------- atomic writes
+def _fsync_dir(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _tmp_name(path: str) -> str:
+    d, base = os.path.split(os.path.abspath(path))
+    return os.path.join(d, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def atomic_write(path, write_fn) -> None:
+    """Run ``write_fn(fileobj)`` into a temporary file beside `path`, fsync it and rename it onto
+    `path`, then fsync the directory. Readers see the old file or the new one, never a mix."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = _tmp_name(path)
+    _ACTIVE_TMP.add(tmp)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        _ACTIVE_TMP.discard(tmp)
+    _fsync_dir(directory)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def remove_stale_temp_files(directory, name_prefix: str = "") -> list:
+    """Delete temporary files an interrupted `atomic_write` left in `directory`; return their paths.
+
+    A temp file ``.<name>.tmp-<pid>-<hex>`` (with ``<name>`` starting with `name_prefix`) is stale
+    when this process is not writing it and its writer is gone: the pid is dead, the pid is this
+    process's own (a previous run that got the same pid, as happens in containers), or the file has
+    not been touched for 15 minutes.
+    """
+    directory = os.fspath(directory)
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    now = time.time()
+    for n in names:
+        m = _TMP_RE.match(n)
+        if not m or not m.group("name").startswith(name_prefix):
+            continue
+        p = os.path.join(directory, n)
+        if os.path.abspath(p) in _ACTIVE_TMP:
+            continue
+        pid = int(m.group("pid"))
+        try:
+            age = now - os.stat(p).st_mtime
+        except FileNotFoundError:
+            continue
+        if pid == os.getpid() or not _pid_alive(pid) or age > _STALE_AGE_S:
+            try:
+                os.unlink(p)
+                removed.append(p)
+            except FileNotFoundError:
+                pass
+    return removed
+
+
+# ---------------------------------------------------------------- safetensors: writing
+def _as_array(name: str, v) -> np.ndarray:
+    from .tensor import Tensor
+    if isinstance(v, Tensor):
+        arr = v._data
+    elif isinstance(v, (np.ndarray, np.generic)):
+        arr = np.asarray(v)
+    else:
+        raise TypeError(f"tensor {name!r}: expected an ember Tensor or numpy array, got {type(v).__name__}")
+    if not arr.dtype.isnative:  # e.g. a '>f4' array: native order here, little-endian on write
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype not in dt._BY_NP:
+        raise TypeError(f"tensor {name!r}: dtype {arr.dtype} cannot be saved (ember saves "
+                        f"{', '.join(d.name for d in ST_TO_DTYPE.values())})")
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+
+
+# the safetensors library's dtype order (its Rust enum, increasing alignment); files list tensors
+# in decreasing order of it, then by name, which ember copies so both write identical bytes
+_ST_RANK = {n: i for i, n in enumerate(["BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32",
+                                        "F32", "F64", "I64", "U64"])}
+
+
+def _order(arrays: dict) -> list:
+    """(name, array) pairs in file order: largest alignment first, so that with an 8-aligned data
+    start every tensor is naturally aligned, then by name (the safetensors library's order)."""
+    def key(k):
+        return (-_ST_RANK[DTYPE_TO_ST[dt._BY_NP[arrays[k].dtype]]], k)
+    return [(k, arrays[k]) for k in sorted(arrays, key=key)]
+
+
+def _header_dict(items: list, metadata: dict | None) -> dict:
+    header: dict = {}
+    if metadata:
+        for k, v in metadata.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise TypeError(f"safetensors metadata must map str to str, got {k!r}: {type(v).__name__}")
+        header["__metadata__"] = dict(metadata)
+    off = 0
+    for k, a in items:
+        header[k] = {"dtype": DTYPE_TO_ST[dt._BY_NP[a.dtype]], "shape": list(a.shape),
+                     "data_offsets": [off, off + a.nbytes]}
+        off += a.nbytes
+    return header
+
+
+def _encode_header(header: dict) -> bytes:
+    """The JSON header, padded with spaces so the data starts at a multiple of 8."""
+    hb = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return hb + b" " * (-(8 + len(hb)) % 8)
+
+
+def _header(items: list, metadata: dict | None) -> bytes:
+    return _encode_header(_header_dict(items, metadata))
+
+
+_SUM_KEY = "ember.sha256"
+
+
+def _canonical(header: dict) -> bytes:
+    """The header without its checksum entry, as canonical JSON (what the checksum covers)."""
+    h = dict(header)
+    meta = dict(h.get("__metadata__") or {})
+    meta.pop(_SUM_KEY, None)
+    h["__metadata__"] = meta
+    return json.dumps(h, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _bytes_of(a: np.ndarray) -> memoryview:
+    """The little-endian bytes of a native-order contiguous array."""
+    if sys.byteorder == "big" and a.dtype.itemsize > 1:
+        a = a.byteswap()
+    return memoryview(a.reshape(-1).view(np.uint8))
+
+
+def _write_st(f, hb: bytes, items) -> None:
+    f.write(len(hb).to_bytes(8, "little"))
+    f.write(hb)
+    for _, a in items:
+        if a.nbytes:
+            f.write(_bytes_of(a))
+
+
+def _checksum(header: dict, items) -> str:
+    h = hashlib.sha256(_canonical(header))
+    h.update(b"\0")
+    for _, a in items:
+        if a.nbytes:
+            h.update(_bytes_of(a))
+    return h.hexdigest()
+
+
+def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
+    """Write a flat ``{name: Tensor or ndarray}`` dict to `path` in the safetensors format
+    (atomically when `path` is a path; a binary file object is written in place)."""
+    if not isinstance(tensors, dict):
+        raise TypeError(f"save_safetensors takes a dict of tensors, got {type(tensors).__name__}")
+    arrays = {}
+    for k, v in tensors.items():
+        if not isinstance(k, str):
+            raise TypeError(f"safetensors names are strings, got {k!r}")
+        if k == "__metadata__":
+            raise ValueError("'__metadata__' is reserved in safetensors and cannot name a tensor")
+        arrays[k] = _as_array(k, v)
+    items = _order(arrays)
+    hb = _header(items, metadata)
+    if hasattr(path, "write"):
+        _write_st(path, hb, items)
+    else:
+        atomic_write(path, lambda f: _write_st(f, hb, items))
+
+
+# ---------------------------------------------------------------- safetensors: reading
+_MAGIC_HINTS = [
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"PK\x03\x04", "a zip archive (a PyTorch .pt/.pth file? export it with safetensors instead)"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"\x93NUMPY", "a numpy .npy file"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x80\x02", "a pickle (ember never loads pickles: they can run arbitrary code)"),
+    (b"\x80\x03", "a pickle (ember never loads pickles: they can run arbitrary code)"),
+    (b"\x80\x04", "a pickle (ember never loads pickles: they can run arbitrary code)"),
+    (b"\x80\x05", "a pickle (ember never loads pickles: they can run arbitrary code)"),
+    (b"{", "a JSON file (the checkpoint's .json sidecar? load the .safetensors file itself)"),
+]
+
+
+def _foreign(head: bytes) -> str:
+    for magic, what in _MAGIC_HINTS:
+        if head.startswith(magic):
+            return f"; it looks like {what}"
+    return ""
+
+
+class _Raw:
+    """A parsed safetensors file: header entries, metadata and the data section as a uint8 array."""
+
+    def __init__(self, name: str, buf: np.ndarray):
+        self.name = name
+        self.buf = buf
+        size = buf.size
+
+        def bad(msg):
+            return CheckpointError(f"{name}: {msg}")
+
+        if size == 0:
+            raise bad("the file is empty (0 bytes), not a safetensors file")
+        head = bytes(buf[:16])
+        if size < 8:
+            raise bad(f"the file has only {size} bytes, too short for a safetensors header{_foreign(head)}")
+        n = int.from_bytes(head[:8], "little")
+        if n > _MAX_HEADER or n + 8 > size:
+            hint = _foreign(head)
+            if hint:
+                raise bad(f"not a safetensors file{hint}")
+            if n > _MAX_HEADER:
+                raise bad(f"the header length field says {n} bytes, more than the {_MAX_HEADER}-byte "
+                          "limit: this is not a safetensors file or its first bytes are corrupted")
+            raise bad(f"the header length field says {n} bytes but the file has only {size - 8} "
+                      "bytes after it: the file is truncated or not a safetensors file")
+        try:
+            header = json.loads(bytes(buf[8:8 + n]).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise bad(f"the header is not valid UTF-8 JSON ({e.__class__.__name__}: {e}): the file "
+                      f"is corrupted or not a safetensors file{_foreign(head)}") from None
+        if not isinstance(header, dict):
+            raise bad(f"the header is JSON {type(header).__name__}, not an object: not a safetensors file")
+        self.header = dict(header)
+        self.data_start = 8 + n
+        self.data_len = size - self.data_start
+        meta = header.pop("__metadata__", None) or {}
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                 for k, v in meta.items()):
+            raise bad("the header's __metadata__ must map strings to strings")
+        self.metadata = meta
+        entries = []
+        for k, e in header.items():
+            if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= e.keys():
+                raise bad(f"tensor {k!r}: a header entry needs dtype, shape and data_offsets, got {e!r}")
+            st, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
+            if st not in ST_TO_DTYPE:
+                raise bad(f"tensor {k!r} has dtype {st!r}, which ember does not support "
+                          f"(it reads {', '.join(ST_TO_DTYPE)})")
+            if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+                raise bad(f"tensor {k!r}: bad shape {shape!r}")
+            if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
+                    and 0 <= offs[0] <= offs[1]):
+                raise bad(f"tensor {k!r}: bad data_offsets {offs!r}")
+            d = ST_TO_DTYPE[st]
+            nbytes = math.prod(shape) * d.itemsize
+            if offs[1] - offs[0] != nbytes:
+                raise bad(f"tensor {k!r}: shape {tuple(shape)} of {st} needs {nbytes} bytes but "
+                          f"data_offsets {offs} span {offs[1] - offs[0]}")
+            entries.append((offs[0], offs[1], k, d, tuple(shape)))
+        entries.sort()
+        end = 0
+        for b, e, k, _, _ in entries:
+            if b != end:
+                raise bad(f"tensor {k!r}: data_offsets start at {b}, expected {end} (tensors must "
+                          "tile the data section without gaps or overlaps)")
+            end = e
+        if end > self.data_len:
+            raise bad(f"the header describes {end} bytes of tensor data but the file holds only "
+                      f"{self.data_len}: the file is truncated")
+        if end < self.data_len:
+            raise bad(f"the file has {self.data_len - end} bytes after the last tensor: it is "
+                      "corrupted or was not written as safetensors")
+        self.entries = {k: (b, d, shape) for b, e, k, d, shape in entries}
+
+    def checksum(self) -> str:
+        """What `_checksum` gives for this file's header and data."""
+        h = hashlib.sha256(_canonical(self.header))
+        h.update(b"\0")
+        h.update(memoryview(self.buf[self.data_start:]))
+        return h.hexdigest()
+
+    def array(self, key: str) -> np.ndarray:
+        b, d, shape = self.entries[key]
+        start = self.data_start + b
+        nbytes = math.prod(shape) * d.itemsize
+        a = self.buf[start:start + nbytes].view(d.np).reshape(shape)
+        if sys.byteorder == "big":  # the file is little-endian
+            a = a.byteswap()
+        elif start % d.itemsize:  # a foreign file without alignment padding
+            a = a.copy()
+        return a
+
+
+def _read(path, mmap: bool) -> _Raw:
+    if hasattr(path, "read"):
+        name = getattr(path, "name", "<file object>")
+        data = path.read()
+        return _Raw(str(name), np.frombuffer(bytearray(data), np.uint8))
+    path = os.fspath(path)
+    try:
+        size = os.path.getsize(path)
+        if mmap and size:
+            # copy-on-write: writable, the file stays untouched; a plain ndarray view (not np.memmap)
+            buf = np.memmap(path, dtype=np.uint8, mode="c").view(np.ndarray)
+        else:
+            buf = np.empty(size, np.uint8)
+            with open(path, "rb") as f:
+                got = f.readinto(memoryview(buf))
+            if got != size:
+                raise CheckpointError(f"{path}: read {got} of {size} bytes (the file changed while reading)")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such checkpoint file: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    return _Raw(path, buf)
+
+
+def _check_map_location(map_location) -> None:
+    if map_location is None or callable(map_location) or isinstance(map_location, dict):
+        return
+    from .backend import as_device
+    as_device(map_location)  # only the CPU exists so far: validates and raises for others
+
+
+def load_safetensors(path, *, mmap: bool = False, map_location=None) -> dict:
+    """Read a safetensors file into a ``{name: Tensor}`` dict (in the file's tensor order).
+
+    The tensors share one buffer read from the file (or, with ``mmap=True``, a copy-on-write memory
+    map of it: zero-copy, pages are read on first touch). Any problem raises `CheckpointError`.
+    """
+    from .tensor import from_numpy
+    _check_map_location(map_location)
+    raw = _read(path, mmap)
+    return {k: from_numpy(raw.array(k)) for k in raw.entries}
+
+
+def read_safetensors_metadata(path) -> dict:
+    """The ``__metadata__`` dict of a safetensors file (reads the whole file; cheap for checks)."""
+    return dict(_read(path, mmap=True).metadata)
+
+
+# ---------------------------------------------------------------- nested objects
+_SCALAR_KEYS = (str, int, float, bool, type(None))
+
+
+class _Encoder:
+    """Turns a nested object into a JSON structure plus a flat dict of arrays."""
+
+    def __init__(self):
+        self.arrays: dict = {}
+        self.seen: dict = {}  # id(tensor) -> name, so one tensor stored twice is stored once
+
+    def name_for(self, path: list) -> str:
+        base = ".".join(str(p) for p in path) or "tensor"
+        name, i = base, 1
+        while name in self.arrays or name == "__metadata__":
+            name, i = f"{base}~{i}", i + 1
+        return name
+
+    def enc(self, v, path: list):
+        from .tensor import Tensor
+        if isinstance(v, Tensor) or isinstance(v, (np.ndarray, np.generic)) and not isinstance(v, (np.str_, np.bytes_)):
+            tag = "$tensor" if isinstance(v, Tensor) else "$ndarray" if isinstance(v, np.ndarray) else "$npscalar"
+            key = self.seen.get(id(v))
+            if key is None:
+                key = self.name_for(path)
+                self.arrays[key] = _as_array(key, v)
+                self.seen[id(v)] = key  # `obj` keeps v alive, so ids stay unique meanwhile
+            node = {tag: key}
+            if isinstance(v, Tensor) and v.requires_grad:
+                node["requires_grad"] = True
+            return node
+        if v is None or isinstance(v, (bool, str)):
+            return v
+        if isinstance(v, int):
+            return int(v)
+        if isinstance(v, float):
+            return float(v) if math.isfinite(v) else {"$float": repr(float(v))}
+        if isinstance(v, dict):
+            if all(type(k) is str for k in v):
+                return {"$dict": {k: self.enc(x, path + [k]) for k, x in v.items()}}
+            items = []
+            for k, x in v.items():
+                items.append([self.key(k, path), self.enc(x, path + [k])])
+            return {"$items": items}
+        if isinstance(v, list):
+            return [self.enc(x, path + [i]) for i, x in enumerate(v)]
+        if isinstance(v, tuple):
+            return {"$tuple": [self.enc(x, path + [i]) for i, x in enumerate(v)]}
+        where = "obj" + "".join(f"[{p!r}]" for p in path)
+        raise TypeError(f"ember.save cannot store a {type(v).__module__}.{type(v).__qualname__} at "
+                        f"{where}: checkpoints hold tensors, numpy arrays, dicts, lists, tuples, str, "
+                        "int, float, bool and None (no pickle)")
+
+    def key(self, k, path):
+        if isinstance(k, tuple):
+            return {"$tuple": [self.key(x, path) for x in k]}
+        if isinstance(k, _SCALAR_KEYS):
+            return self.enc(k, path)
+        raise TypeError(f"ember.save cannot store dict key {k!r} ({type(k).__name__}) at "
+                        f"obj{''.join(f'[{p!r}]' for p in path)}: keys must be str, int, float, bool, "
+                        "None or tuples of them")
+
+
+def _decode(node, arrays: dict, fail):
+    from .tensor import from_numpy
+    if node is None or isinstance(node, (bool, int, float, str)):
+        return node
+    if isinstance(node, list):
+        return [_decode(x, arrays, fail) for x in node]
+    if not isinstance(node, dict) or len(node) < 1:
+        raise fail(f"unexpected node {node!r} in the structure")
+    if "$dict" in node:
+        return {k: _decode(x, arrays, fail) for k, x in node["$dict"].items()}
+    if "$items" in node:
+        return {_decode_key(k, arrays, fail): _decode(x, arrays, fail) for k, x in node["$items"]}
+    if "$tuple" in node:
+        return tuple(_decode(x, arrays, fail) for x in node["$tuple"])
+    if "$float" in node:
+        return float(node["$float"])
+    for tag in ("$tensor", "$ndarray", "$npscalar"):
+        if tag in node:
+            key = node[tag]
+            if key not in arrays:
+                raise fail(f"the structure refers to tensor {key!r}, which the file does not hold")
+            a = arrays[key]
+            if tag == "$ndarray":
+                return a
+            if tag == "$npscalar":
+                return a[()]
+            t = arrays.get(("$tensor", key))  # one tensor stored under two paths comes back as one
+            if t is None:
+                t = arrays[("$tensor", key)] = from_numpy(a)
+                if node.get("requires_grad"):
+                    t.requires_grad_(True)
+            return t
+    raise fail(f"unknown node {node!r} in the structure")
+
+
+def _decode_key(k, arrays, fail):
+    if isinstance(k, dict) and "$tuple" in k:
+        return tuple(_decode_key(x, arrays, fail) for x in k["$tuple"])
+    return _decode(k, arrays, fail)
+
+
+def _sidecar_text(path: str, hb: bytes, items, structure, sha: str) -> str:
+    head = {
+        "note": "human-readable copy of the checkpoint's structure; ember.load reads only the data file",
+        "format": "ember.checkpoint", "format_version": FORMAT_VERSION,
+        "data_file": os.path.basename(path), "sha256": sha, "header_bytes": len(hb),
+        "file_bytes": 8 + len(hb) + sum(a.nbytes for _, a in items),
+    }
+    lines = [f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}," for k, v in head.items()]
+    tens = [f"  {json.dumps(k, ensure_ascii=False)}: "
+            f'{{"dtype": "{DTYPE_TO_ST[dt._BY_NP[a.dtype]]}", "shape": {list(a.shape)}}}' for k, a in items]
+    lines.append(' "tensors": {' + ("\n" + ",\n".join(tens) + "\n }," if tens else "},"))
+    lines.append(' "structure": ' + json.dumps(structure, indent=1, ensure_ascii=False).replace("\n", "\n "))
+    return "{\n" + "\n".join(lines) + "\n}\n"
+
+
+def save(obj: Any, path, *, sidecar: bool = True, metadata: dict | None = None) -> None:
+    """Save a (nested) object of tensors and JSON-able values to `path` atomically (no pickle).
+
+    `obj` is typically a state dict, an optimizer state dict, or a dict of both with an epoch
+    number and RNG state. The file is a safetensors file (see the module docstring); with
+    `sidecar` a readable ``path + ".json"`` is written after it. `metadata` adds str->str entries to
+    the safetensors ``__metadata__``. `path` may also be a binary file object (written in place).
+    """
+    e = _Encoder()
+    root = e.enc(obj, [])
+    structure = {"format": "ember.checkpoint", "version": FORMAT_VERSION, "root": root}
+    user_meta = dict(metadata or {})
+    for k in user_meta:
+        if k.startswith("ember."):
+            raise ValueError(f"metadata key {k!r}: the 'ember.' prefix is reserved")
+    items = _order(e.arrays)
+    user_meta.update({"ember.format": "checkpoint", "ember.format_version": str(FORMAT_VERSION),
+                      "ember.structure": json.dumps(structure, separators=(",", ":"), ensure_ascii=False)})
+    header = _header_dict(items, user_meta)
+    sha = _checksum(header, items)
+    header["__metadata__"][_SUM_KEY] = sha
+    hb = _encode_header(header)
+    if hasattr(path, "write"):
+        _write_st(path, hb, items)
+        return
+    path = os.fspath(path)
+    atomic_write(path, lambda f: _write_st(f, hb, items))
+    if sidecar:
+        text = _sidecar_text(path, hb, items, structure, sha)
+        atomic_write(path + ".json", lambda f: f.write(text.encode("utf-8")))
+
+
+def load(path, map_location=None, *, mmap: bool = False, verify: bool = True) -> Any:
+    """Load what `save` wrote; tensors come back as ember Tensors, arrays as numpy arrays.
+
+    A plain safetensors file (no ember structure) loads as a flat ``{name: Tensor}`` dict.
+    `map_location` is accepted for PyTorch compatibility (only the CPU exists). With `mmap` the
+    tensors view a copy-on-write memory map of the file. With `verify` (default) the data
+    header's and data's sha256 is checked against the one recorded in the header. Problems raise
+    `CheckpointError`.
+    """
+    _check_map_location(map_location)
+    raw = _read(path, mmap)
+    meta = raw.metadata
+    if not any(k.startswith("ember.") for k in meta):  # a plain safetensors file
+        from .tensor import from_numpy
+        return {k: from_numpy(raw.array(k)) for k in raw.entries}
+
+    def fail(msg):
+        return CheckpointError(f"{raw.name}: {msg}")
+
+    if verify:  # first: a damaged file must not be interpreted at all
+        want = meta.get(_SUM_KEY)
+        if want is None:
+            raise fail(f"the header has no {_SUM_KEY} checksum (damaged, or not written by ember.save)")
+        got = raw.checksum()
+        if got != want:
+            raise fail(f"checksum mismatch (sha256 of header and data is {got[:16]}..., the header "
+                       f"records {want[:16]}...): the file is corrupted")
+    if meta.get("ember.format") != "checkpoint":
+        raise fail(f"unknown ember.format {meta.get('ember.format')!r} (expected 'checkpoint')")
+    try:
+        version = int(meta.get("ember.format_version", ""))
+    except ValueError:
+        raise fail(f"bad ember.format_version {meta.get('ember.format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise fail(f"written by a newer ember (checkpoint format version {version}); this ember "
+                   f"reads versions up to {FORMAT_VERSION}")
+    try:
+        structure = json.loads(meta["ember.structure"])
+        root = structure["root"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise fail(f"the checkpoint structure in the header is unreadable ({e})") from None
+    arrays = {k: raw.array(k) for k in raw.entries}
+    try:
+        return _decode(root, arrays, fail)
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise fail(f"the checkpoint structure in the header is malformed ({e.__class__.__name__}: {e})") from None
+
+
+def verify(path) -> dict:
+    """Check a checkpoint file (header, checksum) and its ``.json`` sidecar if present.
+
+    Returns ``{"tensors": n, "sha256": ..., "sidecar": "ok" | "missing"}``; raises
+    `CheckpointError` if the file is damaged or the sidecar describes another file.
+    """
+    path = os.fspath(path)
+    raw = _read(path, mmap=True)
+    want = raw.metadata.get(_SUM_KEY)
+    sha = raw.checksum()
+    if want is not None and want != sha:
+        raise CheckpointError(f"{path}: checksum mismatch: the file is corrupted")
+    side = path + ".json"
+    status = "missing"
+    if os.path.exists(side):
+        try:
+            with open(side, encoding="utf-8") as f:
+                info = json.load(f)
+            recorded = info["sha256"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{side}: unreadable sidecar ({e})") from None
+        if recorded != sha:
+            raise CheckpointError(f"{side} describes another version of {os.path.basename(path)} "
+                                  "(checksum mismatch); the data file is authoritative")
+        status = "ok"
+    return {"tensors": len(raw.entries), "sha256": sha, "sidecar": status}
+
+
+def dumps(obj: Any) -> bytes:
+    """`save` into bytes (for messages and tests)."""
+    b = io.BytesIO()
+    save(obj, b)
+    return b.getvalue()
+
+
+def loads(data: bytes, *, verify: bool = True) -> Any:
+    """`load` from bytes."""
+    return load(io.BytesIO(data), verify=verify)
