@@ -1,7 +1,6 @@
 """Convolution layers: `Conv1d`, `Conv2d` (PI-3), weights laid out (out, in / groups, *kernel)."""
 from __future__ import annotations
 
-import math
 
 from .. import api as E
 from . import functional as F
@@ -96,12 +95,7 @@ class _ConvNd(Module):
 
     def reset_parameters(self) -> None:
         """kaiming_uniform_(a=sqrt(5)) for the weight, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the bias."""
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            fan_in, _ = init._calculate_fan_in_and_fan_out(self.weight)
-            if fan_in != 0:
-                bound = 1 / math.sqrt(fan_in)
-                init.uniform_(self.bias, -bound, bound)
+        init.default_layer_init_(self.weight, self.bias)
 
     def _explicit_pads(self) -> list:
         if self.padding == "valid":

@@ -128,25 +128,22 @@ class Module:
 
         With `with_kwargs=True` the hook is `hook(module, args, kwargs)` and may return (args, kwargs).
         """
-        d = self.__dict__
-        h = RemovableHandle(d["_forward_pre_hooks"], (d["_forward_pre_hooks_with_kwargs"],))
-        d["_forward_pre_hooks"][h.id] = hook
-        if with_kwargs:
-            d["_forward_pre_hooks_with_kwargs"][h.id] = True
-        if prepend:
-            d["_forward_pre_hooks"].move_to_end(h.id, last=False)
-        return h
+        return self._add_hook("_forward_pre_hooks", hook, prepend, with_kwargs)
 
     def register_forward_hook(self, hook: Callable, *, prepend: bool = False,
                               with_kwargs: bool = False) -> RemovableHandle:
         """Call `hook(module, args, output)` after forward; a returned value replaces the output."""
+        return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
+
+    def _add_hook(self, table: str, hook: Callable, prepend: bool, with_kwargs: bool) -> RemovableHandle:
         d = self.__dict__
-        h = RemovableHandle(d["_forward_hooks"], (d["_forward_hooks_with_kwargs"],))
-        d["_forward_hooks"][h.id] = hook
+        hooks, kw = d[table], d[table + "_with_kwargs"]
+        h = RemovableHandle(hooks, (kw,))
+        hooks[h.id] = hook
         if with_kwargs:
-            d["_forward_hooks_with_kwargs"][h.id] = True
+            kw[h.id] = True
         if prepend:
-            d["_forward_hooks"].move_to_end(h.id, last=False)
+            hooks.move_to_end(h.id, last=False)
         return h
 
     # ------------------------------------------------------------------ registration

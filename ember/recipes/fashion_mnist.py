@@ -102,7 +102,7 @@ def train(cfg: Config) -> dict:
         manager.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                       "scheduler": sched.state_dict(), "epoch": epoch + 1, "test_accuracy": acc}, step)
         if cfg.progress:
-            print(f"epoch {epoch + 1}: test accuracy {acc:.4f}")
+            print(f"epoch {epoch + 1}: test accuracy {acc:.4f}", flush=True)
     seconds = time.perf_counter() - t0
     return {"test_accuracy": history[-1], "history": history, "train_seconds": seconds, "steps": step,
             "checkpoint": str(manager.path_for(step))}
