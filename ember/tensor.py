@@ -343,7 +343,7 @@ class EagerInterpreter:
             key = tuple(keys) if pa is None else tuple([keys[i] for i in pa])
             compute, out_dt = prim._dtype_cache.get(key) or prim.resolve_dtypes(key)
             cnp = compute.np
-            for i in idx:
+            for i in (idx if key.count(compute) != len(key) else ()):  # skip when no cast is due
                 d = datas[i]
                 if keys[i].__class__ is _DType:
                     dd = d.dtype

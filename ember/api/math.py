@@ -252,6 +252,8 @@ def _keep(out: Tensor, x: Tensor, axes: tuple, keepdim: bool) -> Tensor:
 
 def sum(input, dim=None, keepdim: bool = False, *, dtype=None):
     """Sum over `dim` (all dims by default); ints and bools sum in int64."""
+    if dim is None and dtype is None and not keepdim:  # the common case, without the checks below
+        return bind(P.reduce_sum, input, axes=_ALL_AXES[input._data.ndim])
     if dtype is not None:
         input = convert(input, dtype)
     ax = _axes(input, dim, "sum")

@@ -40,6 +40,8 @@ def _reduction(name, impl, vjp, rule, dtypes, combiner, identity):
 
 
 def _sum_impl(x, *, axes):
+    if len(axes) == x.ndim:  # a full reduction: axis=None and a 0-d out are numpy's fast path
+        return np.add.reduce(x, axis=None, dtype=x.dtype, out=np.empty((), x.dtype))
     return np.add.reduce(x, axis=axes, dtype=x.dtype)
 
 
