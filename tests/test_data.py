@@ -209,8 +209,11 @@ def test_loader_iterable_dataset():
 
 
 def test_num_workers_rejected_clearly():
-    with pytest.raises(ValueError, match="num_workers=0"):
-        DataLoader(Squares(3), num_workers=2)
+    # num_workers > 0 now runs worker processes (tests/test_data_workers.py); bad values still raise
+    with pytest.raises(ValueError, match="num_workers"):
+        DataLoader(Squares(3), num_workers=-1)
+    with pytest.raises(ValueError, match="num_workers > 0"):
+        DataLoader(Squares(3), prefetch_factor=2)
 
 
 def test_flagship_shape_pipeline():

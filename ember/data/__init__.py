@@ -10,7 +10,14 @@ Shuffling draws from ember's Philox generator (seed with ``ember.manual_seed`` o
 from .dataset import ConcatDataset, Dataset, IterableDataset, Subset, TensorDataset, random_split
 from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler
 from .dataloader import DataLoader, default_collate, default_convert
+from .distributed import DistributedSampler
+from .pipeline import Pipeline, PipelineError
+from .stats import StageStats, StatsTable
+from .workers import WorkerError, WorkerInfo, get_worker_info
+from . import text, transforms  # noqa: F401
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split",
            "Sampler", "SequentialSampler", "RandomSampler", "SubsetRandomSampler", "BatchSampler",
-           "DataLoader", "default_collate", "default_convert"]
+           "DataLoader", "default_collate", "default_convert", "DistributedSampler", "Pipeline",
+           "PipelineError", "StageStats", "StatsTable", "WorkerError", "WorkerInfo", "get_worker_info",
+           "text", "transforms"]

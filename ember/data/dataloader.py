@@ -9,7 +9,8 @@ collate and automatic batching is batched by gathering rows of the whole arrays 
 ``np.take`` (or one slice copy, in sequential order) per tensor per batch; no per-sample Python
 runs. It yields exactly what the general path yields: a list of Tensors, one per dataset tensor.
 
-Worker processes come later: only ``num_workers=0`` is accepted.
+With ``num_workers > 0`` batches are made in worker processes (`ember.data.workers`: forkserver or
+spawn, results through shared memory, strictly in order); ``loader.stats()`` reports per-worker rates.
 """
 from __future__ import annotations
 
@@ -118,22 +119,31 @@ class DataLoader:
     Args mirror ``torch.utils.data.DataLoader``: `batch_size` (None turns automatic batching
     off), `shuffle` (a `RandomSampler` drawing from `generator` or ember's default generator),
     `sampler` / `batch_sampler` (custom orders; mutually exclusive with `shuffle`), `drop_last`,
-    `collate_fn`. `num_workers` must be 0; `pin_memory`, `timeout`, `worker_init_fn`,
-    `prefetch_factor` and `persistent_workers` are accepted for compatibility and have no effect
-    in the main process.
+    `collate_fn`, `num_workers` (worker processes; see `ember.data.workers`), `timeout`,
+    `worker_init_fn`, `prefetch_factor` (batches in flight per worker, default 2),
+    `persistent_workers`, `multiprocessing_context` ("forkserver" default, or "spawn"; never
+    "fork"). `pin_memory` is accepted for compatibility and has no effect on the CPU.
     """
 
     def __init__(self, dataset, batch_size: int | None = 1, shuffle: bool | None = None, sampler=None,
                  batch_sampler=None, num_workers: int = 0, collate_fn=None, pin_memory: bool = False,
                  drop_last: bool = False, timeout: float = 0, worker_init_fn=None, generator=None,
-                 *, prefetch_factor=None, persistent_workers: bool = False):
-        if num_workers != 0:
-            raise ValueError(f"DataLoader(num_workers={num_workers}): ember's DataLoader loads in the "
-                             "main process only for now; use num_workers=0 (worker processes come later)")
+                 *, prefetch_factor=None, persistent_workers: bool = False, multiprocessing_context=None):
+        if not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be a non-negative int, got {num_workers!r}")
+        if num_workers == 0 and (prefetch_factor is not None or persistent_workers):
+            raise ValueError("prefetch_factor and persistent_workers need num_workers > 0")
+        if prefetch_factor is not None and (not isinstance(prefetch_factor, int) or prefetch_factor < 1):
+            raise ValueError(f"prefetch_factor must be a positive int, got {prefetch_factor!r}")
+        self.prefetch_factor = (2 if prefetch_factor is None else prefetch_factor) if num_workers else None
+        self.persistent_workers = bool(persistent_workers)
+        self.multiprocessing_context = multiprocessing_context
+        self._pool = None
+        self._stats = None
         if timeout and timeout < 0:
             raise ValueError("timeout must be >= 0")
         self.dataset = dataset
-        self.num_workers = 0
+        self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.timeout = timeout
         self.worker_init_fn = worker_init_fn
@@ -172,6 +182,9 @@ class DataLoader:
 
     # ---- iteration
     def __iter__(self):
+        if self.num_workers > 0:
+            from .workers import mp_iter
+            return mp_iter(self)
         if self._iterable:
             return self._iter_iterable()
         if not self._auto_collation:
@@ -209,6 +222,11 @@ class DataLoader:
                 batch = []
         if batch and not self.drop_last:
             yield self.collate_fn(batch)
+
+    def stats(self):
+        """Per-worker items, busy time and rates, and the main process's wait, of the last epoch
+        run with workers (a `StatsTable`; ``print(loader.stats())`` shows it), or None."""
+        return self._stats
 
     def __len__(self) -> int:
         if self._iterable:

