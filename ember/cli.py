@@ -58,6 +58,9 @@ def main(argv=None) -> int:
         from .recipes import fashion_mnist
         fashion_mnist.main(argv[1:])
         return 0
+    if argv[:1] == ["launch"]:  # ember launch -n N [--resume] script.py ...: mpiexec (ember[mpi])
+        from .distributed import launch
+        return launch.main(argv[1:])
     ap = argparse.ArgumentParser(prog="ember", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
