@@ -158,9 +158,13 @@ def _record(prim, args, params, out: Tensor) -> None:
     uses = prim.vjp_inputs if prim.vjp is not None else ()
     for i, a in enumerate(args):
         if isinstance(a, Tensor):
-            edges.append(_edge(a) if a._rg else None)
+            if a._rg:
+                n = a._node
+                edges.append(n if n is not None and a._base is None else _edge(a))
+            else:
+                edges.append(None)
             if uses is None or i in uses:
-                st = a._ensure_storage()
+                st = a._storage or a._ensure_storage()
                 saved.append(a)
                 versions.append((i, st, st.version))
             else:
@@ -168,8 +172,7 @@ def _record(prim, args, params, out: Tensor) -> None:
         else:
             edges.append(None)
             saved.append(a)
-    node = Node(prim, params, saved, versions, edges, out)
-    out._node = node
+    out._node = Node(prim, params, saved, versions, edges, out)
     out._rg = True
 
 
@@ -307,8 +310,9 @@ def _needed(roots, targets) -> set:
 
 
 def _fit(ct: Tensor, e) -> Tensor:
-    if ct._dtype is not e.dtype:
-        ct = lax.convert(ct, e.dtype)
+    dtype = e.out_dtype if e.__class__ is Node else e.tensor._dtype
+    if ct._dtype is not dtype:
+        ct = lax.convert(ct, dtype)
     if ct._data.shape != e.shape:
         raise AutogradError(f"internal: gradient of shape {ct.shape} for a value of shape {tuple(e.shape)} "
                             f"(from {e.name})")
