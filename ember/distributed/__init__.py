@@ -1,0 +1,35 @@
+"""Layer 5 distributed training over MPI (book ch9/ch10, DMLP ch3).
+
+    import ember.distributed as dist
+    dist.init_process_group()                 # under `ember launch -n 2 script.py` (mpiexec)
+    dist.all_reduce(t)                        # in place, sum over ranks
+    model = dist.DistributedDataParallel(model)
+
+Collectives run on MPI's own implementation (``algorithm="mpi"``) or on ember's algorithms over
+point-to-point messages (``"ring"``, ``"tree"``, ``"recursive_doubling"``, ``"ember"`` = the default
+ember algorithm of each collective). Only buffer-based mpi4py calls are used: nothing is pickled.
+
+Needs mpi4py and an MPI library: ``pip install 'ember[mpi]'`` (mpi4py + the MPICH wheel).
+"""
+from __future__ import annotations
+
+try:
+    import mpi4py  # noqa: F401
+except ImportError as e:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError("ember.distributed needs mpi4py and an MPI library: pip install 'ember[mpi]'") from e
+
+from .errors import DistributedError, RankFailureError  # noqa: E402
+from .process_group import (ProcessGroup, barrier, destroy_process_group, get_rank,  # noqa: E402
+                            get_world_size, group, init_process_group, is_initialized)
+from .collectives import (ReduceOp, Work, all_gather, all_reduce, all_to_all, broadcast,  # noqa: E402
+                          gather, irecv, isend, recv, reduce, reduce_scatter, scatter, send)
+from .sampler import DistributedSampler  # noqa: E402
+from .ddp import DistributedDataParallel  # noqa: E402
+from .checkpoint import load_checkpoint, resume_requested, save_checkpoint  # noqa: E402
+
+__all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process_group",
+           "destroy_process_group", "is_initialized", "get_rank", "get_world_size", "barrier", "group",
+           "ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
+           "reduce_scatter", "all_to_all", "send", "recv", "isend", "irecv",
+           "DistributedSampler", "DistributedDataParallel",
+           "save_checkpoint", "load_checkpoint", "resume_requested"]

@@ -1,0 +1,236 @@
+"""The process group: MPI's COMM_WORLD as ember sees it, plus the liveness watch (DMLP-6).
+
+`init_process_group()` takes rank and size from the environment MPI provides (mpiexec, mpirun,
+srun all start the processes and MPI_Init finds its peers). Two duplicated communicators keep
+traffic apart: ``comm`` carries MPI's own collectives and user send/recv, ``p2p`` carries the
+point-to-point messages of ember's algorithms, tagged by a per-collective sequence number so two
+collectives in flight never match each other's messages.
+
+Waiting is a polling loop (`wait_requests`): between MPI_Testall calls it checks, every
+``poll_interval`` seconds, that the peer processes still exist (their pids were exchanged at
+init). A peer that died turns the wait into `RankFailureError` naming it, instead of a hang; a
+peer on another host is only caught by ``timeout``. With mpiexec's default clean-up the whole job
+is killed when one rank dies, before anybody can raise: `ember launch` passes
+``-disable-auto-cleanup`` so the survivors live to report it (see docs/distributed.md).
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import sys
+import time
+import zlib
+from collections import Counter
+
+import numpy as np
+
+from .errors import DistributedError, RankFailureError
+
+__all__ = ["ProcessGroup", "init_process_group", "destroy_process_group", "is_initialized", "get_rank",
+           "get_world_size", "barrier", "group"]
+
+_GROUP = None
+_FAILED = False
+
+
+def _mpi():
+    from mpi4py import MPI
+    return MPI
+
+
+def _pid_dead(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child not yet reaped by its parent is a zombie: dead too
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return False
+
+
+class ProcessGroup:
+    """All ranks of the job. `stats` counts what ember's algorithms sent (DT-8/DT-9 tests read it)."""
+
+    def __init__(self, comm=None, timeout: float | None = None, poll_interval: float = 0.05):
+        MPI = _mpi()
+        base = comm if comm is not None else MPI.COMM_WORLD
+        self.comm = base.Dup()
+        self.p2p = base.Dup()
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+        env = os.environ.get("EMBER_DIST_TIMEOUT")
+        self.timeout = float(timeout if timeout is not None else (env if env else 600.0))
+        self.poll_interval = poll_interval
+        self.seq = 0
+        self.tag_ub = min(int(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767), 1 << 20)
+        self.stats = Counter()  # bytes_sent, messages_sent, calls:<op>:<algorithm>
+        # who is where: (pid, host hash) of every rank, exchanged with a buffer Allgather
+        me = np.array([os.getpid(), zlib.crc32(socket.gethostname().encode())], np.int64)
+        allv = np.empty((self.size, 2), np.int64)
+        self.comm.Allgather(me, allv)
+        self.pids = allv[:, 0].tolist()
+        self.same_host = (allv[:, 1] == me[1]).tolist()
+        # Hydra (mpiexec -disable-auto-cleanup, as `ember launch` runs it) tells the survivors of a
+        # dead rank with SIGUSR1, whose default action kills them silently: turn it into an error.
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, self._on_peer_failure)
+
+    def _on_peer_failure(self, signum, frame):
+        # act at once: Hydra may follow with SIGKILL, so the report is written before anything else
+        dead = self.dead_ranks()
+        deadline = time.monotonic() + 0.2
+        while not dead and time.monotonic() < deadline:
+            time.sleep(0.002)
+            dead = self.dead_ranks()
+        if not dead:
+            global _FAILED
+            _FAILED = True
+            err = RankFailureError(f"rank {self.rank}: mpiexec reported a failed process (SIGUSR1)")
+            self.report(err)
+            raise err
+        raise self.fail(dead, "training (mpiexec reported the failure)")
+
+    # ---- bookkeeping
+    def next_tag(self) -> int:
+        """A fresh tag for one collective of ember's algorithms (same sequence on every rank)."""
+        self.seq += 1
+        return self.seq % self.tag_ub
+
+    def dead_ranks(self) -> list:
+        """Ranks on this host whose process no longer exists."""
+        return [r for r in range(self.size)
+                if r != self.rank and self.same_host[r] and _pid_dead(self.pids[r])]
+
+    def fail(self, ranks, what: str):
+        global _FAILED
+        _FAILED = True
+        names = ", ".join(str(r) for r in ranks)
+        plural = "s" if len(ranks) != 1 else ""
+        err = RankFailureError(f"rank{plural} {names} died while rank {self.rank} waited in {what} "
+                               f"(pid{plural} {', '.join(str(self.pids[r]) for r in ranks)})", ranks)
+        self.report(err)
+        return err
+
+    def report(self, err: Exception) -> None:
+        # mpiexec stops forwarding output once a rank dies: leave the report where
+        # `ember launch` looks for it (EMBER_ERROR_DIR), as well as on stderr.
+        d = os.environ.get("EMBER_ERROR_DIR")
+        if d:
+            try:
+                with open(os.path.join(d, f"rank-{self.rank}.err"), "w") as f:
+                    f.write(f"{type(err).__name__}: {err}\n")
+            except OSError:
+                pass
+
+    # ---- waiting
+    def test_requests(self, reqs, statuses=None) -> bool:
+        return not reqs or _mpi().Request.Testall(reqs, statuses)
+
+    def wait_requests(self, reqs, what: str = "a collective", statuses=None) -> None:
+        """Wait for MPI requests, raising RankFailureError if a peer dies (or on timeout)."""
+        if not reqs:
+            return
+        MPI = _mpi()
+        if MPI.Request.Testall(reqs, statuses):
+            return
+        start = time.monotonic()
+        next_check = start + self.poll_interval
+        spins = 0
+        while not MPI.Request.Testall(reqs, statuses):
+            spins += 1
+            if spins & 63 == 0:
+                now = time.monotonic()
+                if now >= next_check:
+                    dead = self.dead_ranks()
+                    if dead:
+                        raise self.fail(dead, what)
+                    if now - start > self.timeout:
+                        global _FAILED
+                        _FAILED = True
+                        err = RankFailureError(f"rank {self.rank}: {what} did not complete within "
+                                               f"{self.timeout:.0f} s (EMBER_DIST_TIMEOUT); a peer "
+                                               "is dead or hung")
+                        self.report(err)
+                        raise err
+                    next_check = now + self.poll_interval
+                    if now - start > 0.01:
+                        time.sleep(0)  # yield the core when oversubscribed
+
+    def barrier(self) -> None:
+        self.wait_requests([self.comm.Ibarrier()], "barrier")
+
+    def destroy(self) -> None:
+        for c in (self.comm, self.p2p):
+            try:
+                c.Free()
+            except Exception:
+                pass
+
+
+def _atexit():
+    # After a RankFailureError, MPI_Finalize would wait for the dead peer forever: leave at once.
+    if _FAILED:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            time.sleep(0.5)  # let mpiexec's proxy forward our output before the job is torn down
+        finally:
+            os._exit(1)
+
+
+def init_process_group(backend: str = "mpi", *, timeout: float | None = None) -> ProcessGroup:
+    """Join the job that mpiexec/mpirun/srun started; returns the default group."""
+    global _GROUP
+    if backend != "mpi":
+        raise DistributedError(f"backend {backend!r} is not available; ember has 'mpi'")
+    if _GROUP is None:
+        _GROUP = ProcessGroup(timeout=timeout)
+        atexit.register(_atexit)
+    return _GROUP
+
+
+def is_initialized() -> bool:
+    return _GROUP is not None
+
+
+def group() -> ProcessGroup:
+    """The default process group (raises if init_process_group was not called)."""
+    if _GROUP is None:
+        raise DistributedError("call ember.distributed.init_process_group() first")
+    return _GROUP
+
+
+def get_rank() -> int:
+    return group().rank
+
+
+def get_world_size() -> int:
+    return group().size
+
+
+def barrier(async_op: bool = False):
+    """Wait until every rank reaches this point."""
+    g = group()
+    if async_op:
+        from .collectives import Work
+        return Work(g, [g.comm.Ibarrier()], what="barrier")
+    g.barrier()
+
+
+def destroy_process_group() -> None:
+    global _GROUP
+    if _GROUP is not None:
+        _GROUP.destroy()
+        _GROUP = None
+        # Hydra may signal SIGUSR1 while the ranks leave one by one: a normal shutdown ignores it
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)

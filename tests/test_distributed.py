@@ -1,0 +1,108 @@
+"""ember.distributed over real MPI processes (mpiexec from the MPICH wheel).
+
+DT-7 collectives, DT-8 tree broadcast, DT-9 ring bytes, DT-1/DT-11/BE-11 DDP, DMLP-6 kill and resume.
+Skipped when mpi4py or mpiexec is missing (pip install 'ember[mpi]').
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py")
+from ember.distributed.launch import find_mpiexec  # noqa: E402
+
+MPIEXEC = find_mpiexec()
+if MPIEXEC is None:
+    pytest.skip("no mpiexec (pip install 'ember[mpi]')", allow_module_level=True)
+
+HERE = Path(__file__).parent / "dist_scripts"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def mpirun(n, script, *args, env=None, timeout=60):
+    cmd = [MPIEXEC, "-n", str(n), sys.executable, str(HERE / script), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**ENV, **(env or {})})
+
+
+def launch(*args, env=None, timeout=60):
+    cmd = [sys.executable, "-m", "ember.cli", "launch", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**ENV, **(env or {})})
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+def test_collectives_match_numpy(n):
+    """DT-7 (every collective, both algorithms, numpy reference; the book's [7,14,21] at 3 ranks),
+    DT-8 (tree broadcast <= log2 p messages a rank), DT-9 (ring sends 2(n-1)/n of the buffer)."""
+    p = mpirun(n, "collectives_worker.py")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"COLLECTIVES OK {n}" in p.stdout
+
+
+def test_collectives_never_pickle():
+    """DT-7: pickle.dumps/loads and mpi4py's pickle hooks raise during every collective."""
+    p = mpirun(2, "collectives_worker.py", env={"EMBER_TEST_NO_PICKLE": "1"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "COLLECTIVES OK 2" in p.stdout
+
+
+@pytest.mark.parametrize("algorithm", ["mpi", "ring"])
+def test_ddp_equals_single_process(tmp_path, algorithm):
+    """DT-1: 2-process DDP at global batch 64 = 1 process at batch 64 after 5 SGD steps (1e-6).
+    DT-11: the first bucket's all-reduce starts before backward ends. BE-11: 100 small params
+    make <= ceil(bytes/bucket) all-reduce calls, equal to per-parameter all-reduce."""
+    one, two = tmp_path / "one.npz", tmp_path / "two.npz"
+    p = mpirun(1, "ddp_worker.py", one)
+    assert p.returncode == 0, p.stdout + p.stderr
+    p = mpirun(2, "ddp_worker.py", two, algorithm)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "BE11 OK" in p.stdout
+    a, b = np.load(one), np.load(two)
+    for k in a.files:
+        np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-6)
+    starts, ends = b["starts"], b["backward_end"]
+    nb = int(b["nbuckets"])
+    assert nb >= 2 and int(b["calls"]) >= 5 * nb
+    first = starts[starts[:, 0] == 0][:, 1]
+    assert len(first) == 5
+    assert np.all(first < ends), (first, ends)  # started while backward was still running
+
+
+def test_kill_and_resume_bit_identical(tmp_path):
+    """DMLP-6: rank 1 is SIGKILLed mid-step; the survivor raises RankFailureError naming rank 1,
+    no partial checkpoint exists, and `ember launch --resume` ends bit-identical."""
+    ref = launch("-n", 2, HERE / "resume_worker.py", tmp_path / "ref", tmp_path / "ref.npz")
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    # mpiexec sometimes kills the survivor before its report reaches the file `ember launch` prints
+    # (about 1 run in 12 on 2 cores): a missing report is retried, a wrong one fails at once
+    for attempt in range(3):
+        ck = tmp_path / f"ck{attempt}"
+        p = launch("-n", 2, HERE / "resume_worker.py", ck, tmp_path / "out.npz",
+                   env={"EMBER_TEST_KILL_STEP": "7"})
+        assert p.returncode != 0
+        assert "RankFailureError" not in p.stderr or "RankFailureError: rank 1 died" in p.stderr, p.stderr
+        if "RankFailureError: rank 1 died" in p.stderr:
+            break
+    assert "RankFailureError: rank 1 died" in p.stderr, p.stdout + p.stderr
+    names = sorted(os.listdir(ck))
+    assert names == ["ckpt-00000003.safetensors", "ckpt-00000003.safetensors.json",
+                     "ckpt-00000006.safetensors", "ckpt-00000006.safetensors.json"], names
+    import ember
+    ember.serialization.verify(ck / "ckpt-00000006.safetensors")
+    r = launch("--resume", "-n", 2, HERE / "resume_worker.py", ck, tmp_path / "out.npz")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed at step 6" in r.stdout
+    a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "out.npz")
+    for k in a.files:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_import_error_names_the_extra():
+    """Without mpi4py, importing ember.distributed says which extra to install; import ember doesn't import mpi4py."""
+    code = ("import sys; sys.modules['mpi4py'] = None\n"
+            "import ember, ember.nn, ember.optim\nassert 'mpi4py.MPI' not in sys.modules\n"
+            "try:\n    import ember.distributed\nexcept ImportError as e:\n    print(e)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV)
+    assert "pip install 'ember[mpi]'" in p.stdout, p.stdout + p.stderr
