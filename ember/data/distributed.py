@@ -22,7 +22,8 @@ class DistributedSampler(Sampler):
     def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None,
                  shuffle: bool = True, seed: int = 0, drop_last: bool = False):
         if num_replicas is None or rank is None:
-            raise ValueError("DistributedSampler: pass num_replicas and rank (no default process group)")
+            raise ValueError("DistributedSampler: pass num_replicas and rank (ember.distributed's "
+                             "DistributedSampler takes them from the process group)")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} out of range for {num_replicas} replicas")
         self.dataset, self.num_replicas, self.rank = dataset, int(num_replicas), int(rank)
@@ -58,3 +59,7 @@ class DistributedSampler(Sampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def state_dict(self) -> dict:
+        """What a resumed run needs to rebuild the order: the seed and the epoch."""
+        return {"seed": self.seed, "epoch": self.epoch}
