@@ -1,6 +1,7 @@
 """The `ember` command line.
 
 - `ember train`: the flagship job, a CNN trained on Fashion-MNIST (see ember/recipes/fashion_mnist.py);
+- `ember launch -n N script.py`: runs a script on N MPI processes (extra ember[mpi]);
 - `ember demo`: fits a small MLP with autograd and prints its loss falling.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("train", help="train the flagship CNN on Fashion-MNIST (ember train --help)")
+    sub.add_parser("launch", help="run a script on N MPI processes: ember launch -n N [--resume] script.py")
     d = sub.add_parser("demo", help="fit a small MLP with autograd and print the loss falling")
     d.add_argument("--steps", type=int, default=300)
     d.add_argument("--seed", type=int, default=0)
