@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ._core import dtypes as dt
-from ._core.errors import AutogradError
+from ._core.errors import AutogradError, EmberError, user_location
 from ._core.state import TLS, enable_grad, no_grad, set_grad_enabled
 from .ops import lax
 from .ops.core import Aval
@@ -211,6 +211,10 @@ def _scatter_into_base(base: Tensor, view_fn, new: Tensor) -> Tensor:
 
 def assign_(t: Tensor, new: Tensor) -> Tensor:
     """Write `new` into `t`'s memory (an in-place op): bump the version and rewrite the history."""
+    if not isinstance(t._data, np.ndarray) or not isinstance(new._data, np.ndarray):
+        raise EmberError("in-place update of a traced tensor is not supported by ember.jit yet (writing "
+                         f"into a {t._dtype.name}{list(t.shape)} tensor: an in-place op, optimizer step, "
+                         f"RNG state or BatchNorm statistics; at {user_location()})")
     recording = TLS.grad_enabled
     if recording and t._rg and t._node is None and t._base is None:
         raise AutogradError("a leaf tensor that requires grad is being used in an in-place operation; "
@@ -427,6 +431,14 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
 
 def _accumulate(acc: LeafAcc, g: Tensor, create_graph: bool, owned: bool = False) -> None:
     t = acc.tensor
+    if not isinstance(g._data, np.ndarray) or (t.grad is not None and not isinstance(t.grad._data, np.ndarray)):
+        # traced by ember.jit: gradients are SSA values, accumulated out of place
+        t.grad = g if t.grad is None else lax.add(t.grad, g)
+        if not create_graph:
+            t.grad = _wrap(t.grad._data, t.grad._dtype)
+        for h in acc.post_hooks:
+            h(t)
+        return
     if t.grad is None:
         if create_graph:
             t.grad = g

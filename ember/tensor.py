@@ -149,6 +149,8 @@ class Tensor:
         """The data as a numpy array, sharing memory (refused for tensors that require grad)."""
         if self._rg and not force:
             raise AutogradError("can't call numpy() on a tensor that requires grad; use detach().numpy()")
+        if not isinstance(self._data, np.ndarray):  # a Var while tracing (ember.jit): raises
+            return self._data.__array__()
         return self._data
 
     def __array__(self, dtype=None, copy=None):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import api as E
 from .._core import dtypes as dt
 from .._core.errors import ShapeError, op_error
@@ -374,7 +376,7 @@ def _class_loss(z, lse, target, weight, ignore_index, reduction, label_smoothing
 
 def _check_classes(target: Tensor, C: int, ignore_index: int, op: str) -> None:
     data = getattr(target, "_data", None)
-    if data is not None and data.size and (data.min() < 0 or data.max() >= C):
+    if isinstance(data, np.ndarray) and data.size and (data.min() < 0 or data.max() >= C):  # not traced
         bad = data[((data < 0) | (data >= C)) & (data != ignore_index)].ravel()
         if bad.size:
             raise IndexError(f"{op}: target {bad[0]} is out of bounds for {C} classes")

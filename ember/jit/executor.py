@@ -1,0 +1,75 @@
+"""Run a Graph with each primitive's numpy kernel, with eager mode's dtype casting rules."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._core.dtypes import DType
+from ..ir.core import Literal
+
+
+def _key(aval):
+    if aval.weak:
+        k = aval.dtype.kind
+        return "b" if k == "b" else "i" if k in "ui" else "f"
+    return aval.dtype
+
+
+def apply(prim, vals, avals, params, out_aval):
+    """One primitive on numpy values, cast as the eager interpreter casts."""
+    datas = list(vals)
+    keys = [_key(a) for a in avals]
+    pa = prim.promote_args
+    if pa or (pa is None and datas):
+        idx = range(len(datas)) if pa is None else pa
+        key = tuple(keys) if pa is None else tuple(keys[i] for i in pa)
+        compute, _ = prim.resolve_dtypes(key)
+        cnp = compute.np
+        if key.count(compute) != len(key):
+            for i in idx:
+                d = datas[i]
+                if isinstance(keys[i], DType):
+                    if d.dtype != cnp:
+                        datas[i] = d.astype(cnp)
+                else:
+                    datas[i] = cnp.type(d)
+    res = prim.impl(*datas, **params)
+    if res.__class__ is not np.ndarray:
+        res = np.asarray(res)
+    onp = out_aval.dtype.np
+    if res.dtype != onp:
+        res = res.astype(onp)
+    return res
+
+
+class Executable:
+    """A graph prepared for repeated runs: `run(input arrays) -> output arrays`."""
+
+    def __init__(self, graph):
+        self.graph = graph
+        slot = {}
+        for v in graph.constvars + graph.invars:
+            slot[v] = len(slot)
+        steps = []
+        for e in graph.eqns:
+            refs = [(True, a.value) if isinstance(a, Literal) else (False, slot[a]) for a in e.inputs]
+            steps.append((e.prim, refs, [a.aval for a in e.inputs], e.params, e.out.aval))
+            slot[e.out] = len(slot)
+        self.steps = steps
+        self.nslots = len(slot)
+        self.outs = [(True, np.asarray(a.value, a.aval.dtype.np)) if isinstance(a, Literal) else (False, slot[a])
+                     for a in graph.outvars]
+        self.consts = list(graph.consts)
+        if any(c is None for c in self.consts):
+            raise ValueError("this graph has constants without values (parsed from text?)")
+
+    def run(self, inputs):
+        env = self.consts + list(inputs)
+        for prim, refs, avals, params, out_aval in self.steps:
+            vals = [r if lit else env[r] for lit, r in refs]
+            env.append(apply(prim, vals, avals, params, out_aval))
+        return [r.copy() if lit else env[r] for lit, r in self.outs]
+
+
+def run_graph(graph, inputs):
+    """Evaluate a graph once on numpy input arrays."""
+    return Executable(graph).run(inputs)
