@@ -28,7 +28,8 @@ short = int16
 __version__ = "0.1.0"
 
 _LAZY_ATTRS = {"save": "serialization", "load": "serialization", "make_ir": "jit"}
-_LAZY_MODULES = ("serialization", "checkpoint", "metrics", "data", "datasets", "optim", "jit", "ir")
+_LAZY_MODULES = ("nn", "serialization", "checkpoint", "metrics", "data", "datasets", "optim", "jit", "ir",
+                 "onnx", "distributed")
 
 
 def __getattr__(name):  # imported on first use, so that `import ember` stays cheap
