@@ -208,8 +208,9 @@ _SUBPROC = textwrap.dedent("""
     threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
     loader = DataLoader(Slow(), batch_size=4, num_workers=2)
     try:
-        for b in loader:
-            pass
+        while True:  # epochs until the interrupt lands, however fast the machine is
+            for b in loader:
+                pass
     except KeyboardInterrupt:
         print("interrupted")
     time.sleep(0.2)
