@@ -21,21 +21,12 @@ from hypothesis.extra import numpy as hnp
 import ember
 import ember.nn.functional as F
 from ember import autograd
+from _gradcheck_inputs import I, T, rng_from
 from ember.testing import gradcheck, gradgradcheck
 
-F64 = ember.float64
 
 
-def T(a, requires_grad=True):
-    return ember.tensor(np.asarray(a, np.float64), dtype=F64, requires_grad=requires_grad)
-
-
-def I(a):
-    return ember.tensor(np.asarray(a, np.int64), dtype=ember.int64)
-
-
-def _rng(data) -> np.random.Generator:
-    return np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+_rng = rng_from
 
 
 def _shape(data, min_dims=0, max_dims=3, min_side=1, max_side=3):

@@ -22,6 +22,7 @@ from hypothesis.extra import numpy as hnp
 import ember
 from ember import autograd
 from ember.ops import REGISTRY, bind, lax
+from _gradcheck_inputs import I, T, rng_from
 from ember.testing import GradcheckError, gradcheck, gradgradcheck
 
 F64 = ember.float64
@@ -59,16 +60,7 @@ SECOND_ORDER = {
 NO_DOUBLE_BACKWARD = {"reduce_window_max": "VJP is select_and_scatter_add"}
 
 
-def T(a, requires_grad=True):
-    return ember.tensor(np.asarray(a, np.float64), dtype=F64, requires_grad=requires_grad)
-
-
-def I(a):
-    return ember.tensor(np.asarray(a, np.int64), dtype=ember.int64)
-
-
-def _rng(data) -> np.random.Generator:
-    return np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+_rng = rng_from
 
 
 # test_gradcheck_zero_size lowers this to 0: shapes with empty dims

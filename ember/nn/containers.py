@@ -17,6 +17,14 @@ def _index(idx, n: int, what: str) -> int:
     return idx % n
 
 
+def _renumber(modules: dict) -> None:
+    """Rename the remaining modules "0", "1", ... after a deletion, as PyTorch does."""
+    mods = list(modules.values())
+    modules.clear()
+    for i, m in enumerate(mods):
+        modules[str(i)] = m
+
+
 class Sequential(Module):
     """Modules applied one after another: `Sequential(a, b, c)(x) == c(b(a(x)))`.
 
@@ -48,11 +56,7 @@ class Sequential(Module):
                 del self._modules[k]
         else:
             del self._modules[keys[_index(idx, len(keys), "Sequential")]]
-        # renumber "0", "1", ... as PyTorch does
-        mods = list(self._modules.values())
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self._modules[str(i)] = m
+        _renumber(self._modules)
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -117,10 +121,7 @@ class ModuleList(Module):
                 del self._modules[k]
         else:
             del self._modules[str(_index(idx, len(self), "ModuleList"))]
-        mods = list(self._modules.values())
-        self._modules.clear()
-        for i, m in enumerate(mods):
-            self._modules[str(i)] = m
+        _renumber(self._modules)
 
     def __len__(self) -> int:
         return len(self._modules)
