@@ -210,12 +210,27 @@ def _scatter_into_base(base: Tensor, view_fn, new: Tensor) -> Tensor:
 
 
 def assign_(t: Tensor, new: Tensor) -> Tensor:
-    """Write `new` into `t`'s memory (an in-place op): bump the version and rewrite the history."""
-    if not isinstance(t._data, np.ndarray) or not isinstance(new._data, np.ndarray):
-        raise EmberError("in-place update of a traced tensor is not supported by ember.jit yet (writing "
-                         f"into a {t._dtype.name}{list(t.shape)} tensor: an in-place op, optimizer step, "
-                         f"RNG state or BatchNorm statistics; at {user_location()})")
+    """Write `new` into `t`'s memory (an in-place op): bump the version and rewrite the history.
+
+    While ember.jit traces, the tracer does the write (`TraceInterpreter.assign`): the tensor's
+    storage gets a new SSA value instead of new bytes."""
+    interp = TLS.interpreters[-1]
+    if interp.level:
+        return interp.assign(t, new)
     recording = TLS.grad_enabled
+    check_inplace(t, new, recording)
+    if not t._data.flags.writeable:
+        raise RuntimeError(f"cannot write into this tensor of shape {t.shape}: it is a broadcast view in "
+                           "which several elements share one memory location; clone() it first")
+    np.copyto(t._data, new._data, casting="unsafe")
+    st = t._ensure_storage()
+    st.version += 1
+    rewrite_history(t, new, recording, st)
+    return t
+
+
+def check_inplace(t: Tensor, new: Tensor, recording: bool) -> None:
+    """The errors an in-place write raises before touching anything."""
     if recording and t._rg and t._node is None and t._base is None:
         raise AutogradError("a leaf tensor that requires grad is being used in an in-place operation; "
                             "wrap the update in `with ember.no_grad():`")
@@ -223,15 +238,14 @@ def assign_(t: Tensor, new: Tensor) -> Tensor:
     if recording and base is not None and base._rg and base._node is None:
         raise AutogradError("a view of a leaf tensor that requires grad is being used in an in-place "
                             "operation; wrap the update in `with ember.no_grad():`")
-    if not t._data.flags.writeable:
-        raise RuntimeError(f"cannot write into this tensor of shape {t.shape}: it is a broadcast view in "
-                           "which several elements share one memory location; clone() it first")
     if new._dtype is not t._dtype and not _can_cast(new._dtype, t._dtype):
         raise AutogradError(f"result type {new._dtype.name} can't be cast to the desired output type "
                             f"{t._dtype.name} of an in-place operation")
-    np.copyto(t._data, new._data, casting="unsafe")
-    st = t._ensure_storage()
-    st.version += 1
+
+
+def rewrite_history(t: Tensor, new: Tensor, recording: bool, st, new_base: Tensor | None = None) -> None:
+    """After `t` was overwritten by `new`: `t` (or its base, for a view) takes `new`'s history."""
+    base = t._base
     if recording and (new._rg or t._rg):
         if new._dtype is not t._dtype:
             new = lax.convert(new, t._dtype)
@@ -239,13 +253,12 @@ def assign_(t: Tensor, new: Tensor) -> Tensor:
             t._node = new._node
             t._rg = new._rg
         else:
-            nb = _scatter_into_base(base, t._extra["view_fn"], new)
+            nb = new_base if new_base is not None else _scatter_into_base(base, t._extra["view_fn"], new)
             base._node = nb._node
             base._rg = True
             t._extra["view_version"] = -1  # rebuilt from the base when next used
     elif base is not None and t._extra:
         t._extra["view_version"] = st.version
-    return t
 
 
 def _can_cast(src, dst) -> bool:

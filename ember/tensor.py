@@ -42,13 +42,28 @@ class Storage:
 class Tensor:
     """An n-dimensional array on a device, with autograd."""
 
-    __slots__ = ("_data", "_dtype", "_storage", "_rg", "_node", "grad", "_base", "_extra", "__weakref__")
+    __slots__ = ("_data", "_dtype", "_storage", "_rg", "_node", "_grad", "_base", "_extra", "__weakref__")
     __array_priority__ = 1000  # numpy defers to Tensor's reflected operators
 
     def __init__(self, data=None, *, dtype=None, device=None, requires_grad: bool = False):
         t = tensor(data if data is not None else [], dtype=dtype, device=device, requires_grad=requires_grad)
         self._data, self._dtype, self._storage = t._data, t._dtype, None
-        self._rg, self._node, self.grad, self._base, self._extra = t._rg, None, None, None, None
+        self._rg, self._node, self._grad, self._base, self._extra = t._rg, None, None, None, None
+
+    @property
+    def grad(self):
+        """The gradient accumulated by `backward()` (None until then)."""
+        w = TLS.observer
+        if w is not None:
+            w.grad_access(self, False)
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        w = TLS.observer
+        if w is not None:
+            w.grad_access(self, True)
+        self._grad = value
 
     # ---- basic properties
     @property
@@ -285,7 +300,7 @@ def _wrap(arr: np.ndarray, dtype: dt.DType) -> Tensor:
     t._storage = None
     t._rg = False
     t._node = None
-    t.grad = None
+    t._grad = None
     t._base = None
     t._extra = None
     return t
@@ -374,7 +389,7 @@ class EagerInterpreter:
         out._storage = None
         out._rg = False
         out._node = None
-        out.grad = None
+        out._grad = None
         out._base = None
         out._extra = None
         if prim.is_view and res.base is not None and np.may_share_memory(res, datas[0]):
@@ -437,9 +452,17 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Ten
         arr = data._data.astype((d or data._dtype).np, copy=True)
     else:
         arr = _to_array(data, d)
-    t = _wrap(arr, _BY_NP[arr.dtype])
+    t = _traced_const(_wrap(arr, _BY_NP[arr.dtype]))
     if requires_grad:
         t.requires_grad_(True)
+    return t
+
+
+def _traced_const(t: Tensor) -> Tensor:
+    """A tensor created while a function is traced is a constant of the trace, not outside state."""
+    interp = TLS.interpreters[-1]
+    if interp.level:
+        t._data = interp.const(t._data, t._dtype)
     return t
 
 
@@ -478,7 +501,7 @@ def from_numpy(arr: np.ndarray) -> Tensor:
     """A tensor sharing memory with a numpy array (its dtype must be one ember supports)."""
     if not isinstance(arr, np.ndarray):
         arr = np.asarray(arr)
-    return _wrap(arr, dt.from_numpy_dtype(arr.dtype))
+    return _traced_const(_wrap(arr, dt.from_numpy_dtype(arr.dtype)))
 
 
 def as_tensor(data, dtype=None, device=None) -> Tensor:

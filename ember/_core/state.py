@@ -7,6 +7,10 @@
 - the default floating dtype (process-wide): `set_default_dtype`/`default_dtype`.
 - the default random generator (process-wide): created on first use, see `ember.random`.
 - the debug level: `EMBER_DEBUG` from the environment, or `debug_level(n)` for a block.
+- the trace observer (thread-local): while ember.jit traces, it learns which tensors' `.grad`
+  the function reads or rebinds and which modules it calls (`TLS.observer`, None otherwise).
+- the module epoch (process-wide): a counter bumped whenever a Module's attributes or training
+  mode change; ember.jit re-checks its guards on modules only when it moved (`module_epoch`).
 
 Importing this module reads no files, starts no threads and compiles nothing.
 """
@@ -23,6 +27,7 @@ class _Local(threading.local):
     def __init__(self):
         self.grad_enabled = True
         self.interpreters = []  # filled with the eager interpreter by ember.ops.dispatch
+        self.observer = None  # the tracer observing `.grad` reads and writes, while tracing
 
 
 TLS = _Local()
@@ -30,6 +35,17 @@ TLS = _Local()
 _default_float = dtypes.float32
 default_generator = None  # set lazily by ember.random
 _debug = None
+_module_epoch = 0
+
+
+def module_epoch() -> int:
+    """A counter that moves whenever some Module's attributes or training mode change."""
+    return _module_epoch
+
+
+def bump_module_epoch() -> None:
+    global _module_epoch
+    _module_epoch += 1
 
 
 def is_grad_enabled() -> bool:

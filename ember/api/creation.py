@@ -9,7 +9,7 @@ from .._core import dtypes as dt
 from .._core.state import default_dtype
 from ..backend import as_device
 from ..ops import lax
-from ..tensor import Tensor, _wrap
+from ..tensor import Tensor, _traced_const, _wrap
 
 
 def _shape(size) -> tuple:
@@ -21,6 +21,7 @@ def _shape(size) -> tuple:
 def _finish(t: Tensor, device, requires_grad: bool) -> Tensor:
     if device is not None:
         as_device(device)
+    t = _traced_const(t)
     if requires_grad:
         t.requires_grad_(True)
     return t

@@ -6,7 +6,8 @@
 - `Literal`: a scalar constant written inline (weak Python scalars, or folded constants).
 - `Eqn`: `out = prim[params](*inputs)`, with the source location ("file:line") of the user code.
 - `Graph`: `{ lambda constvars ; invars. let eqns in (outvars) }`; `consts` holds the constvars'
-  arrays (None after parsing text).
+  arrays (None after parsing text). `aliases` maps an output position to the input position whose
+  buffer it overwrites (state updated in place: parameters, optimizer state, RNG state).
 """
 from __future__ import annotations
 
@@ -153,12 +154,13 @@ class Eqn:
 class Graph:
     """A function in SSA form."""
 
-    def __init__(self, constvars, consts, invars, eqns, outvars):
+    def __init__(self, constvars, consts, invars, eqns, outvars, aliases=None):
         self.constvars = list(constvars)
         self.consts = list(consts) if consts is not None else [None] * len(self.constvars)
         self.invars = list(invars)
         self.eqns = list(eqns)
         self.outvars = list(outvars)
+        self.aliases = dict(aliases or {})
 
     def __str__(self) -> str:
         from .printer import print_graph

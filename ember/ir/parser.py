@@ -105,7 +105,7 @@ def parse_graph(text: str) -> Graph:
     constvars = [define(t) for t in m.group(1).split()]
     invars = [define(t) for t in m.group(2).split()]
     last = lines[-1].strip()
-    mo = re.match(r"^in \((.*)\) \}$", last)
+    mo = re.match(r"^in \((.*)\)(?: aliases\(([0-9> -]*)\))? \}$", last)
     if not mo:
         raise ParseError(f"bad graph footer {last!r}")
     eqns = []
@@ -127,4 +127,8 @@ def parse_graph(text: str) -> Graph:
         ins = [use(t) for t in toks[1:]]
         eqns.append(Eqn(REGISTRY[pname], ins, define(lhs), params))
     outs = [use(t) for t in mo.group(1).split()]
-    return Graph(constvars, None, invars, eqns, outs)
+    aliases = {}
+    for pair in (mo.group(2) or "").split():
+        o, _, i = pair.partition("->")
+        aliases[int(o)] = int(i)
+    return Graph(constvars, None, invars, eqns, outs, aliases)

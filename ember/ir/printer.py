@@ -9,7 +9,8 @@
 
 Types are `dtype[dims]`, with `~` after the dtype for weak types (`f32~[]`). Literals print as Python
 numbers when their type is the default weak type of that number, else as `value:type` (`2.0:f32[]`).
-Params print as `name[k=v, ...]`; dtypes as their names. `print_graph(g, locations=True)` appends the
+Params print as `name[k=v, ...]`; dtypes as their names. A graph that updates state in place ends
+with `aliases(3->1 ...)`: output 3 is written into the buffer of input 1. `print_graph(g, locations=True)` appends the
 source location of each equation as a `# file:line` comment (comments are ignored by the parser).
 """
 from __future__ import annotations
@@ -97,5 +98,8 @@ def print_graph(g, locations: bool = False) -> str:
             line += f"  # {e.loc}"
         lines.append(line)
     outs = " ".join(use(a) for a in g.outvars)
-    lines.append(f"  in ({outs}) }}")
+    al = ""
+    if g.aliases:
+        al = " aliases(" + " ".join(f"{o}->{i}" for o, i in sorted(g.aliases.items())) + ")"
+    lines.append(f"  in ({outs}){al} }}")
     return "\n".join(lines)

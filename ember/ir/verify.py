@@ -49,3 +49,9 @@ def verify(g, where: str = "") -> None:
         define(e.out, what)
     for a in g.outvars:
         check_use(a, "graph output")
+    for o, i in g.aliases.items():
+        if not (0 <= o < len(g.outvars) and 0 <= i < len(g.invars)):
+            raise VerifyError(f"alias {o}->{i} names no output/input{ctx}")
+        if g.outvars[o].aval.shape != g.invars[i].aval.shape or g.outvars[o].aval.dtype is not g.invars[i].aval.dtype:
+            raise VerifyError(f"output {o} ({type_str(g.outvars[o].aval)}) cannot overwrite input {i} "
+                              f"({type_str(g.invars[i].aval)}){ctx}")

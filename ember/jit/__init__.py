@@ -5,29 +5,42 @@
     f.explain                    # ["traced: first call", "retraced: arg 0 shape (4,) != (3,)", ...]
     ember.make_ir(fn)(x, w)      # the traced Graph (print it)
 
-Semantics follow JAX: the function must be pure in its tensor arguments; Tensors (also inside
-tuples/lists/dicts) are traced, every other argument is static (part of the cache key); tensors
-captured from closures are baked in as constants (ones that require grad are refused while grad
-mode is on: pass them as arguments). `loss.backward()` inside the function is traced too, so a
-function may return gradients (`w.grad` of its traced arguments). In-place updates of traced
-tensors (optimizer steps) are not supported yet: that is the next step (mutation as data flow, see
-/work/shared/DESIGN.md). Outputs are plain tensors that do not require grad.
+A whole training step traces: forward, `loss.backward()`, `opt.step()`, `zero_grad()`. Tensors
+(also inside tuples/lists/dicts) are traced arguments; every other argument is static (part of the
+cache key). Tensors the function reaches from outside (a model's parameters and buffers, optimizer
+state, learning rates, RNG state) are *state*: inputs read at every call, and, when the function
+writes them in place, outputs written back into the same buffers. Gradients that `backward()`
+leaves in `.grad` are set after each call as they would be eagerly. Tensors created inside the
+function are constants of the trace.
+
+A cached graph is reused while the arguments' shapes, dtypes and requires_grad, the grad mode,
+the training mode and tensors of the modules the function called, and the presence of each
+`.grad` the function reads before writing stay as they were at trace time; any change retraces
+and `explain` says why. Python control flow on a tensor's value raises at trace time, naming the
+user's line. Outputs are plain tensors that do not require grad.
 """
 from __future__ import annotations
 
 import sys
 import types
 
-from ..ir.core import Var
+import numpy as np
+
+from .._core.state import TLS, module_epoch
 from ..tensor import Tensor, _wrap  # noqa: F401
 from .executor import Executable, run_graph  # noqa: F401
 from .passes import PassManager, optimize  # noqa: F401
-from .trace import TraceError, flatten, make_ir, trace, unflatten  # noqa: F401
+from .trace import Traced, TraceError, flatten, make_ir, trace, unflatten  # noqa: F401
 
 
 def _signature(args, kwargs):
     leaves, treedef, paths = flatten((tuple(args), dict(kwargs)))
     sig = tuple((tuple(t.shape), t._dtype, bool(t._rg)) for t in leaves)
+    sts = [t._storage for t in leaves if t._storage is not None]
+    if len(sts) != len(set(map(id, sts))):  # arguments sharing memory: the pattern is part of the key
+        first = {}
+        sig += tuple(first.setdefault(id(t._storage), i) if t._storage is not None else i
+                     for i, t in enumerate(leaves))
     return leaves, treedef, paths, sig
 
 
@@ -56,8 +69,97 @@ def _static_leaves(d, path, out):
     return out
 
 
+def _module_state(modules) -> tuple:
+    """What a trace assumed about the modules it called: their mode and their tensors' identity."""
+    return tuple((m.training, tuple(map(id, m._parameters.values())), tuple(map(id, m._buffers.values())))
+                 for m in modules)
+
+
+def _target(src, leaves) -> Tensor:
+    kind, x = src
+    return leaves[x] if kind == "arg" else x
+
+
+def _buffer(src, leaves) -> Tensor:
+    """The tensor holding a graph input's buffer now."""
+    kind, x = src
+    if kind == "grad":
+        return _target(x, leaves)._grad
+    return leaves[x] if kind == "arg" else x
+
+
+def _describe(target) -> str:
+    kind, x = target
+    return f"arg {x}" if kind == "arg" else f"a captured {x._dtype.name}{list(x.shape)} tensor"
+
+
+class _Entry:
+    """One cached trace: its executable and what must hold for a call to reuse it."""
+
+    def __init__(self, traced: Traced, opt_level: int, verify):
+        self.traced = traced
+        g = optimize(traced.graph, opt_level, verify)
+        self.exe = Executable(g)
+        self.graph = g
+        self.epoch = module_epoch()
+        self.mod_state = _module_state(traced.modules)
+        self.writes = [(o, traced.sources[i]) for o, i in g.aliases.items()]
+        self.out_dtypes = [a.aval.dtype for a in g.outvars]
+        self.seen = [None] * len(traced.sources)  # the arrays last checked, per input
+
+    def check(self, leaves) -> str | None:
+        """None when this trace may run for these arguments, else why not."""
+        t = self.traced
+        if self.epoch != module_epoch():
+            now = _module_state(t.modules)
+            if now != self.mod_state:
+                for m, a, b in zip(t.modules, self.mod_state, now):
+                    if a[0] != b[0]:
+                        return (f"retraced: {type(m).__name__} is in "
+                                f"{'training' if b[0] else 'eval'} mode (traced in "
+                                f"{'training' if a[0] else 'eval'} mode)")
+                return "retraced: a parameter or buffer of a module was replaced"
+            self.epoch = module_epoch()
+        for target, entry in t.grad_guards:
+            cur = _target(target, leaves)._grad
+            if (cur is None) != (entry is None):
+                return (f"retraced: .grad of {_describe(target)} is {'None' if cur is None else 'set'}, "
+                        f"it was {'None' if entry is None else 'set'} when traced")
+        seen = self.seen
+        for i, (src, aval) in enumerate(zip(t.sources, t.avals)):
+            if src[0] != "arg":
+                d = _buffer(src, leaves)._data
+                if d is seen[i]:
+                    continue
+                seen[i] = d
+                if d.shape != aval.shape or d.dtype != aval.dtype.np:
+                    seen[i] = None
+                    what = "a captured tensor" if src[0] == "obj" else f".grad of {_describe(src[1])}"
+                    return (f"retraced: {what} changed from {aval.dtype.name}{list(aval.shape)} "
+                            f"to {d.dtype}{list(d.shape)}")
+        return None
+
+    def run(self, leaves):
+        t = self.traced
+        outs = self.exe.run([_buffer(s, leaves)._data for s in t.sources])
+        for o, src in self.writes:
+            dst = _buffer(src, leaves)
+            np.copyto(dst._data, outs[o], casting="unsafe")
+            dst._ensure_storage().version += 1
+        for target, action, v in t.grads:
+            dst = _target(target, leaves)
+            if action == "none":
+                dst._grad = None
+            elif action == "keep":
+                dst._grad = v
+            else:
+                dst._grad = _wrap(outs[v], self.out_dtypes[v])
+        dts = self.out_dtypes
+        return [_wrap(outs[i], dts[i]) for i in range(t.n_user)]
+
+
 class Jitted:
-    """A jitted function: a cache of optimized graphs keyed by input signature."""
+    """A jitted function: a cache of optimized graphs keyed by input signature, with guards."""
 
     def __init__(self, fn, opt_level: int = 2, verify: bool | None = None):
         self.fn = fn
@@ -67,18 +169,21 @@ class Jitted:
         self.explain = []
         self.trace_count = 0
         self._last = None
-        self.__name__ = getattr(fn, "__name__", "jitted")
+        self.__name__ = getattr(fn, "__name__", type(fn).__name__)
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
 
-    def _reasons(self, treedef, paths, sig):
+    def _reasons(self, treedef, paths, sig, grad_mode):
         if self._last is None:
             return ["traced: first call"]
-        ltree, lpaths, lsig = self._last
+        ltree, lpaths, lsig, lgrad = self._last
         out = []
         ls, ns = _static_leaves(ltree, "", {}), _static_leaves(treedef, "", {})
         if lpaths != paths or set(ls) != set(ns):
             return ["retraced: the structure of the arguments changed"]
+        if grad_mode != lgrad:
+            out.append(f"retraced: grad mode is {'on' if grad_mode else 'off'} (traced with it "
+                       f"{'on' if lgrad else 'off'})")
         for p, (shape, dtype, rg), (oshape, odtype, org) in zip(paths, sig, lsig):
             n = _path_name(p)
             if shape != oshape:
@@ -87,6 +192,8 @@ class Jitted:
                 out.append(f"retraced: {n} dtype {dtype.name} != {odtype.name}")
             if rg != org:
                 out.append(f"retraced: {n} requires_grad {rg} != {org}")
+        if len(sig) != len(lsig) or sig[len(paths):] != lsig[len(paths):]:
+            out.append("retraced: which arguments share memory changed")
         for p in ns:
             if ns[p] != ls[p]:
                 out.append(f"retraced: static {_path_name(p)} {ns[p]!r} != {ls[p]!r}")
@@ -94,28 +201,31 @@ class Jitted:
 
     def lower(self, *args, **kwargs):
         """The optimized Graph for these arguments (traced if not cached)."""
-        return self._entry(*_signature(args, kwargs)[1:], args, kwargs)[0].graph
+        leaves, treedef, paths, sig = _signature(args, kwargs)
+        return self._entry(leaves, treedef, paths, sig, args, kwargs).graph
 
-    def _entry(self, treedef, paths, sig, args, kwargs):
-        key = (treedef, sig)
+    def _entry(self, leaves, treedef, paths, sig, args, kwargs):
+        grad_mode = TLS.grad_enabled
+        key = (treedef, sig, grad_mode)
         ent = self.cache.get(key)
-        if ent is None:
-            self.explain.extend(self._reasons(treedef, paths, sig))
-            g, out_def = trace(self.fn, args, kwargs)
-            g = optimize(g, self.opt_level, self.verify)
-            ent = self.cache[key] = (Executable(g), out_def)
-            self.trace_count += 1
-        self._last = (treedef, paths, sig)
+        why = None
+        if ent is not None:
+            why = ent.check(leaves)
+            if why is None:
+                self._last = (treedef, paths, sig, grad_mode)
+                return ent
+        self.explain.extend([why] if why else self._reasons(treedef, paths, sig, grad_mode))
+        ent = self.cache[key] = _Entry(trace(self.fn, args, kwargs), self.opt_level, self.verify)
+        self.trace_count += 1
+        self._last = (treedef, paths, sig, grad_mode)
         return ent
 
     def __call__(self, *args, **kwargs):
-        leaves, treedef, paths, sig = _signature(args, kwargs)
-        if any(isinstance(t._data, Var) for t in leaves):
+        if TLS.interpreters[-1].level:
             return self.fn(*args, **kwargs)  # called inside another trace: inline it
-        exe, out_def = self._entry(treedef, paths, sig, args, kwargs)
-        outs = exe.run([t._data for t in leaves])
-        return unflatten(out_def, [_wrap(o, dt) for o, dt in
-                                   zip(outs, [v.aval.dtype for v in exe.graph.outvars])])
+        leaves, treedef, paths, sig = _signature(args, kwargs)
+        ent = self._entry(leaves, treedef, paths, sig, args, kwargs)
+        return unflatten(ent.traced.out_def, ent.run(leaves))
 
     def __repr__(self):
         return f"<ember.jit of {self.fn!r}: {len(self.cache)} cached graph(s)>"

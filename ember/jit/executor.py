@@ -56,8 +56,11 @@ class Executable:
             slot[e.out] = len(slot)
         self.steps = steps
         self.nslots = len(slot)
-        self.outs = [(True, np.asarray(a.value, a.aval.dtype.np)) if isinstance(a, Literal) else (False, slot[a])
-                     for a in graph.outvars]
+        n_in = len(graph.constvars) + len(graph.invars)
+        # literals and inputs are returned as copies: an output never aliases an input's buffer
+        self.outs = [(True, np.asarray(a.value, a.aval.dtype.np)) if isinstance(a, Literal) else
+                     (True, slot[a]) if slot[a] < n_in else (False, slot[a]) for a in graph.outvars]
+        self.n_in = n_in
         self.consts = list(graph.consts)
         if any(c is None for c in self.consts):
             raise ValueError("this graph has constants without values (parsed from text?)")
@@ -67,7 +70,8 @@ class Executable:
         for prim, refs, avals, params, out_aval in self.steps:
             vals = [r if lit else env[r] for lit, r in refs]
             env.append(apply(prim, vals, avals, params, out_aval))
-        return [r.copy() if lit else env[r] for lit, r in self.outs]
+        return [env[r] if not copy else (r if r.__class__ is not int else env[r]).copy()
+                for copy, r in self.outs]
 
 
 def run_graph(graph, inputs):

@@ -23,7 +23,7 @@ def _sub(a, env):
 
 def _rebuild(g, eqns, env, constvars=None, consts=None):
     return Graph(g.constvars if constvars is None else constvars, g.consts if consts is None else consts,
-                 g.invars, eqns, [_sub(a, env) for a in g.outvars])
+                 g.invars, eqns, [_sub(a, env) for a in g.outvars], g.aliases)
 
 
 def dce(g: Graph) -> Graph:
@@ -40,7 +40,7 @@ def dce(g: Graph) -> Graph:
         if v in live:
             cv.append(v)
             cs.append(c)
-    return Graph(cv, cs, g.invars, keep, g.outvars)
+    return Graph(cv, cs, g.invars, keep, g.outvars, g.aliases)
 
 
 def _freeze(x):

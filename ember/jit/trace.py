@@ -3,6 +3,18 @@
 Traced values are ordinary ember Tensors whose `_data` is an IR `Var` (no Tensor subclass). Autograd
 recording (`_record`) happens exactly as in eager mode, so `loss.backward()` inside a traced function
 records its backward ops into the same graph.
+
+Mutation becomes data flow (DESIGN.md). Every buffer that outlives the trace is a *root*: the
+function's tensor arguments, and any tensor that existed before the trace and that the function
+touches (parameters, gradients, optimizer state, BatchNorm statistics, RNG state). A root enters the
+graph as an input; the tracer keeps, per storage, the SSA value the storage currently holds, so an
+in-place op (`assign`) just moves that value on, and a write through a view becomes
+`select(mask, scatter(new), base)` on the base. At the end every root whose value moved is a graph
+output aliased to its input: the executor writes it back into the same buffer. While tracing, the
+roots' tensors hold Vars; they get their arrays back when the trace ends, whatever happens.
+
+`.grad` attributes are Python state, not storage: the tracer observes their reads and writes
+(`TLS.observer`) to learn what the function needs at entry (guarded) and leaves at exit.
 """
 from __future__ import annotations
 
@@ -12,15 +24,25 @@ import numpy as np
 
 from .._core import dtypes as dt
 from .._core.errors import EmberError, op_error, user_location
-from .._core.state import TLS, interpreter
-from ..autograd import _record
+from .._core.state import TLS, interpreter, set_grad_enabled
+from ..autograd import _record, _scatter_into_base, check_inplace, rewrite_history
+from ..ops import lax
 from ..ops.core import Aval
-from ..tensor import Tensor, _scalar_key, _wrap
+from ..tensor import Tensor, _make_view, _scalar_key, _wrap
 from ..ir.core import Eqn, Graph, Literal, Var, literal
 
 
 class TraceError(EmberError, TypeError):
     """A function cannot be traced as written."""
+
+
+class Root:
+    """A buffer that outlives the trace: argument `arg` (an index) or captured `tensor`."""
+
+    __slots__ = ("tensor", "array", "invar", "arg", "storage")
+
+    def __init__(self, tensor, array, invar, arg, storage):
+        self.tensor, self.array, self.invar, self.arg, self.storage = tensor, array, invar, arg, storage
 
 
 class TraceInterpreter:
@@ -33,15 +55,68 @@ class TraceInterpreter:
         self.invars = []
         self.constvars = []
         self.consts = []
-        self._const_of = {}  # id(array) -> (array, Var)
+        self._const_of = {}   # id(array) -> (array, Var)
+        self.roots = {}       # Storage -> Root, in order of adoption (= order of the graph inputs)
+        self.cur = {}         # Storage -> the Var its root currently holds
+        self.views = {}       # view Tensor -> (storage version, Var) its value was computed at
+        self.saved = {}       # Tensor -> (data, node, rg): tensors to give back after the trace
+        self.grad_first = {}  # Tensor -> (first access is a write, .grad at entry, external)
+        self.modules = {}     # id -> Module called while tracing
 
-    # ---- operands
-    def new_input(self, t: Tensor) -> Tensor:
-        v = Var(Aval(t.shape, t._dtype), self)
-        self.invars.append(v)
-        out = _wrap(v, t._dtype)
-        out._rg = t._rg
-        return out
+    # ---- values of tensors
+    def _save(self, t: Tensor) -> None:
+        if t not in self.saved:
+            self.saved[t] = (t._data, t._node, t._rg)
+
+    def adopt(self, t: Tensor, arg: int | None = None) -> Root:
+        """Make the buffer behind `t` (an argument or a tensor from outside) a graph input."""
+        st = t._ensure_storage()
+        root_t = t if (arg is not None or t._base is None) else t._base
+        arr = root_t._data
+        if not isinstance(arr, np.ndarray):
+            raise TraceError(f"a tensor of shape {tuple(t.shape)} aliases an argument of the jitted "
+                             "function in a way ember.jit cannot follow; pass a copy")
+        iv = Var(Aval(arr.shape, root_t._dtype), self)
+        self.invars.append(iv)
+        r = self.roots[st] = Root(root_t, arr, iv, arg, st)
+        self.cur[st] = iv
+        self._save(root_t)
+        root_t._data = iv
+        if arg is not None:
+            root_t._node = None  # arguments are leaves of the traced function
+        return r
+
+    def value(self, t: Tensor) -> Var:
+        """The SSA value `t` holds now (adopting it if it comes from outside the trace)."""
+        st = t._storage
+        if st is not None:
+            cur = self.cur.get(st)
+            if cur is not None:
+                if t._base is None or st in self.roots and self.roots[st].tensor is t:
+                    if t._data is not cur:
+                        if isinstance(t._data, np.ndarray):
+                            self._save(t)
+                        t._data = cur
+                    return cur
+                hit = self.views.get(t)
+                if hit is not None and hit[0] == st.version:
+                    return hit[1]
+                v = cur  # a view whose base changed (or a view from outside): rebuild it
+                for prim, params in t._extra["view_fn"]:
+                    v = self.emit(prim, [v], params)
+                if isinstance(t._data, np.ndarray):
+                    self._save(t)
+                t._data = v
+                self.views[t] = (st.version, v)
+                return v
+        d = t._data
+        if d.__class__ is Var:
+            if d.trace is not self:
+                raise TraceError("a traced tensor from another (finished) trace was used: tensors "
+                                 f"created inside a jitted function must not escape it (at {user_location()})")
+            return d
+        self.adopt(t)
+        return self.value(t)
 
     def const(self, arr: np.ndarray, dtype) -> Var:
         hit = self._const_of.get(id(arr))
@@ -55,18 +130,7 @@ class TraceInterpreter:
 
     def atom(self, prim, a):
         if isinstance(a, Tensor):
-            d = a._data
-            if isinstance(d, Var):
-                if d.trace is not self:
-                    raise op_error(TraceError, prim.name, "a traced tensor from another (finished) trace "
-                                   "was used: tensors created inside a jitted function must not escape it")
-                return d
-            if a._rg and TLS.grad_enabled:
-                raise op_error(TraceError, prim.name,
-                               f"a tensor of shape {tuple(a.shape)} that requires grad is captured by the "
-                               "jitted function (a closure or global); pass it as an argument so that "
-                               "its gradient is traced")
-            return self.const(d, a._dtype)
+            return self.value(a)
         k = _scalar_key(a)
         if k is not None:
             return literal(a)
@@ -77,34 +141,87 @@ class TraceInterpreter:
             return literal(float(a))
         raise op_error(TypeError, prim.name, f"expected a Tensor or a Python number, got {type(a).__name__}")
 
-    # ---- the interpreter entry point
-    def process(self, prim, args, params):
-        ins = [self.atom(prim, a) for a in args]
+    def emit(self, prim, ins, params) -> Var:
+        """Append `prim(*ins)` (Vars/Literals) to the graph, without autograd."""
         aval = prim.abstract(*[a.aval for a in ins], **params)
         if aval.weak:  # eager results are strongly typed tensors
             aval = Aval(aval.shape, aval.dtype, False)
         v = Var(aval, self)
         self.eqns.append(Eqn(prim, ins, v, params, user_location()))
-        out = _wrap(v, aval.dtype)
-        if TLS.grad_enabled and aval.dtype.kind == "f":
+        return v
+
+    # ---- the interpreter entry points
+    def process(self, prim, args, params):
+        if prim.impl is None and prim.lowering is None:
+            raise op_error(TraceError, prim.name, "this operation cannot be compiled by ember.jit")
+        v = self.emit(prim, [self.atom(prim, a) for a in args], params)
+        out = _wrap(v, v.aval.dtype)
+        if prim.is_view and isinstance(args[0], Tensor):
+            src = args[0]
+            st = src._ensure_storage()
+            if st not in self.cur:
+                self.cur[st] = self.value(src)
+            _make_view(out, src, prim, params)
+            self.views[out] = (st.version, v)
+        if TLS.grad_enabled and v.aval.dtype.kind == "f":
             for a in args:
                 if isinstance(a, Tensor) and a._rg:
                     _record(prim, args, params, out)
                     break
         return out
 
+    def assign(self, t: Tensor, new: Tensor) -> Tensor:
+        """An in-place write under tracing: the storage of `t` now holds a new SSA value."""
+        recording = TLS.grad_enabled
+        check_inplace(t, new, recording)
+        with set_grad_enabled(recording):
+            if new._dtype is not t._dtype:
+                new = lax.convert(new, t._dtype)
+            if tuple(new.shape) != tuple(t.shape):
+                new = lax.broadcast_in_dim(new, tuple(t.shape), tuple(range(t.ndim - new.ndim, t.ndim)))
+        self.value(t)  # adopts `t` if it comes from outside
+        nv = self.value(new)
+        st = t._ensure_storage()
+        nb = None
+        if t._base is None or self.roots.get(st) is not None and self.roots[st].tensor is t:
+            self.cur[st] = nv
+        else:
+            base = t._base
+            with set_grad_enabled(recording and (new._rg or base._rg)):
+                nb = _scatter_into_base(base, t._extra["view_fn"], new)
+            self.cur[st] = self.value(nb)
+            if base._data is not self.cur[st]:
+                if isinstance(base._data, np.ndarray):
+                    self._save(base)
+                base._data = self.cur[st]
+        t._data = nv
+        st.version += 1
+        if t._base is not None:
+            self.views[t] = (st.version, nv)
+        rewrite_history(t, new, recording, st, nb)
+        return t
+
+    # ---- observation of Python-side state
+    def grad_access(self, t: Tensor, write: bool) -> None:
+        if t not in self.grad_first:
+            external = t in self.saved or isinstance(t._data, np.ndarray)
+            self.grad_first[t] = (write, t._grad, external)
+
+    def module_called(self, m) -> None:
+        self.modules[id(m)] = m
+
     def out_atom(self, t) -> Var | Literal:
         if isinstance(t, Tensor):
-            d = t._data
-            if isinstance(d, Var):
-                if d.trace is not self:
-                    raise TraceError("a traced tensor from another trace is returned")
-                return d
-            return self.const(d, t._dtype)
+            return self.value(t)
         raise TraceError(f"cannot return {type(t).__name__} from a traced function")
 
-    def graph(self, outs) -> Graph:
-        return Graph(self.constvars, self.consts, self.invars, self.eqns, outs)
+    def restore(self) -> None:
+        """Give every tensor from outside its array and its `.grad` back."""
+        for t, (data, node, rg) in self.saved.items():
+            t._data, t._node, t._rg = data, node, rg
+        for t, (_, entry, external) in self.grad_first.items():
+            if external:
+                t._grad = entry
 
 
 # ---------------------------------------------------------------- pytrees
@@ -148,24 +265,95 @@ def unflatten(treedef, leaves):
     return build(treedef)
 
 
-def trace(fn, args, kwargs=None):
-    """Trace `fn(*args, **kwargs)`: (graph, output treedef)."""
+class Traced:
+    """What a trace produced: the graph, and how its inputs and outputs map to Python state.
+
+    - `sources`: per graph input, where its buffer is at call time: ("arg", leaf index),
+      ("obj", tensor) for a tensor from outside, or ("grad", target) for the `.grad` of a target
+      (("arg", i) or ("obj", tensor)); `avals` their types;
+    - outputs: the user's `n_user` outputs, then one per moved root (`graph.aliases`), then one
+      per new gradient (`grads`);
+    - `grads`: (target, action, output index): target is ("arg", i) or ("obj", tensor); action is
+      "none" (set `.grad` to None), "keep" (set it to the tensor in the output slot) or "new";
+    - `grad_guards`: (target, `.grad` at entry) for every `.grad` the function read before writing;
+    - `modules`: the modules the function called (their mode and tensors are guarded).
+    """
+
+    def __init__(self, graph, out_def, n_user, sources, avals, grads, grad_guards, modules):
+        self.graph, self.out_def, self.n_user = graph, out_def, n_user
+        self.sources, self.avals, self.grads = sources, avals, grads
+        self.grad_guards, self.modules = grad_guards, modules
+
+
+def trace(fn, args, kwargs=None) -> Traced:
+    """Trace `fn(*args, **kwargs)` with abstract values; the tensors it touches are left as found."""
     kwargs = kwargs or {}
     leaves, treedef, _ = flatten((tuple(args), dict(kwargs)))
     tr = TraceInterpreter()
-    with interpreter(tr):
-        traced = [tr.new_input(t) for t in leaves]
-        a, k = unflatten(treedef, traced)
-        out = fn(*a, **k)
-        out_leaves, out_def, _ = flatten(out)
-        outs = [tr.out_atom(t) for t in out_leaves]
-    return tr.graph(outs), out_def
+    prev_obs = TLS.observer
+    TLS.observer = tr
+    try:
+        with interpreter(tr):
+            arg_root = {}
+            for i, t in enumerate(leaves):
+                st = t._storage
+                r = tr.roots.get(st) if st is not None else None
+                if r is None:
+                    tr.adopt(t, arg=i)
+                elif r.tensor is not t and (t.shape != r.tensor.shape or t._dtype is not r.tensor._dtype):
+                    raise TraceError(f"arguments {r.arg} and {i} of the jitted function share memory with "
+                                     "different shapes; pass copies")
+                arg_root[i] = tr.roots[t._storage]
+            out = fn(*args, **kwargs)
+            out_leaves, out_def, _ = flatten(out)
+            outs = [tr.out_atom(t) for t in out_leaves]
+            n_user = len(outs)
+            aliases = {}
+            for pos, r in enumerate(tr.roots.values()):
+                c = tr.cur[r.storage]
+                if c is not r.invar:
+                    aliases[len(outs)] = pos
+                    outs.append(c)
+            arg_of = {id(r.tensor): i for i, r in arg_root.items()}
+            grads, guards = [], []
+            for t, (first_write, entry, external) in tr.grad_first.items():
+                if not external:
+                    continue
+                target = ("arg", arg_of[id(t)]) if id(t) in arg_of else ("obj", t)
+                if not first_write:
+                    guards.append((target, entry))
+                g = t._grad
+                if g is entry:  # unchanged (written in place, if at all, through its storage)
+                    continue
+                if g is None:
+                    grads.append((target, "none", None))
+                elif g in tr.saved or not isinstance(g._data, Var):
+                    grads.append((target, "keep", g))
+                else:
+                    grads.append((target, "new", len(outs)))
+                    outs.append(tr.value(g))
+            grad_of = {id(entry): t for t, (_, entry, ext) in tr.grad_first.items() if ext and entry is not None}
+            sources = []  # where each graph input's buffer is found at call time
+            for r in tr.roots.values():
+                if r.arg is not None:
+                    sources.append(("arg", r.arg))
+                elif id(r.tensor) in grad_of:  # a `.grad` read at entry: whatever `.grad` is then
+                    owner = grad_of[id(r.tensor)]
+                    sources.append(("grad", ("arg", arg_of[id(owner)]) if id(owner) in arg_of else ("obj", owner)))
+                else:
+                    sources.append(("obj", r.tensor))
+            avals = [r.invar.aval for r in tr.roots.values()]
+            g = Graph(tr.constvars, tr.consts, tr.invars, tr.eqns, outs, aliases)
+            return Traced(g, out_def, n_user, sources, avals, grads, guards, list(tr.modules.values()))
+    finally:
+        TLS.observer = prev_obs
+        tr.restore()
 
 
 def make_ir(fn, opt_level: int = 0):
     """`make_ir(f)(*args)`: the Graph of `f` traced at these arguments (optimized at `opt_level`)."""
     def wrapper(*args, **kwargs):
-        g, _ = trace(fn, args, kwargs)
+        g = trace(fn, args, kwargs).graph
         if opt_level:
             from .passes import optimize
             g = optimize(g, opt_level)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from .._core import dtypes as dt
-from .._core.state import no_grad
+from .._core.state import TLS, bump_module_epoch, no_grad
 from ..tensor import Tensor, as_tensor
 from .parameter import Parameter
 
@@ -98,6 +98,9 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         d = self.__dict__
+        obs = TLS.observer
+        if obs is not None:  # ember.jit is tracing: it guards on this module's mode and tensors
+            obs.module_called(self)
         if d["_forward_pre_hooks"]:
             for hid, hook in list(d["_forward_pre_hooks"].items()):
                 if hid in d["_forward_pre_hooks_with_kwargs"]:
@@ -155,6 +158,7 @@ class Module:
 
     def register_parameter(self, name: str, param: Parameter | None) -> None:
         """Add a parameter (or a None placeholder) under `name`."""
+        bump_module_epoch()
         d = self._check_init("parameter")
         self._check_name(name, "parameter", d["_parameters"])
         if param is not None and not isinstance(param, Parameter):
@@ -163,6 +167,7 @@ class Module:
         d["_parameters"][name] = param
 
     def register_buffer(self, name: str, tensor: Tensor | None, persistent: bool = True) -> None:
+        bump_module_epoch()
         """Add a buffer: state that is not trained (running statistics). Non-persistent buffers
         are left out of `state_dict`."""
         d = self._check_init("buffer")
@@ -178,6 +183,7 @@ class Module:
 
     def add_module(self, name: str, module: "Module | None") -> None:
         """Add a child module under `name` (dots are not allowed in the name)."""
+        bump_module_epoch()
         d = self._check_init("module")
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a Module subclass")
@@ -197,6 +203,7 @@ class Module:
             raise KeyError(f"attribute '{name}' already exists")
 
     def __setattr__(self, name: str, value: Any) -> None:
+        bump_module_epoch()
         d = self.__dict__
         params = d.get("_parameters")
         if isinstance(value, Parameter):
@@ -250,6 +257,7 @@ class Module:
         raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
 
     def __delattr__(self, name: str) -> None:
+        bump_module_epoch()
         d = self.__dict__
         for k in ("_parameters", "_buffers", "_modules"):
             if name in d.get(k, ()):
@@ -353,6 +361,7 @@ class Module:
         if not isinstance(mode, bool):
             raise ValueError("training mode is expected to be boolean")
         self.__dict__["training"] = mode
+        bump_module_epoch()
         for m in self.children():
             m.train(mode)
         return self
@@ -369,10 +378,11 @@ class Module:
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset the gradients of all parameters (to None by default, else to zeros in place)."""
         for p in self.parameters():
+            if set_to_none:  # written without reading: a traced step does not depend on it
+                p.grad = None
+                continue
             if p.grad is None:
                 continue
-            if set_to_none:
-                p.grad = None
             else:
                 g = p.grad
                 if g.grad_fn is not None:

@@ -28,7 +28,7 @@ class Parameter(Tensor):
         self._storage = data._ensure_storage()
         self._rg = False
         self._node = None
-        self.grad = None
+        self._grad = None
         self._base = None
         self._extra = None
         if requires_grad:

@@ -173,11 +173,12 @@ class Optimizer:
         """Reset every parameter's gradient: to None (default) or to zeros in place."""
         for group in self.param_groups:
             for p in group["params"]:
+                if set_to_none:  # written without reading: a traced step does not depend on it
+                    p.grad = None
+                    continue
                 g = p.grad
                 if g is None:
                     continue
-                if set_to_none:
-                    p.grad = None
                 else:
                     if g.grad_fn is not None:
                         g = p.grad = g.detach()
