@@ -5,7 +5,7 @@ models (defaults = the anchor configurations):
   cnn: conv3x3(1->32) ReLU, conv3x3(32->64) ReLU, maxpool2, linear(9216->10), batch 64, SGD(lr 1e-2)
   gpt: 4 pre-LN blocks, d_model 256, 4 heads, context 128, vocab 256, MLP 4x GELU(tanh), untied head,
        batch 16, AdamW(lr 3e-4, wd 0.01)
-frameworks: ember (eager), torch (eager), torch_compile (torch.compile on loss fn; optimizer per --torch-opt,
+frameworks: ember (eager), ember_jit (ember.jit over the whole step), torch (eager), torch_compile (torch.compile on loss fn; optimizer per --torch-opt,
             optionally compiled with --compile-opt), tinygrad (TinyJit over the whole step),
             jax (jax.jit over the whole step, optax optimizer, donated params/state)
 
@@ -16,7 +16,7 @@ Each timed step ends with the loss copied to the host (a sync point).
 This is the peer-baseline harness (shared/bench/train.py) with ember added as one more framework;
 models, data, initialisation, thread pinning and timing are unchanged.
 
-usage: python train.py --model mlp|cnn|gpt --framework ember|torch|torch_compile|tinygrad|jax
+usage: python train.py --model mlp|cnn|gpt --framework ember|ember_jit|torch|torch_compile|tinygrad|jax
                        [--steps 20 --warmup 3 --threads 2 --batch B --torch-opt default|fused|foreach]
                        [--compile-opt] [--warm-cache]
 """
@@ -31,7 +31,7 @@ from benchutil import pin_threads, stats, emit
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", required=True, choices=["mlp", "cnn", "gpt"])
-ap.add_argument("--framework", required=True, choices=["ember", "torch", "torch_compile", "tinygrad", "jax"])
+ap.add_argument("--framework", required=True, choices=["ember", "ember_jit", "torch", "torch_compile", "tinygrad", "jax"])
 ap.add_argument("--steps", type=int, default=20, help="timed steps")
 ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the first two")
 ap.add_argument("--threads", type=int, default=2)
@@ -213,7 +213,7 @@ def build_ember():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import ember
     import ember.nn.functional as F
-    extra.update(ember_version=ember.__version__, ember_mode="eager")
+    extra.update(ember_version=ember.__version__, ember_mode="jit" if a.framework == "ember_jit" else "eager")
     P = {}
     for k, v in NP_PARAMS.items():
         # nn.Linear layout is (out, in), as in the torch builder
@@ -232,13 +232,19 @@ def build_ember():
     else:
         opt = ember.optim.SGD(params, lr=CFG["lr"])
 
-    def step(i):
-        x, y = data[i % NBATCH]
+    def train_step(x, y):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(x, y)
         loss.backward()
         opt.step()
-        return loss.item()
+        return loss
+
+    if a.framework == "ember_jit":
+        train_step = ember.jit(train_step)
+
+    def step(i):
+        x, y = data[i % NBATCH]
+        return train_step(x, y).item()
     return step
 
 
@@ -377,7 +383,7 @@ res = {"bench": "train", "model": a.model, "framework": a.framework, "batch": Bs
        "optimizer": CFG["opt"], "n_params": n_params, "warm_cache": a.warm_cache}
 try:
     t0 = time.perf_counter()
-    step = {"ember": build_ember, "torch": build_torch, "torch_compile": build_torch,
+    step = {"ember": build_ember, "ember_jit": build_ember, "torch": build_torch, "torch_compile": build_torch,
             "tinygrad": build_tinygrad, "jax": build_jax}[a.framework]()
     res["build_s"] = time.perf_counter() - t0
     i = 0

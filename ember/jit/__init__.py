@@ -28,6 +28,7 @@ import numpy as np
 
 from .._core.state import TLS, module_epoch
 from ..tensor import Tensor, _wrap  # noqa: F401
+from .arena import ArenaExecutable
 from .executor import Executable, run_graph  # noqa: F401
 from .passes import PassManager, optimize  # noqa: F401
 from .trace import Traced, TraceError, flatten, make_ir, trace, unflatten  # noqa: F401
@@ -99,8 +100,10 @@ class _Entry:
     def __init__(self, traced: Traced, opt_level: int, verify):
         self.traced = traced
         g = optimize(traced.graph, opt_level, verify)
-        self.exe = Executable(g)
+        persistent = {v for target, action, v in traced.grads if action == "new" and target[0] == "obj"}
+        self.exe = ArenaExecutable(g, persistent)
         self.graph = g
+        self.grad_tensors = {}  # output position -> the Tensor over its persistent buffer
         self.epoch = module_epoch()
         self.mod_state = _module_state(traced.modules)
         self.writes = [(o, traced.sources[i]) for o, i in g.aliases.items()]
@@ -142,16 +145,19 @@ class _Entry:
     def run(self, leaves):
         t = self.traced
         outs = self.exe.run([_buffer(s, leaves)._data for s in t.sources])
-        for o, src in self.writes:
-            dst = _buffer(src, leaves)
-            np.copyto(dst._data, outs[o], casting="unsafe")
-            dst._ensure_storage().version += 1
+        for _, src in self.writes:  # the executor wrote them in place
+            _buffer(src, leaves)._ensure_storage().version += 1
         for target, action, v in t.grads:
             dst = _target(target, leaves)
             if action == "none":
                 dst._grad = None
             elif action == "keep":
                 dst._grad = v
+            elif target[0] == "obj":  # a persistent buffer: the same tensor after every call
+                g = self.grad_tensors.get(v)
+                if g is None or g._data is not outs[v]:
+                    g = self.grad_tensors[v] = _wrap(outs[v], self.out_dtypes[v])
+                dst._grad = g
             else:
                 dst._grad = _wrap(outs[v], self.out_dtypes[v])
         dts = self.out_dtypes

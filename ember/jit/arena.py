@@ -1,0 +1,259 @@
+"""The arena executor: replays a graph with numpy kernels writing into planned memory.
+
+At build time every value that lives in the arena gets its ndarray view once (offsets are fixed),
+views of those are taken once, and each equation becomes one step: a closure calling a numpy
+kernel with `out=` its planned block. A call then only binds the input arrays, runs the steps and
+copies the user's outputs out of the arena. Kernels without an `out=` form (and operands that
+need a cast first) run their ordinary numpy kernel and copy the result in: `allocations()` names
+them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.core import Literal, Var
+from .executor import apply
+from .memory import VIEW_PRIMS, plan
+
+
+def _compute_dtypes(e):
+    prim = e.prim
+    keys = []
+    for a in e.inputs:
+        av = a.aval
+        keys.append(("b" if av.dtype.kind == "b" else "i" if av.dtype.kind in "ui" else "f") if av.weak else av.dtype)
+    pa = prim.promote_args
+    if pa == ():
+        return None
+    key = tuple(keys) if pa is None else tuple(keys[i] for i in pa)
+    return prim.resolve_dtypes(key)
+
+
+def _single_ufunc(e) -> bool:
+    """Whether the step is one ufunc call reading each element before writing it (in-place safe)."""
+    prim = e.prim
+    if not isinstance(prim.impl, np.ufunc) or prim.kind != "elementwise":
+        return False
+    res = _compute_dtypes(e)
+    if res is None:
+        return False
+    compute, out = res
+    if out is not e.out.aval.dtype or (compute is not out and out.kind != "b"):
+        return False
+    for a in e.inputs:
+        if isinstance(a, Var) or not a.aval.weak:
+            if a.aval.dtype is not compute:
+                return False
+    return True
+
+
+class ArenaExecutable:
+    """`run(inputs) -> outputs` over one arena; `graph.aliases` outputs are written into inputs."""
+
+    def __init__(self, graph, persistent_outputs=()):
+        self.graph = graph
+        self.plan = p = plan(graph, set(persistent_outputs), elementwise=_single_ufunc)
+        raw = np.empty(p.peak + 64, np.uint8)
+        start = (-raw.ctypes.data) % 64
+        self.arena = raw[start:start + p.peak]
+        slot = {}
+        for v in graph.constvars + graph.invars:
+            slot[v] = len(slot)
+        for e in graph.eqns:
+            slot[e.out] = len(slot)
+        self.slot = slot
+        env = self.env = [None] * len(slot)
+        for v, c in zip(graph.constvars, graph.consts):
+            env[slot[v]] = c
+        self.n_const = len(graph.constvars)
+        self.in_slots = [slot[v] for v in graph.invars]
+        self.persistent = {}
+        dynamic = set(graph.invars)
+        self.donated = []  # (slot, input position): bound to the input array at each call
+        for o, i in p.pinned.items():
+            v = graph.outvars[o]
+            if o in graph.aliases:
+                self.donated.append((slot[v], graph.aliases[o]))
+                dynamic.add(v)
+            else:
+                env[slot[v]] = self.persistent[o] = np.empty(v.aval.shape, v.aval.dtype.np)
+        steps, names = [], []
+        for i, e in enumerate(graph.eqns):
+            v = e.out
+            x = e.inputs[0] if e.inputs else None
+            if e.prim.name in VIEW_PRIMS and isinstance(x, Var) and p.buffer_of[v] is p.buffer_of[x]:
+                if x in dynamic:
+                    dynamic.add(v)
+                    steps.append(self._view_step(e))
+                    names.append(e.prim.name)
+                else:
+                    env[slot[v]] = e.prim.impl(env[slot[x]], **e.params)
+                continue
+            if env[slot[v]] is None and v not in dynamic:
+                b = p.buffer_of[v]
+                n = int(np.prod(v.aval.shape, dtype=np.int64)) * v.aval.dtype.itemsize
+                env[slot[v]] = self.arena[b.offset:b.offset + n].view(v.aval.dtype.np).reshape(v.aval.shape)
+            steps.append(self._step(e, i))
+            names.append(e.prim.name)
+        self.steps, self.step_names = steps, names
+        outs = []
+        for o, a in enumerate(graph.outvars):
+            if isinstance(a, Literal):
+                outs.append(("literal", np.asarray(a.value, a.aval.dtype.np)))
+            elif o in p.pinned:
+                outs.append(("donated" if o in graph.aliases else "persistent", slot[a]))
+            elif o in graph.aliases:
+                outs.append(("write", slot[a]))
+            else:
+                outs.append(("copy", slot[a]))
+        self.outs = outs
+
+    # ---- steps
+    def _view_step(self, e):
+        env, f, params = self.env, e.prim.impl, e.params
+        a, o = self.slot[e.inputs[0]], self.slot[e.out]
+
+        def step():
+            env[o] = f(env[a], **params)
+        return step
+
+    def _step(self, e, i):
+        env, slot = self.env, self.slot
+        prim, params = e.prim, e.params
+        o = slot[e.out]
+        ins = e.inputs
+        refs = [slot[a] if isinstance(a, Var) else None for a in ins]
+        if _single_ufunc(e):
+            compute = _compute_dtypes(e)[0]
+            lits = [None if isinstance(a, Var) else compute.np.type(a.value) for a in ins]
+            f = prim.impl
+            if len(ins) == 2:
+                a, b = refs
+                la, lb = lits
+                if a is not None and b is not None:
+                    return lambda: f(env[a], env[b], out=env[o])
+                if a is not None:
+                    return lambda: f(env[a], lb, out=env[o])
+                if b is not None:
+                    return lambda: f(la, env[b], out=env[o])
+            if len(ins) == 1 and refs[0] is not None:
+                a = refs[0]
+                return lambda: f(env[a], out=env[o])
+        name = prim.name
+        out_dt = e.out.aval.dtype
+        all_var = all(r is not None for r in refs)
+        if name == "select" and all_var and ins[1].aval.dtype is out_dt and ins[2].aval.dtype is out_dt:
+            c, a, b = refs
+            cp = np.copyto
+
+            def select():
+                out = env[o]
+                cp(out, env[b])
+                cp(out, env[a], where=env[c])
+            return select
+        if name == "convert" and all_var and not (out_dt.kind in "iu" and ins[0].aval.dtype.kind == "f") \
+                and out_dt.name != "bfloat16" and ins[0].aval.dtype.name != "bfloat16":
+            a = refs[0]
+            cp = np.copyto
+            return lambda: cp(env[o], env[a], casting="unsafe")
+        native = all_var and (_compute_dtypes(e) or (None,))[0] is out_dt  # no f16/bf16-in-f32 step
+        if name == "reduce_sum" and native and ins[0].aval.dtype is out_dt:
+            a = refs[0]
+            axes = params["axes"]
+            axis = None if len(axes) == len(ins[0].aval.shape) else axes
+            red = np.add.reduce
+            dtype = out_dt.np
+            return lambda: red(env[a], axis=axis, dtype=dtype, out=env[o])
+        if name == "full":
+            value = params["value"]
+            return lambda: env[o].fill(value)
+        if name == "dot_general" and native and ins[0].aval.dtype is out_dt is ins[1].aval.dtype:
+            step = self._dot_step(e, refs, o)
+            if step is not None:
+                return step
+        avals = [a.aval for a in ins]
+        out_aval = e.out.aval
+        lits = [None if isinstance(a, Var) else a.value for a in ins]
+        cp = np.copyto
+
+        def generic():
+            vals = [env[r] if r is not None else lv for r, lv in zip(refs, lits)]
+            cp(env[o], apply(prim, vals, avals, params, out_aval), casting="unsafe")
+        return generic
+
+    def _dot_step(self, e, refs, o):
+        (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
+        x, y = e.inputs
+        a, b = refs
+        env = self.env
+        mm = np.matmul
+        if xb or len(xc) != 1 or len(y.aval.shape) != 2:
+            return None
+        ty = yc[0] == 1
+        if len(x.aval.shape) == 2:
+            tx = xc[0] == 0
+            if tx and ty:
+                return lambda: mm(env[a].T, env[b].T, out=env[o])
+            if tx:
+                return lambda: mm(env[a].T, env[b], out=env[o])
+            if ty:
+                return lambda: mm(env[a], env[b].T, out=env[o])
+            return lambda: mm(env[a], env[b], out=env[o])
+        if xc[0] != len(x.aval.shape) - 1 or env[o] is None:
+            return None
+        k = x.aval.shape[-1]
+        out2 = env[o].reshape(-1, e.out.aval.shape[-1])
+        if ty:
+            return lambda: mm(env[a].reshape(-1, k), env[b].T, out=out2)
+        return lambda: mm(env[a].reshape(-1, k), env[b], out=out2)
+
+    # ---- running
+    def run(self, inputs):
+        env = self.env
+        for s, x in zip(self.in_slots, inputs):
+            env[s] = x
+        for s, i in self.donated:
+            env[s] = inputs[i]
+        for step in self.steps:
+            step()
+        res = []
+        aliases = self.graph.aliases
+        for o, (kind, s) in enumerate(self.outs):
+            if kind == "copy":
+                res.append(env[s].copy())
+            elif kind == "persistent":
+                res.append(env[s])
+            elif kind == "literal":
+                res.append(s.copy())
+            elif kind == "write":
+                np.copyto(inputs[aliases[o]], env[s], casting="unsafe")
+                res.append(None)
+            else:
+                res.append(None)
+        for s in self.in_slots:
+            env[s] = None  # keep no reference to the caller's arrays
+        for s, _ in self.donated:
+            env[s] = None
+        return res
+
+    def allocations(self, inputs) -> list:
+        """Run once, measuring what each step allocates: [(step index, primitive, bytes)] > 0."""
+        import tracemalloc
+        env = self.env
+        for s, x in zip(self.in_slots, inputs):
+            env[s] = x
+        for s, i in self.donated:
+            env[s] = inputs[i]
+        out = []
+        tracemalloc.start()
+        try:
+            for i, (step, name) in enumerate(zip(self.steps, self.step_names)):
+                tracemalloc.reset_peak()
+                before = tracemalloc.get_traced_memory()[0]
+                step()
+                peak = tracemalloc.get_traced_memory()[1] - before
+                if peak > 0:
+                    out.append((i, name, peak))
+        finally:
+            tracemalloc.stop()
+        return out
