@@ -27,7 +27,7 @@ short = int16
 
 __version__ = "0.1.0"
 
-_LAZY_ATTRS = {"save": "serialization", "load": "serialization", "make_ir": "jit"}
+_LAZY_ATTRS = {"save": "serialization", "load": "serialization", "make_ir": "jit", "inspect": "jit"}
 _LAZY_MODULES = ("nn", "serialization", "checkpoint", "metrics", "data", "datasets", "optim", "jit", "ir",
                  "onnx", "distributed")
 

@@ -26,12 +26,13 @@ import types
 
 import numpy as np
 
-from .._core.state import TLS, module_epoch
+from .._core.state import TLS, debug_level, module_epoch
 from ..tensor import Tensor, _wrap  # noqa: F401
 from .arena import ArenaExecutable
 from .executor import Executable, run_graph  # noqa: F401
 from .passes import PassManager, optimize  # noqa: F401
 from .trace import Traced, TraceError, flatten, make_ir, trace, unflatten  # noqa: F401
+from .report import inspect  # noqa: F401
 
 
 def _signature(args, kwargs):
@@ -99,6 +100,7 @@ class _Entry:
 
     def __init__(self, traced: Traced, opt_level: int, verify):
         self.traced = traced
+        self.opt_level = opt_level
         g = optimize(traced.graph, opt_level, verify)
         persistent = {v for target, action, v in traced.grads if action == "new" and target[0] == "obj"}
         self.exe = ArenaExecutable(g, persistent)
@@ -223,6 +225,9 @@ class Jitted:
         self.explain.extend([why] if why else self._reasons(treedef, paths, sig, grad_mode))
         ent = self.cache[key] = _Entry(trace(self.fn, args, kwargs), self.opt_level, self.verify)
         self.trace_count += 1
+        if debug_level() >= 2:
+            from .report import dump, report
+            dump(report(self.__name__, ent.traced, ent, self.explain[-1:]))
         self._last = (treedef, paths, sig, grad_mode)
         return ent
 

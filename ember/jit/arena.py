@@ -142,14 +142,16 @@ class ArenaExecutable:
         name = prim.name
         out_dt = e.out.aval.dtype
         all_var = all(r is not None for r in refs)
-        if name == "select" and all_var and ins[1].aval.dtype is out_dt and ins[2].aval.dtype is out_dt:
+        if name == "select" and refs[0] is not None and all(
+                a.aval.dtype is out_dt for a in ins[1:] if isinstance(a, Var) or not a.aval.weak):
             c, a, b = refs
+            la, lb = (None if r is not None else out_dt.np.type(x.value) for r, x in zip(refs[1:], ins[1:]))
             cp = np.copyto
 
             def select():
                 out = env[o]
-                cp(out, env[b])
-                cp(out, env[a], where=env[c])
+                cp(out, env[b] if b is not None else lb)
+                cp(out, env[a] if a is not None else la, where=env[c])
             return select
         if name == "convert" and all_var and not (out_dt.kind in "iu" and ins[0].aval.dtype.kind == "f") \
                 and out_dt.name != "bfloat16" and ins[0].aval.dtype.name != "bfloat16":
