@@ -105,7 +105,7 @@ def parse_graph(text: str) -> Graph:
     constvars = [define(t) for t in m.group(1).split()]
     invars = [define(t) for t in m.group(2).split()]
     last = lines[-1].strip()
-    mo = re.match(r"^in \((.*)\)(?: aliases\(([0-9> -]*)\))? \}$", last)
+    mo = re.match(r"^in \((.*?)\)(?: aliases\(([0-9> -]*)\))? \}$", last)
     if not mo:
         raise ParseError(f"bad graph footer {last!r}")
     eqns = []

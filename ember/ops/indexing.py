@@ -42,13 +42,20 @@ def _gather_impl(x, idx, *, axis):
     return np.take(x, idx, axis=axis)  # mode="raise": numpy checks the bounds
 
 
+def _updated(name: str, x: Aval, upd: Aval) -> Aval:
+    """The result of adding `upd` into `x`: x's shape, the promoted dtype (as eager mode computes)."""
+    key = tuple(("b" if a.dtype.kind == "b" else "i" if a.dtype.kind in "ui" else "f") if a.weak else a.dtype
+                for a in (x, upd))
+    return Aval(x.shape, getattr(P, name).resolve_dtypes(key)[1])
+
+
 def _scatter_add_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
     _check_index("index_add", x, idx, axis)
     want = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
     if upd.shape != want:
         raise op_error(ShapeError, "index_add", f"updates of shape {upd.shape} do not fit {want} "
                        f"(tensor {x.shape}, indices {idx.shape}, axis {axis})")
-    return Aval(x.shape, x.dtype)
+    return _updated("scatter_add", x, upd)
 
 
 def _scatter_add_impl(x, idx, upd, *, axis):
@@ -87,7 +94,7 @@ def _tal_impl(x, idx, *, axis):
 
 def _sal_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
     _tal_abstract(x, idx, axis=axis)
-    return Aval(x.shape, x.dtype)
+    return _updated("scatter_add_along_axis", x, upd)
 
 
 def _sal_impl(x, idx, upd, *, axis):

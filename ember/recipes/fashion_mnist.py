@@ -45,6 +45,7 @@ class Config:
     keep: int = 3
     progress: bool = True
     limit_train: int | None = None  # use only the first N training images (quick runs)
+    jit: bool = True  # compile the training step with ember.jit (eager when False)
     channels: tuple = field(default=(16, 32))
 
 
@@ -79,6 +80,16 @@ def train(cfg: Config) -> dict:
     loss_fn = nn.CrossEntropyLoss()
     manager = ember.checkpoint.CheckpointManager(cfg.out, keep=cfg.keep)
 
+    def train_step(x, y):
+        loss = loss_fn(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss
+
+    if cfg.jit:  # traced once: forward, backward, AdamW and BatchNorm statistics in one graph
+        train_step = ember.jit(train_step)
+
     t0 = time.perf_counter()
     step = 0
     history = []
@@ -87,10 +98,7 @@ def train(cfg: Config) -> dict:
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, unit="batch")
         seen, t_epoch = 0, time.perf_counter()
         for x, y in bar:
-            loss = loss_fn(model(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = train_step(x, y)
             sched.step()
             step += 1
             seen += len(y)
@@ -123,9 +131,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=d.out, help="checkpoint folder")
     ap.add_argument("--limit-train", type=int, default=None)
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-jit", action="store_true", help="run the training step eagerly")
     a = ap.parse_args(argv)
     cfg = Config(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, seed=a.seed, data=a.data, out=a.out,
-                 limit_train=a.limit_train, progress=not a.no_progress)
+                 limit_train=a.limit_train, progress=not a.no_progress, jit=not a.no_jit)
     res = train(cfg)
     print(f"test accuracy {res['test_accuracy']:.4f} after {res['steps']} steps in {res['train_seconds']:.0f} s; "
           f"checkpoint {res['checkpoint']}")
