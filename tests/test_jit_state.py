@@ -175,17 +175,3 @@ def test_writes_through_views_of_state_and_arguments():
     np.testing.assert_array_equal(s.numpy(), s_e.numpy())
     np.testing.assert_array_equal(x.numpy(), x2.numpy())
     assert out.item() == s_e.sum().item()
-
-
-def test_be14_effects_keep_their_order():
-    x = ember.zeros(())
-
-    @ember.jit
-    def f():
-        y, z = ember.tensor(0.2), ember.tensor(0.3)
-        x.copy_(y)
-        x.copy_(z)
-        return x - y
-    for _ in range(100):
-        np.testing.assert_allclose(f().item(), 0.1, rtol=1e-6)
-    assert x.item() == pytest.approx(0.3)

@@ -23,6 +23,19 @@ class DTypeError(EmberError, TypeError):
     """An op does not support (or cannot combine) the dtypes it was given."""
 
 
+class ConcretizationError(EmberError, TypeError):
+    """A traced tensor's value was needed while tracing (value-dependent Python control flow)."""
+
+
+def data_dependent(op: str, data) -> None:
+    """Refuse an op whose output shape depends on tensor values, if `data` is being traced."""
+    if data.__class__.__name__ == "Var":
+        raise ConcretizationError(
+            f"{op}: its output shape depends on the values of its input, which ember.jit does not know "
+            f"while tracing (data-dependent shape); run it outside the jitted function or use a "
+            f"fixed-shape form such as ember.where / masked_fill (at {user_location()})")
+
+
 class AutogradError(EmberError, RuntimeError):
     """Backward cannot run as asked (freed graph, modified saved tensor, leaf in-place...)."""
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .._core import dtypes as dt
-from .._core.errors import ShapeError, op_error
+from .._core.errors import ShapeError, data_dependent, op_error
 from ..autograd import assign_
 from ..ops import lax
 from ..ops.core import P, bind, normalize_axes
@@ -273,6 +273,7 @@ def masked_fill(input, mask, value):
 def nonzero(input, *, as_tuple: bool = False):
     """Indices of non-zero elements (eager only: the output shape depends on the data)."""
     from ..tensor import from_numpy
+    data_dependent("nonzero", input._data)
     idx = np.nonzero(np.asarray(input._data))
     if as_tuple:
         return tuple(from_numpy(i.astype(np.int64)) for i in idx)
@@ -401,6 +402,7 @@ def _advanced(y: Tensor, adv):
     entries = []
     for pos, k in adv:
         if isinstance(k, Tensor) and k.dtype is dt.bool_:
+            data_dependent("indexing with a boolean mask", k._data)
             nz = np.nonzero(k._data)
             entries.extend((pos + j, as_tensor(ix.astype(np.int64))) for j, ix in enumerate(nz))
         else:

@@ -16,14 +16,10 @@ import itertools
 import numpy as np
 
 from .._core import dtypes as dt
-from .._core.errors import EmberError, user_location
+from .._core.errors import ConcretizationError, EmberError, user_location  # noqa: F401
 from ..ops.core import Aval
 
 _ids = itertools.count()
-
-
-class ConcretizationError(EmberError, TypeError):
-    """A traced tensor's value was needed while tracing (value-dependent Python control flow)."""
 
 
 class _Flags:
