@@ -130,15 +130,16 @@ class ArenaExecutable:
             if len(ins) == 2:
                 a, b = refs
                 la, lb = lits
+                # out passed positionally: a keyword costs a dict per call
                 if a is not None and b is not None:
-                    return lambda: f(env[a], env[b], out=env[o])
+                    return lambda: f(env[a], env[b], env[o])
                 if a is not None:
-                    return lambda: f(env[a], lb, out=env[o])
+                    return lambda: f(env[a], lb, env[o])
                 if b is not None:
-                    return lambda: f(la, env[b], out=env[o])
+                    return lambda: f(la, env[b], env[o])
             if len(ins) == 1 and refs[0] is not None:
                 a = refs[0]
-                return lambda: f(env[a], out=env[o])
+                return lambda: f(env[a], env[o])
         name = prim.name
         out_dt = e.out.aval.dtype
         all_var = all(r is not None for r in refs)
@@ -173,9 +174,19 @@ class ArenaExecutable:
             step = self._dot_step(e, refs, o)
             if step is not None:
                 return step
-        avals = [a.aval for a in ins]
+        if name == "reshape" and all_var and env[o] is not None:
+            a = refs[0]
+            cp = np.copyto
+            back = env[o].reshape(ins[0].aval.shape)  # a contiguous block seen with the input's shape
+            return lambda: cp(back, env[a])
+        return self._generic(e, refs, o)
+
+    def _generic(self, e, refs, o):
+        """The primitive's own numpy kernel, its result copied into the planned block."""
+        env, prim, params = self.env, e.prim, e.params
+        avals = [a.aval for a in e.inputs]
         out_aval = e.out.aval
-        lits = [None if isinstance(a, Var) else a.value for a in ins]
+        lits = [None if isinstance(a, Var) else a.value for a in e.inputs]
         cp = np.copyto
 
         def generic():
@@ -184,30 +195,45 @@ class ArenaExecutable:
         return generic
 
     def _dot_step(self, e, refs, o):
+        """dot_general as one matmul over views: (batch..., m, k) @ (batch..., k, n) -> out."""
         (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
         x, y = e.inputs
-        a, b = refs
         env = self.env
+        if env[o] is None:
+            return None
+        xs, ys = x.aval.shape, y.aval.shape
+        xf = tuple(i for i in range(len(xs)) if i not in xc and i not in xb)
+        yf = tuple(i for i in range(len(ys)) if i not in yc and i not in yb)
+        bshape = tuple(xs[i] for i in xb)
+        m, k, n = (int(np.prod([s[i] for i in d], dtype=np.int64)) for s, d in ((xs, xf), (xs, xc), (ys, yf)))
+        xperm, yperm = xb + xf + xc, yb + yc + yf
+        xshape, yshape = bshape + (m, k), bshape + (k, n)
+        try:
+            out = env[o].reshape(bshape + (m, n), copy=False)
+        except ValueError:
+            return None
+
+        def view(arr, perm, shape):
+            return arr.transpose(perm).reshape(shape, copy=False)
+        a, b = refs
         mm = np.matmul
-        if xb or len(xc) != 1 or len(y.aval.shape) != 2:
+        try:
+            xv = view(env[a], xperm, xshape) if env[a] is not None else None
+            yv = view(env[b], yperm, yshape) if env[b] is not None else None
+        except ValueError:
             return None
-        ty = yc[0] == 1
-        if len(x.aval.shape) == 2:
-            tx = xc[0] == 0
-            if tx and ty:
-                return lambda: mm(env[a].T, env[b].T, out=env[o])
-            if tx:
-                return lambda: mm(env[a].T, env[b], out=env[o])
-            if ty:
-                return lambda: mm(env[a], env[b].T, out=env[o])
-            return lambda: mm(env[a], env[b], out=env[o])
-        if xc[0] != len(x.aval.shape) - 1 or env[o] is None:
-            return None
-        k = x.aval.shape[-1]
-        out2 = env[o].reshape(-1, e.out.aval.shape[-1])
-        if ty:
-            return lambda: mm(env[a].reshape(-1, k), env[b].T, out=out2)
-        return lambda: mm(env[a].reshape(-1, k), env[b], out=out2)
+        if xv is not None and yv is not None:
+            return lambda: mm(xv, yv, out)
+        fallback = self._generic(e, refs, o)
+
+        def dot():
+            try:
+                xa = xv if xv is not None else view(env[a], xperm, xshape)
+                ya = yv if yv is not None else view(env[b], yperm, yshape)
+            except ValueError:  # an input whose strides do not merge: numpy's own kernel
+                return fallback()
+            mm(xa, ya, out)
+        return dot
 
     # ---- running
     def run(self, inputs):
