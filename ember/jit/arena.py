@@ -143,7 +143,9 @@ class ArenaExecutable:
         name = prim.name
         out_dt = e.out.aval.dtype
         all_var = all(r is not None for r in refs)
-        if name == "select" and refs[0] is not None and all(
+        # np.copyto(where=) is exact but slow on large arrays; there the kernel's bitwise blend wins
+        small = int(np.prod(e.out.aval.shape, dtype=np.int64)) < 4096
+        if name == "select" and small and refs[0] is not None and all(
                 a.aval.dtype is out_dt for a in ins[1:] if isinstance(a, Var) or not a.aval.weak):
             c, a, b = refs
             la, lb = (None if r is not None else out_dt.np.type(x.value) for r, x in zip(refs[1:], ins[1:]))
