@@ -91,7 +91,10 @@ class TraceInterpreter:
         st = t._storage
         if st is not None:
             cur = self.cur.get(st)
-            if cur is not None:
+            # (a tensor sharing the storage without view bookkeeping and with another type, like
+            # `view.detach()`, keeps the value it was created with)
+            if cur is not None and (t._base is not None or t._data.shape == cur.aval.shape
+                                    and t._dtype is cur.aval.dtype):
                 if t._base is None or st in self.roots and self.roots[st].tensor is t:
                     if t._data is not cur:
                         if isinstance(t._data, np.ndarray):

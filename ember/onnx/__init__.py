@@ -1,4 +1,5 @@
-"""ONNX import: `ember.onnx.load(model) -> OnnxModule`, an `ember.nn.Module` that runs the graph eagerly.
+"""ONNX import: `ember.onnx.load(model) -> OnnxModule`, an `ember.nn.Module` that runs the graph eagerly;
+export: `ember.onnx.export(model, example_inputs, path)` from ember.jit's traced IR (`export.py`).
 
 Needs the optional `onnx` package (`pip install 'ember[onnx]'`); `import ember` never imports it.
 Every ONNX op is one small handler in `ember/onnx/ops.py`, written in ember ops so autograd (and
@@ -15,6 +16,7 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 from .errors import OnnxError, UnsupportedOpError  # noqa: E402,F401
 from .ops import OPS, register, lookup  # noqa: E402,F401
 from .importer import OnnxModule, load, load_model_proto  # noqa: E402,F401
+from .export import ExportError, export  # noqa: E402,F401
 
 __all__ = ["load", "OnnxModule", "OnnxError", "UnsupportedOpError", "OPS", "register", "lookup",
-           "load_model_proto"]
+           "load_model_proto", "export", "ExportError"]
