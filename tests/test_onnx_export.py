@@ -195,17 +195,17 @@ def test_md3_folding_refused_in_training_mode(tmp_path):
     assert not os.path.exists(tmp_path / "t.onnx")
 
 
-def _unsupported_primitive():
+@pytest.fixture
+def unsupported_primitive():
     from ember.ops.core import REGISTRY, Primitive, register
-    prim = REGISTRY.get("md1_not_exportable")
-    if prim is None:
-        prim = register(Primitive("md1_not_exportable", impl=lambda x: x.copy(), abstract=lambda x: x))
-    return prim
+    prim = register(Primitive("md1_not_exportable", impl=lambda x: x.copy(), abstract=lambda x: x))
+    yield prim
+    REGISTRY.pop("md1_not_exportable", None)  # the registry is global: leave it as found
 
 
-def test_md1_unsupported_primitive_names_op_and_line(tmp_path):
+def test_md1_unsupported_primitive_names_op_and_line(tmp_path, unsupported_primitive):
     """MD-1: an unconvertible primitive raises ExportError naming it and the user's source line."""
-    prim = _unsupported_primitive()
+    prim = unsupported_primitive
 
     def fn(x):
         return prim.bind(x) + 1  # the line the error names
