@@ -122,3 +122,9 @@ def test_gpt_step_replay_allocates_little_and_names_what_it_allocates():
     from ember.ops.core import REGISTRY
     assert allocs and all(name in REGISTRY and n > 0 for _, name, n in allocs)
     assert max(n for _, _, n in allocs) < 64 * 1024
+
+
+def test_creation_primitives_and_literals_run_in_the_arena():
+    from ember.ops import lax
+    f = ember.jit(lambda x: x * lax.full((3,), 2.0, ember.float32) + lax.iota((3,), 0, ember.float32), opt_level=0)
+    np.testing.assert_array_equal(f(ember.ones(3)).numpy(), [2.0, 3.0, 4.0])

@@ -111,6 +111,8 @@ class _Entry:
         self.writes = [(o, traced.sources[i]) for o, i in g.aliases.items()]
         self.out_dtypes = [a.aval.dtype for a in g.outvars]
         self.seen = [None] * len(traced.sources)  # the arrays last checked, per input
+        self.captured = [(i, s[1]) for i, s in enumerate(traced.sources) if s[0] == "obj"]
+        self.grad_inputs = any(s[0] == "grad" for s in traced.sources)
 
     def check(self, leaves) -> str | None:
         """None when this trace may run for these arguments, else why not."""
@@ -131,6 +133,12 @@ class _Entry:
                 return (f"retraced: .grad of {_describe(target)} is {'None' if cur is None else 'set'}, "
                         f"it was {'None' if entry is None else 'set'} when traced")
         seen = self.seen
+        for i, x in self.captured:  # the common case: the same arrays as at the last call
+            if x._data is not seen[i]:
+                break
+        else:
+            if not self.grad_inputs:
+                return None
         for i, (src, aval) in enumerate(zip(t.sources, t.avals)):
             if src[0] != "arg":
                 d = _buffer(src, leaves)._data
@@ -146,7 +154,12 @@ class _Entry:
 
     def run(self, leaves):
         t = self.traced
-        outs = self.exe.run([_buffer(s, leaves)._data for s in t.sources])
+        if self.grad_inputs or len(self.captured) != len(t.sources) - len(leaves):
+            ins = [_buffer(s, leaves)._data for s in t.sources]
+        else:  # arguments first, then captured tensors (the order the tracer adopted them in)
+            ins = [leaves[s[1]]._data for s in t.sources[:len(t.sources) - len(self.captured)]]
+            ins += [x._data for _, x in self.captured]
+        outs = self.exe.run(ins)
         for _, src in self.writes:  # the executor wrote them in place
             _buffer(src, leaves)._ensure_storage().version += 1
         for target, action, v in t.grads:

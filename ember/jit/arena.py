@@ -26,7 +26,7 @@ def _compute_dtypes(e):
     if pa == ():
         return None
     key = tuple(keys) if pa is None else tuple(keys[i] for i in pa)
-    return prim.resolve_dtypes(key)
+    return prim.resolve_dtypes(key) if key else None  # creation primitives have no operands
 
 
 def _single_ufunc(e) -> bool:
@@ -176,6 +176,30 @@ class ArenaExecutable:
             step = self._dot_step(e, refs, o)
             if step is not None:
                 return step
+        if name == "pad" and all_var and env[o] is not None and all(lo >= 0 and hi >= 0 for lo, hi, _ in params["config"]) \
+                and ins[0].aval.dtype is out_dt and not isinstance(params["value"], Var):
+            a = refs[0]
+            inner = env[o][tuple(slice(lo, lo + (n - 1) * (it + 1) + 1 if n else lo, it + 1)
+                                 for (lo, _, it), n in zip(params["config"], ins[0].aval.shape))]
+            value, out = params["value"], env[o]
+            cp = np.copyto
+
+            def pad():
+                out.fill(value)
+                cp(inner, env[a])
+            return pad
+        if name in ("reduce_max", "reduce_min") and native and out_dt.kind == "f" and env[o] is not None:
+            a = refs[0]
+            axes = params["axes"]
+            red = (np.maximum if name == "reduce_max" else np.minimum).reduce
+            generic = self._generic(e, refs, o)
+            out = env[o]
+
+            def extreme():
+                red(env[a], axis=axes, out=out)
+                if not out.all():  # a zero result: -0.0 and 0.0 ties need the kernel's rule
+                    generic()
+            return extreme
         if name == "reshape" and all_var and env[o] is not None:
             a = refs[0]
             cp = np.copyto
