@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ._core import dtypes as dt
-from ._core.errors import AutogradError, EmberError, user_location
+from ._core.errors import AutogradError
 from ._core.state import TLS, enable_grad, no_grad, set_grad_enabled
 from .ops import lax
 from .ops.core import Aval

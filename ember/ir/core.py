@@ -16,7 +16,7 @@ import itertools
 import numpy as np
 
 from .._core import dtypes as dt
-from .._core.errors import ConcretizationError, EmberError, user_location  # noqa: F401
+from .._core.errors import ConcretizationError, user_location  # noqa: F401
 from ..ops.core import Aval
 
 _ids = itertools.count()

@@ -24,8 +24,6 @@ from __future__ import annotations
 import sys
 import types
 
-import numpy as np
-
 from .._core.state import TLS, debug_level, module_epoch
 from ..tensor import Tensor, _wrap  # noqa: F401
 from .arena import ArenaExecutable
