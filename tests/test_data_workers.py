@@ -199,7 +199,8 @@ def test_early_break_and_persistent_workers_clean():
 
 
 _SUBPROC = textwrap.dedent("""
-    import os, sys, signal, threading, time, multiprocessing as mp
+    import faulthandler, os, sys, signal, threading, time, multiprocessing as mp
+    faulthandler.dump_traceback_later(45, exit=True)  # a hang fails with every thread's stack
     sys.path.insert(0, {here!r})
     import numpy as np, ember
     from ember.data import DataLoader
