@@ -201,6 +201,9 @@ def test_early_break_and_persistent_workers_clean():
 _SUBPROC = textwrap.dedent("""
     import faulthandler, os, sys, signal, threading, time, multiprocessing as mp
     faulthandler.dump_traceback_later(45, exit=True)  # a hang fails with every thread's stack
+    # a parent started in the background (nohup, `cmd &`) leaves SIGINT ignored, and Python then
+    # installs no handler: Ctrl-C would never become a KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.path.insert(0, {here!r})
     import numpy as np, ember
     from ember.data import DataLoader
