@@ -39,10 +39,10 @@ class TraceError(EmberError, TypeError):
 class Root:
     """A buffer that outlives the trace: argument `arg` (an index) or captured `tensor`."""
 
-    __slots__ = ("tensor", "array", "invar", "arg", "storage")
+    __slots__ = ("tensor", "invar", "arg", "storage")
 
-    def __init__(self, tensor, array, invar, arg, storage):
-        self.tensor, self.array, self.invar, self.arg, self.storage = tensor, array, invar, arg, storage
+    def __init__(self, tensor, invar, arg, storage):
+        self.tensor, self.invar, self.arg, self.storage = tensor, invar, arg, storage
 
 
 class TraceInterpreter:
@@ -78,7 +78,7 @@ class TraceInterpreter:
                              "function in a way ember.jit cannot follow; pass a copy")
         iv = Var(Aval(arr.shape, root_t._dtype), self)
         self.invars.append(iv)
-        r = self.roots[st] = Root(root_t, arr, iv, arg, st)
+        r = self.roots[st] = Root(root_t, iv, arg, st)
         self.cur[st] = iv
         self._save(root_t)
         root_t._data = iv
