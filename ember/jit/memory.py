@@ -104,17 +104,22 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
     eqns = graph.eqns
     n = len(eqns)
     buffers, buffer_of, contig = [], {}, {}
+    members = {}  # buffer id -> the values living in it
 
     def new(size, start, kind="arena", index=None):
         b = Buffer(len(buffers), size, start, kind, index)
         buffers.append(b)
         return b
 
+    def put(v, b):
+        buffer_of[v] = b
+        members.setdefault(b.id, []).append(v)
+
     for i, v in enumerate(graph.constvars):
-        buffer_of[v] = new(nbytes(v.aval), -1, "const", i)
+        put(v, new(nbytes(v.aval), -1, "const", i))
         contig[v] = False  # constants are whatever arrays the trace captured
     for i, v in enumerate(graph.invars):
-        buffer_of[v] = new(nbytes(v.aval), -1, "input", i)
+        put(v, new(nbytes(v.aval), -1, "input", i))
         contig[v] = False  # inputs may be views with any strides
     view_of = {}
     for i, e in enumerate(eqns):
@@ -122,11 +127,11 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
         if e.prim.name in VIEW_PRIMS and isinstance(x, Var):
             c = _contiguous_view(e.prim, e.params, x.aval, contig[x], e.out.aval)
             if c is not None:
-                buffer_of[e.out] = buffer_of[x]
+                put(e.out, buffer_of[x])
                 contig[e.out] = c
                 view_of[e.out] = x
                 continue
-        buffer_of[e.out] = new(_aligned(nbytes(e.out.aval)), i)
+        put(e.out, new(_aligned(nbytes(e.out.aval)), i))
         contig[e.out] = True
 
     # lifetimes: a read of a value (or of a view of it) at step i keeps its buffer to i
@@ -162,7 +167,7 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
                 continue
         elif o not in persistent_outputs:
             continue
-        if any(buffer_of[v] is b and v is not a for v in view_of):
+        if len(members[b.id]) > 1:
             continue  # other values view this buffer: keep it in the arena
         b.kind, b.index = "output", o
         pinned[o] = i
@@ -181,12 +186,10 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
             if (bx.kind == "arena" and bx.end == i and x not in view_of and bx.size == b.size
                     and x.aval.shape == e.out.aval.shape and x.aval.dtype is e.out.aval.dtype
                     and sum(1 for y in e.inputs if isinstance(y, Var) and buffer_of[y] is bx) == 1):
-                buffer_of[e.out] = bx
                 bx.end = b.end
                 b.kind = "dead"
-                for v, w in list(buffer_of.items()):
-                    if w is b:
-                        buffer_of[v] = bx
+                for v in members.pop(b.id):  # the result and its views
+                    put(v, bx)
                 inplace[i] = x
                 break
     buffers = [b for b in buffers if b.kind != "dead"]
