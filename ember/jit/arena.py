@@ -77,7 +77,7 @@ class ArenaExecutable:
                 dynamic.add(v)
             else:
                 env[slot[v]] = self.persistent[o] = np.empty(v.aval.shape, v.aval.dtype.np)
-        steps, names = [], []
+        steps, step_eqns = [], []
         for i, e in enumerate(graph.eqns):
             v = e.out
             x = e.inputs[0] if e.inputs else None
@@ -85,7 +85,7 @@ class ArenaExecutable:
                 if x in dynamic:
                     dynamic.add(v)
                     steps.append(self._view_step(e))
-                    names.append(e.prim.name)
+                    step_eqns.append(e)
                 else:
                     env[slot[v]] = e.prim.impl(env[slot[x]], **e.params)
                 continue
@@ -94,8 +94,8 @@ class ArenaExecutable:
                 n = int(np.prod(v.aval.shape, dtype=np.int64)) * v.aval.dtype.itemsize
                 env[slot[v]] = self.arena[b.offset:b.offset + n].view(v.aval.dtype.np).reshape(v.aval.shape)
             steps.append(self._step(e, i))
-            names.append(e.prim.name)
-        self.steps, self.step_names = steps, names
+            step_eqns.append(e)
+        self.steps, self.step_eqns = steps, step_eqns  # the equation each step runs
         outs = []
         for o, a in enumerate(graph.outvars):
             if isinstance(a, Literal):
@@ -262,12 +262,16 @@ class ArenaExecutable:
         return dot
 
     # ---- running
-    def run(self, inputs):
+    def _bind(self, inputs):
         env = self.env
         for s, x in zip(self.in_slots, inputs):
             env[s] = x
         for s, i in self.donated:
             env[s] = inputs[i]
+        return env
+
+    def run(self, inputs):
+        env = self._bind(inputs)
         for step in self.steps:
             step()
         res = []
@@ -284,30 +288,33 @@ class ArenaExecutable:
                 res.append(None)
             else:
                 res.append(None)
+        self._unbind()
+        return res
+
+    def _unbind(self):
+        env = self.env
         for s in self.in_slots:
             env[s] = None  # keep no reference to the caller's arrays
         for s, _ in self.donated:
             env[s] = None
-        return res
 
     def allocations(self, inputs) -> list:
-        """Run once, measuring what each step allocates: [(step index, primitive, bytes)] > 0."""
+        """Run the steps once, measuring what each allocates: [(step index, primitive, bytes > 0)].
+
+        Like `run`, this writes the state updates that steps make in place into `inputs`."""
         import tracemalloc
-        env = self.env
-        for s, x in zip(self.in_slots, inputs):
-            env[s] = x
-        for s, i in self.donated:
-            env[s] = inputs[i]
+        self._bind(inputs)
         out = []
         tracemalloc.start()
         try:
-            for i, (step, name) in enumerate(zip(self.steps, self.step_names)):
+            for i, (step, e) in enumerate(zip(self.steps, self.step_eqns)):
                 tracemalloc.reset_peak()
                 before = tracemalloc.get_traced_memory()[0]
                 step()
                 peak = tracemalloc.get_traced_memory()[1] - before
                 if peak > 0:
-                    out.append((i, name, peak))
+                    out.append((i, e.prim.name, peak))
         finally:
             tracemalloc.stop()
+            self._unbind()
         return out

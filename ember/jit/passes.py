@@ -304,7 +304,8 @@ class PassManager:
         self.max_rounds = max_rounds
         self.log = []
 
-    def run(self, g: Graph) -> Graph:
+    def run(self, g: Graph, after_pass=None) -> Graph:
+        """The optimized graph; `after_pass(name, graph)` sees every intermediate one."""
         if self.verify:
             _verify(g, "tracing")
         for _ in range(self.max_rounds):
@@ -315,6 +316,8 @@ class PassManager:
                 self.log.append(f"{p.__name__}: {before} -> {len(g.eqns)} equations")
                 if self.verify:
                     _verify(g, p.__name__)
+                if after_pass is not None:
+                    after_pass(p.__name__, g)
             if len(g.eqns) == n0:
                 break
         return g

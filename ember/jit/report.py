@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 
 from ..ir.printer import print_graph
-from .passes import LEVELS, PASSES
+from .passes import LEVELS, PassManager
 
 
 class Report:
@@ -32,16 +32,9 @@ class Report:
 
 
 def stages(graph, level: int) -> list:
-    """[(pass name, graph text)] running the level's passes one at a time, as PassManager does."""
+    """[(pass name, graph text)] after each pass the level runs."""
     out = []
-    names = LEVELS[level]
-    for _ in range(4):
-        n0 = len(graph.eqns)
-        for name in names:
-            graph = PASSES[name](graph)
-            out.append((name, print_graph(graph)))
-        if len(graph.eqns) == n0:
-            break
+    PassManager(LEVELS[level]).run(graph, lambda name, g: out.append((name, print_graph(g))))
     return out
 
 
