@@ -27,6 +27,7 @@ import shutil
 import tempfile
 import time
 
+import bench_models
 from benchutil import pin_threads, stats, emit
 
 ap = argparse.ArgumentParser()
@@ -135,32 +136,7 @@ extra = {}
 
 def torch_api_loss(F, P, x, y):
     """The models' loss, written once for every framework with PyTorch's functional API."""
-    if a.model == "mlp":
-        h = F.relu(F.linear(x, P["fc1.w"], P["fc1.b"]))
-        h = F.relu(F.linear(h, P["fc2.w"], P["fc2.b"]))
-        logits = F.linear(h, P["fc3.w"], P["fc3.b"])
-        return F.cross_entropy(logits, y)
-    if a.model == "cnn":
-        h = F.relu(F.conv2d(x, P["conv1.k"], P["conv1.b"]))
-        h = F.relu(F.conv2d(h, P["conv2.k"], P["conv2.b"]))
-        h = F.max_pool2d(h, 2).flatten(1)
-        return F.cross_entropy(F.linear(h, P["fc.w"], P["fc.b"]), y)
-    d, H, V = CFG["d"], CFG["H"], CFG["V"]
-    B, T = x.shape
-    h = F.embedding(x, P["wte"]) + P["wpe"][:T]
-    for l in range(CFG["L"]):
-        p = f"h{l}."
-        z = F.layer_norm(h, (d,), P[p + "ln1.g"], P[p + "ln1.b"], EPS_LN)
-        q, k, v = F.linear(z, P[p + "attn.w"], P[p + "attn.b"]).split(d, dim=-1)
-        q, k, v = (t.view(B, T, H, d // H).transpose(1, 2) for t in (q, k, v))
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, d)
-        h = h + F.linear(o, P[p + "proj.w"], P[p + "proj.b"])
-        z = F.layer_norm(h, (d,), P[p + "ln2.g"], P[p + "ln2.b"], EPS_LN)
-        z = F.gelu(F.linear(z, P[p + "fc.w"], P[p + "fc.b"]), approximate="tanh")
-        h = h + F.linear(z, P[p + "fc2.w"], P[p + "fc2.b"])
-    h = F.layer_norm(h, (d,), P["lnf.g"], P["lnf.b"], EPS_LN)
-    logits = F.linear(h, P["head.w"])
-    return F.cross_entropy(logits.view(-1, V), y.view(-1))
+    return bench_models.loss(a.model, CFG, F, P, x, y)
 
 
 # ---------------------------------------------------------------- torch

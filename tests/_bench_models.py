@@ -1,13 +1,20 @@
 """The three models of ../shared/bench/train.py (same layers, losses and optimizers), at toy sizes
 so that eager-vs-jit agreement runs in CI; `loss(F, P, x, y)` is the harness's `torch_api_loss`."""
+import importlib.util
+import os
+
 import numpy as np
+
+_spec = importlib.util.spec_from_file_location(
+    "_harness_models", os.path.join(os.path.dirname(__file__), "..", "bench", "bench_models.py"))
+_models = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_models)
 
 CFGS = {
     "mlp": dict(batch=8, opt="adam", lr=1e-3, wd=0.0, sizes=(20, 32, 32, 10)),
     "cnn": dict(batch=4, opt="sgd", lr=1e-2, wd=0.0, c1=4, c2=8, hw=10),
     "gpt": dict(batch=2, opt="adamw", lr=3e-4, wd=0.01, L=2, d=16, H=2, T=8, V=32),
 }
-EPS_LN = 1e-5
 
 
 def init_params(model, rng):
@@ -70,33 +77,8 @@ def make_data(model, rng, n=4):
 
 
 def loss(model, F, P, x, y):
-    """The harness's loss, with PyTorch's functional API."""
-    if model == "mlp":
-        h = F.relu(F.linear(x, P["fc1.w"], P["fc1.b"]))
-        h = F.relu(F.linear(h, P["fc2.w"], P["fc2.b"]))
-        return F.cross_entropy(F.linear(h, P["fc3.w"], P["fc3.b"]), y)
-    if model == "cnn":
-        h = F.relu(F.conv2d(x, P["conv1.k"], P["conv1.b"]))
-        h = F.relu(F.conv2d(h, P["conv2.k"], P["conv2.b"]))
-        h = F.max_pool2d(h, 2).flatten(1)
-        return F.cross_entropy(F.linear(h, P["fc.w"], P["fc.b"]), y)
-    cfg = CFGS[model]
-    d, H, V = cfg["d"], cfg["H"], cfg["V"]
-    B, T = x.shape
-    h = F.embedding(x, P["wte"]) + P["wpe"][:T]
-    for layer in range(cfg["L"]):
-        p = f"h{layer}."
-        z = F.layer_norm(h, (d,), P[p + "ln1.g"], P[p + "ln1.b"], EPS_LN)
-        q, k, v = F.linear(z, P[p + "attn.w"], P[p + "attn.b"]).split(d, dim=-1)
-        q, k, v = (t.view(B, T, H, d // H).transpose(1, 2) for t in (q, k, v))
-        o = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, d)
-        h = h + F.linear(o, P[p + "proj.w"], P[p + "proj.b"])
-        z = F.layer_norm(h, (d,), P[p + "ln2.g"], P[p + "ln2.b"], EPS_LN)
-        z = F.gelu(F.linear(z, P[p + "fc.w"], P[p + "fc.b"]), approximate="tanh")
-        h = h + F.linear(z, P[p + "fc2.w"], P[p + "fc2.b"])
-    h = F.layer_norm(h, (d,), P["lnf.g"], P["lnf.b"], EPS_LN)
-    logits = F.linear(h, P["head.w"])
-    return F.cross_entropy(logits.view(-1, V), y.view(-1))
+    """The harness's loss (bench/bench_models.py), with PyTorch's functional API."""
+    return _models.loss(model, CFGS[model], F, P, x, y)
 
 
 def build(model, ember, opt_name=None):
