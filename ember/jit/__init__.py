@@ -111,6 +111,7 @@ class _Entry:
         self.seen = [None] * len(traced.sources)  # the arrays last checked, per input
         self.captured = [(i, s[1]) for i, s in enumerate(traced.sources) if s[0] == "obj"]
         self.grad_inputs = any(s[0] == "grad" for s in traced.sources)
+        self.arg_leaves = [s[1] for s in traced.sources if s[0] == "arg"]
 
     def check(self, leaves) -> str | None:
         """None when this trace may run for these arguments, else why not."""
@@ -152,11 +153,10 @@ class _Entry:
 
     def run(self, leaves):
         t = self.traced
-        if self.grad_inputs or len(self.captured) != len(t.sources) - len(leaves):
+        if self.grad_inputs:
             ins = [_buffer(s, leaves)._data for s in t.sources]
         else:  # arguments first, then captured tensors (the order the tracer adopted them in)
-            ins = [leaves[s[1]]._data for s in t.sources[:len(t.sources) - len(self.captured)]]
-            ins += [x._data for _, x in self.captured]
+            ins = [leaves[i]._data for i in self.arg_leaves] + [x._data for _, x in self.captured]
         outs = self.exe.run(ins)
         for _, src in self.writes:  # the executor wrote them in place
             _buffer(src, leaves)._ensure_storage().version += 1

@@ -155,8 +155,6 @@ class TraceInterpreter:
 
     # ---- the interpreter entry points
     def process(self, prim, args, params):
-        if prim.impl is None and prim.lowering is None:
-            raise op_error(TraceError, prim.name, "this operation cannot be compiled by ember.jit")
         v = self.emit(prim, [self.atom(prim, a) for a in args], params)
         out = _wrap(v, v.aval.dtype)
         if prim.is_view and isinstance(args[0], Tensor):
