@@ -8,7 +8,8 @@ from ._core.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, floa
                            int8, int16, int32, int64, promote_types, uint8)
 from ._core.errors import AutogradError, DTypeError, EmberError, ShapeError  # noqa: F401
 from ._core.state import (default_dtype as get_default_dtype, enable_grad, is_grad_enabled,  # noqa: F401
-                          no_grad, set_default_dtype, set_grad_enabled)
+                          get_num_threads, jit_backend, no_grad, num_threads, set_default_dtype,
+                          set_grad_enabled, set_jit_backend, set_num_threads)
 from .backend import Device as device  # noqa: F401
 from .tensor import Tensor, as_tensor, from_dlpack, from_numpy, tensor  # noqa: F401
 from . import autograd  # noqa: F401

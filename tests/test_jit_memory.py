@@ -82,10 +82,11 @@ def test_planned_peak_within_115_percent_of_lower_bound(model):
 
 def test_be9_one_arena_reused_and_parameters_updated_in_place():
     P, opt, data, step = build("mlp", ember, "sgd")
-    j = ember.jit(step)
+    j = ember.jit(step, backend="numpy")
     ptrs = {k: p.data_ptr() for k, p in P.items()}
     j(*data[0])
     ent = _entry(j)
+    assert isinstance(ent.exe, ArenaExecutable)
     arena = ent.exe.arena
     for i in range(1, 4):
         j(*data[i])

@@ -11,6 +11,11 @@
   the function reads or rebinds and which modules it calls (`TLS.observer`, None otherwise).
 - the module epoch (process-wide): a counter bumped whenever a Module's attributes or training
   mode change; ember.jit re-checks its guards on modules only when it moved (`module_epoch`).
+- the thread count (process-wide, MD-16): `set_num_threads(n)` is the one knob for BLAS and
+  ember's native kernels, so the two never run as separate pools; `num_threads(n)` for a block.
+  Unset, it is `OMP_NUM_THREADS` or the number of CPUs this process may run on.
+- the jit backend (process-wide): "native" or "numpy", from `set_jit_backend` or
+  `EMBER_JIT_BACKEND`; unset ("auto"), native when a C compiler works.
 
 Importing this module reads no files, starts no threads and compiles nothing.
 """
@@ -36,6 +41,8 @@ _default_float = dtypes.float32
 default_generator = None  # set lazily by ember.random
 _debug = None
 _module_epoch = 0
+_num_threads = None
+_jit_backend = None
 
 
 def module_epoch() -> int:
@@ -142,3 +149,55 @@ def debug(level: int):
         yield
     finally:
         _debug = prev
+
+
+def get_num_threads() -> int:
+    """The number of threads BLAS and ember's native kernels use."""
+    if _num_threads is not None:
+        return _num_threads
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> None:
+    """Use `n` threads in BLAS and in ember's native kernels (one pool, one knob)."""
+    global _num_threads
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads needs a positive count, got {n}")
+    from . import blas
+    blas.set_num_threads(n)
+    _num_threads = n
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    """Use `n` threads for a block."""
+    prev = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(prev)
+
+
+def jit_backend() -> str:
+    """The executor ember.jit builds by default: "native", "numpy" or "auto" (native when a C
+    compiler works)."""
+    if _jit_backend is not None:
+        return _jit_backend
+    env = os.environ.get("EMBER_JIT_BACKEND", "").strip().lower()
+    return env if env in ("native", "numpy") else "auto"
+
+
+def set_jit_backend(name: str) -> None:
+    """Make ember.jit build "native", "numpy" or "auto" executors by default."""
+    global _jit_backend
+    if name not in ("native", "numpy", "auto"):
+        raise ValueError(f"jit backend must be 'native', 'numpy' or 'auto', got {name!r}")
+    _jit_backend = name

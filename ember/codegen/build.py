@@ -5,6 +5,7 @@ compiler's predefined macros under `-march=native`), so a library built for anot
 is never loaded. Writes are atomic (compile to a temporary name, then `os.replace`). Never
 `-ffast-math`/`-Ofast`: loading such a library flushes subnormals in the whole process.
 `-ffp-contract=off` keeps +, -, * and / bit-identical with numpy (no FMA contraction).
+`$EMBER_CFLAGS` adds flags (part of the key), e.g. `-fsanitize=address`.
 """
 from __future__ import annotations
 
@@ -87,8 +88,14 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def extra_flags() -> tuple:
+    """Flags added from `$EMBER_CFLAGS` (say `-fsanitize=address` for an AddressSanitizer run)."""
+    return tuple(os.environ.get("EMBER_CFLAGS", "").split())
+
+
 def build_library(source: str, flags: tuple = FLAGS) -> Path | None:
     """Compile `source` into the cache (or find it there); None when no compiler works."""
+    flags = tuple(flags) + extra_flags()
     bad = [f for f in flags if f in _FORBIDDEN]
     if bad:
         raise ValueError(f"refusing unsafe math flags {bad}: they flush subnormals process-wide")

@@ -105,6 +105,8 @@ def _call(op: str, args: list, t: str) -> tuple:
         return f"(({a}) > 0 ? ({ct})1 : (({a}) < 0 ? ({ct})-1 : ({ct})0))", t
     if op in _MATH and _floats(t):
         return f"{FUNCTIONS[op][0 if t == 'float32' else 1]}({a})", t
+    if op == "pow" and _floats(t):  # numpy's float power is libm's pow/powf
+        return f"{'powf' if t == 'float32' else 'pow'}({a}, {b})", t
     if op == "sqrt" and _floats(t):
         return f"{'sqrtf' if t == 'float32' else 'sqrt'}({a})", t
     if op in _ROUND and t != "bool":

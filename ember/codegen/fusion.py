@@ -3,8 +3,9 @@
 A group holds elementwise equations the C renderer supports whose outputs share one shape (inputs
 may broadcast, Literals are inlined). Equations join the group of a producer or of a sibling that
 reads the same input, unless that would create a cycle between groups (a path leaving a group and
-coming back through an outside equation). Values used outside the group, or returned by the graph,
-are the group's outputs. The cycle check walks the graph, so grouping is O(eqns^2) worst case.
+coming back through outside units, other groups counting as one unit each). Values used outside
+the group, or returned by the graph, are the group's outputs. The cycle check walks the graph, so
+grouping is O(eqns^2) worst case.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Group:
     eqns: list
     inputs: list = field(default_factory=list)
     outputs: list = field(default_factory=list)
+    prim = None  # not an equation: the memory planner treats the group as one step
 
     @property
     def shape(self) -> tuple:
@@ -38,14 +40,20 @@ def _find(parent: list, i: int) -> int:
     return i
 
 
-def _creates_cycle(a: int, b: int, parent: list, succ: list) -> bool:
-    """Whether merging the groups rooted at a and b closes a path through an outside eqn."""
-    members = {i for i in range(len(parent)) if _find(parent, i) in (a, b)}
+def _creates_cycle(a: int, b: int, parent: list, succ: list, groups: dict) -> bool:
+    """Whether merging the groups rooted at a and b closes a path through other units.
+
+    Other groups count as single units: a path entering one may leave from any of its members."""
+    members = set(groups[a]) | set(groups[b])
     for src, dst in ((a, b), (b, a)):
-        stack = [j for i in members if _find(parent, i) == src for j in succ[i] if j not in members]
+        stack = [j for i in groups[src] for j in succ[i] if j not in members]
         seen = set(stack)
         while stack:
             i = stack.pop()
+            for k in groups.get(_find(parent, i), (i,)):  # the whole unit i belongs to
+                if k not in seen and k not in members:
+                    seen.add(k)
+                    stack.append(k)
             for j in succ[i]:
                 if j in members:
                     if _find(parent, j) == dst:
@@ -69,6 +77,7 @@ def elementwise_groups(graph, supported=eqn_supported) -> list:
                 succ[producer[a]].append(i)
     ok = [e.prim.kind == "elementwise" and supported(e) for e in eqns]
     parent = list(range(n))
+    groups = {i: [i] for i in range(n) if ok[i]}  # root -> members
     for i, e in enumerate(eqns):
         if not ok[i]:
             continue
@@ -87,8 +96,9 @@ def elementwise_groups(graph, supported=eqn_supported) -> list:
             if eqns[j].out.aval.shape != e.out.aval.shape:
                 continue
             ra, rb = _find(parent, i), _find(parent, j)
-            if ra != rb and not _creates_cycle(ra, rb, parent, succ):
+            if ra != rb and not _creates_cycle(ra, rb, parent, succ, groups):
                 parent[rb] = ra
+                groups[ra].extend(groups.pop(rb))
     members: dict = {}
     for i in range(n):
         if ok[i]:

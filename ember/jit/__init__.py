@@ -24,7 +24,7 @@ from __future__ import annotations
 import sys
 import types
 
-from .._core.state import TLS, debug_level, module_epoch
+from .._core.state import TLS, debug_level, jit_backend, module_epoch
 from ..tensor import Tensor, _wrap  # noqa: F401
 from .arena import ArenaExecutable
 from .executor import Executable, run_graph  # noqa: F401
@@ -96,12 +96,22 @@ def _describe(target) -> str:
 class _Entry:
     """One cached trace: its executable and what must hold for a call to reuse it."""
 
-    def __init__(self, traced: Traced, opt_level: int, verify):
+    def __init__(self, traced: Traced, opt_level: int, verify, backend: str = "numpy"):
         self.traced = traced
         self.opt_level = opt_level
         g = optimize(traced.graph, opt_level, verify)
         persistent = {v for target, action, v in traced.grads if action == "new" and target[0] == "obj"}
-        self.exe = ArenaExecutable(g, persistent)
+        self.exe = None
+        self.fallback = None  # why a native step was not built
+        if backend == "native":
+            from ..codegen.c_renderer import Unsupported
+            from ..codegen.step import NativeExecutable
+            try:
+                self.exe = NativeExecutable(g, persistent)
+            except Unsupported as ex:
+                self.fallback = f"numpy executor: no native form for {ex}"
+        if self.exe is None:
+            self.exe = ArenaExecutable(g, persistent)
         self.graph = g
         self.grad_tensors = {}  # output position -> the Tensor over its persistent buffer
         self.epoch = module_epoch()
@@ -151,13 +161,16 @@ class _Entry:
                             f"to {d.dtype}{list(d.shape)}")
         return None
 
+    def inputs(self, leaves) -> list:
+        """The arrays the graph reads, in the order of its inputs."""
+        if self.grad_inputs:
+            return [_buffer(s, leaves)._data for s in self.traced.sources]
+        # arguments first, then captured tensors (the order the tracer adopted them in)
+        return [leaves[i]._data for i in self.arg_leaves] + [x._data for _, x in self.captured]
+
     def run(self, leaves):
         t = self.traced
-        if self.grad_inputs:
-            ins = [_buffer(s, leaves)._data for s in t.sources]
-        else:  # arguments first, then captured tensors (the order the tracer adopted them in)
-            ins = [leaves[i]._data for i in self.arg_leaves] + [x._data for _, x in self.captured]
-        outs = self.exe.run(ins)
+        outs = self.exe.run(self.inputs(leaves))
         for _, src in self.writes:  # the executor wrote them in place
             _buffer(src, leaves)._ensure_storage().version += 1
         for target, action, v in t.grads:
@@ -180,10 +193,13 @@ class _Entry:
 class Jitted:
     """A jitted function: a cache of optimized graphs keyed by input signature, with guards."""
 
-    def __init__(self, fn, opt_level: int = 2, verify: bool | None = None):
+    def __init__(self, fn, opt_level: int = 2, verify: bool | None = None, backend: str | None = None):
+        if backend not in (None, "native", "numpy", "auto"):
+            raise ValueError(f"backend must be 'native', 'numpy' or 'auto', got {backend!r}")
         self.fn = fn
         self.opt_level = opt_level
         self.verify = verify
+        self.backend = backend
         self.cache = {}
         self.explain = []
         self.trace_count = 0
@@ -234,11 +250,17 @@ class Jitted:
                 self._last = (treedef, paths, sig, grad_mode)
                 return ent
         self.explain.extend([why] if why else self._reasons(treedef, paths, sig, grad_mode))
-        ent = self.cache[key] = _Entry(trace(self.fn, args, kwargs), self.opt_level, self.verify)
+        backend = self.backend or jit_backend()
+        if backend == "auto":
+            from ..codegen import build
+            backend = "native" if build.available() else "numpy"
+        ent = self.cache[key] = _Entry(trace(self.fn, args, kwargs), self.opt_level, self.verify, backend)
         self.trace_count += 1
+        if ent.fallback:
+            self.explain[-1] += f" ({ent.fallback})"
         if debug_level() >= 2:
             from .report import dump, report
-            dump(report(self.__name__, ent.traced, ent, self.explain[-1:]))
+            dump(report(self.__name__, ent.traced, ent, self.explain[-1:], leaves))
         self._last = (treedef, paths, sig, grad_mode)
         return ent
 
@@ -253,11 +275,16 @@ class Jitted:
         return f"<ember.jit of {self.fn!r}: {len(self.cache)} cached graph(s)>"
 
 
-def jit(fn=None, *, opt_level: int = 2, verify: bool | None = None):
-    """Compile `fn` (usable as `@jit` or `@jit(opt_level=1)`)."""
+def jit(fn=None, *, opt_level: int = 2, verify: bool | None = None, backend: str | None = None):
+    """Compile `fn` (usable as `@jit` or `@jit(opt_level=1)`).
+
+    `backend`: "native" (the whole step as one generated C function), "numpy" (the arena
+    executor) or "auto" (native when a C compiler works); None follows `ember.jit_backend()`.
+    A graph with an equation that has no native form runs on the numpy executor (`explain`
+    says which)."""
     if fn is None:
-        return lambda f: Jitted(f, opt_level, verify)
-    return Jitted(fn, opt_level, verify)
+        return lambda f: Jitted(f, opt_level, verify, backend)
+    return Jitted(fn, opt_level, verify, backend)
 
 
 def explain(f) -> list:

@@ -50,7 +50,7 @@ class Buffer:
 class MemoryPlan:
     """`buffer_of[var]`, the `buffers`, the arena size (`peak`) and the `lower_bound`."""
 
-    def __init__(self, graph, buffer_of, buffers, contiguous, inplace, pinned):
+    def __init__(self, graph, buffer_of, buffers, contiguous, inplace, pinned, n_steps=None):
         self.graph = graph
         self.buffer_of = buffer_of
         self.buffers = buffers
@@ -59,7 +59,7 @@ class MemoryPlan:
         self.pinned = pinned          # output index -> eqn index writing it at its destination
         arena = [b for b in buffers if b.kind == "arena"]
         self.peak = max((b.offset + b.size for b in arena), default=0)
-        n = len(graph.eqns) + 1
+        n = (len(graph.eqns) if n_steps is None else n_steps) + 1
         live = np.zeros(n + 1, np.int64)
         for b in arena:
             live[b.start] += b.size
@@ -96,12 +96,19 @@ def _contiguous_view(prim, params, in_aval, in_contig, out_aval) -> bool | None:
     return False  # rev
 
 
-def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
+def _outs(step) -> list:
+    return step.outputs if step.prim is None else [step.out]
+
+
+def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_inputs=False) -> MemoryPlan:
     """Plan the memory of `graph` run in equation order.
 
     `persistent_outputs`: output positions whose destination the caller owns across calls (they
-    may be written directly); `graph.aliases` names outputs that overwrite an input."""
-    eqns = graph.eqns
+    may be written directly); `graph.aliases` names outputs that overwrite an input. `steps`
+    replaces the equations by another order of units: an equation, or a fused group (`prim` None,
+    `inputs`, `outputs`) whose internal values never reach memory. `contiguous_inputs`: the
+    executor hands the graph C-contiguous inputs (a reshape of one is then a view)."""
+    eqns = graph.eqns if steps is None else steps
     n = len(eqns)
     buffers, buffer_of, contig = [], {}, {}
     members = {}  # buffer id -> the values living in it
@@ -120,19 +127,20 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
         contig[v] = False  # constants are whatever arrays the trace captured
     for i, v in enumerate(graph.invars):
         put(v, new(nbytes(v.aval), -1, "input", i))
-        contig[v] = False  # inputs may be views with any strides
+        contig[v] = contiguous_inputs  # otherwise inputs may be views with any strides
     view_of = {}
     for i, e in enumerate(eqns):
         x = e.inputs[0] if e.inputs else None
-        if e.prim.name in VIEW_PRIMS and isinstance(x, Var):
+        if e.prim is not None and e.prim.name in VIEW_PRIMS and isinstance(x, Var):
             c = _contiguous_view(e.prim, e.params, x.aval, contig[x], e.out.aval)
             if c is not None:
                 put(e.out, buffer_of[x])
                 contig[e.out] = c
                 view_of[e.out] = x
                 continue
-        put(e.out, new(_aligned(nbytes(e.out.aval)), i))
-        contig[e.out] = True
+        for v in _outs(e):
+            put(v, new(_aligned(nbytes(v.aval)), i))
+            contig[v] = True
 
     # lifetimes: a read of a value (or of a view of it) at step i keeps its buffer to i
     for i, e in enumerate(eqns):
@@ -144,8 +152,8 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
         if isinstance(a, Var):
             buffer_of[a].end = n
 
-    producer = {e.out: i for i, e in enumerate(eqns)}
-    elementwise = elementwise or (lambda e: e.prim.kind == "elementwise")
+    producer = {v: i for i, e in enumerate(eqns) for v in _outs(e)}
+    elementwise = elementwise or (lambda e: e.prim is None or e.prim.kind == "elementwise")
 
     # pinned outputs: the producing step writes at the destination
     pinned = {}
@@ -161,7 +169,7 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
             e = eqns[i]
             reads_old = [x for x in e.inputs if isinstance(x, Var) and buffer_of[x] is src]
             legal = src.end < i or (src.end == i and elementwise(e) and
-                                    all(x is graph.invars[aliases[o]] and x.aval.shape == e.out.aval.shape
+                                    all(x is graph.invars[aliases[o]] and x.aval.shape == a.aval.shape
                                         for x in reads_old))
             if not legal:
                 continue
@@ -176,22 +184,27 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
     # in place: an elementwise step writes over an operand whose buffer dies at that step
     inplace = {}
     for i, e in enumerate(eqns):
-        b = buffer_of[e.out]
-        if b.kind != "arena" or not elementwise(e):
+        if not elementwise(e):
             continue
-        for x in e.inputs:
-            if not isinstance(x, Var):
+        for out in _outs(e):
+            b = buffer_of[out]
+            if b.kind != "arena":
                 continue
-            bx = buffer_of[x]
-            if (bx.kind == "arena" and bx.end == i and x not in view_of and bx.size == b.size
-                    and x.aval.shape == e.out.aval.shape and x.aval.dtype is e.out.aval.dtype
-                    and sum(1 for y in e.inputs if isinstance(y, Var) and buffer_of[y] is bx) == 1):
-                bx.end = b.end
-                b.kind = "dead"
-                for v in members.pop(b.id):  # the result and its views
-                    put(v, bx)
-                inplace[i] = x
-                break
+            for x in e.inputs:
+                if not isinstance(x, Var):
+                    continue
+                bx = buffer_of[x]
+                same = getattr(e, "same_tensor", None)  # a multi-tensor step: pairs of one tensor only
+                if (bx.kind == "arena" and bx.end == i and x not in view_of and bx.size == b.size
+                        and x.aval.shape == out.aval.shape and x.aval.dtype is out.aval.dtype
+                        and (same is None or same(out, x))
+                        and sum(1 for y in e.inputs if isinstance(y, Var) and buffer_of[y] is bx) == 1):
+                    bx.end = b.end
+                    b.kind = "dead"
+                    for v in members.pop(b.id):  # the result and its views
+                        put(v, bx)
+                    inplace.setdefault(i, x)
+                    break
     buffers = [b for b in buffers if b.kind != "dead"]
 
     # offsets: largest first, lowest offset free during the buffer's lifetime
@@ -205,7 +218,7 @@ def plan(graph, persistent_outputs=(), elementwise=None) -> MemoryPlan:
             off = max(off, hi)
         b.offset = off
         placed.append(b)
-    return MemoryPlan(graph, buffer_of, buffers, contig, inplace, pinned)
+    return MemoryPlan(graph, buffer_of, buffers, contig, inplace, pinned, n)
 
 
 def check_no_overlap(p: MemoryPlan) -> None:

@@ -12,10 +12,12 @@ from .passes import LEVELS, PassManager
 
 
 class Report:
-    """The stages of one trace: traced IR, IR after each pass, the memory plan, the retrace log."""
+    """The stages of one trace: traced IR, IR after each pass, the memory plan, the native step
+    (fused units, generated C, per-kernel times), the retrace log."""
 
-    def __init__(self, name, traced, stages, plan, explain):
+    def __init__(self, name, traced, stages, plan, explain, native=None):
         self.name, self.traced, self.stages, self.plan, self.explain = name, traced, stages, plan, explain
+        self.native = native  # (unit labels, C source, kernel table or None), or None
 
     def __str__(self) -> str:
         out = [f"=== ember.jit: {self.name}", "--- traced IR", self.traced]
@@ -24,6 +26,13 @@ class Report:
             out += [f"--- after {pname}", text if text != prev else "(unchanged)"]
             prev = text
         out += ["--- memory plan", str(self.plan)]
+        if self.native is not None:
+            labels, source, table = self.native
+            out += [f"--- native step: {len(labels)} units, one call"]
+            out += [f"  unit {u}: {lab}" for u, lab in enumerate(labels)]
+            out += ["--- generated C", source]
+            if table:
+                out += ["--- native kernels (seconds per call; run on copies of the inputs)", table]
         if self.explain:
             out += ["--- trace log", *self.explain]
         return "\n".join(out)
@@ -38,10 +47,24 @@ def stages(graph, level: int) -> list:
     return out
 
 
-def report(name, traced, entry, explain=()) -> Report:
-    """The report of a cached trace (`entry` is the jit cache entry built from `traced`)."""
+def _native(entry, leaves):
+    exe = entry.exe
+    if not hasattr(exe, "kernels"):
+        return None
+    table = None
+    if leaves is not None:
+        from ..codegen.step import kernel_table
+        ins = [x.copy() for x in entry.inputs(leaves)]  # the profile runs steps: not on the user's state
+        table = kernel_table(exe.profile(ins, repeats=3))
+    return [k[0] for k in exe.kernels], exe.source, table
+
+
+def report(name, traced, entry, explain=(), leaves=None) -> Report:
+    """The report of a cached trace (`entry` is the jit cache entry built from `traced`); with
+    the call's `leaves`, a native step is also timed kernel by kernel."""
     return Report(name, print_graph(traced.graph, locations=True),
-                  stages(traced.graph, entry.opt_level), entry.exe.plan, list(explain))
+                  stages(traced.graph, entry.opt_level), entry.exe.plan, list(explain),
+                  _native(entry, leaves))
 
 
 def inspect(f, *args, **kwargs) -> Report:
@@ -50,7 +73,7 @@ def inspect(f, *args, **kwargs) -> Report:
     j = f if isinstance(f, Jitted) else Jitted(f)
     leaves, treedef, paths, sig = _signature(args, kwargs)
     ent = j._entry(leaves, treedef, paths, sig, args, kwargs)
-    return report(j.__name__, ent.traced, ent, j.explain)
+    return report(j.__name__, ent.traced, ent, j.explain, leaves)
 
 
 def dump(rep: Report) -> None:

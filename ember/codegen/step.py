@@ -1,0 +1,742 @@
+"""Sink mode (BE-16): a whole jitted graph as one native function over one arena.
+
+The graph's equations are grouped into units: fused elementwise groups (`fusion`), GEMMs,
+reductions, fills and copies; views cost nothing (a value's place is a `Ref`: base pointer,
+element offset and strides, all fixed when the step is compiled). The memory planner lays the
+units' values out in one arena; the renderer writes every unit as a loop nest (`loopnest`) or a
+BLAS call into one C function
+
+    void ember_step(char *arena, void **io, int nthreads, double *prof)
+
+that runs the whole step inside one OpenMP parallel region: each unit is worksharing with a
+static schedule followed by a barrier, so results are identical run to run at a fixed thread
+count. GEMMs call cblas_sgemm/dgemm through a pointer resolved at load (numpy's OpenBLAS), with
+every transpose a BLAS flag; each thread multiplies its own block of columns (or rows, or batch
+items) with OpenBLAS held at one thread for that thread, so BLAS and ember never run two pools.
+`io` holds the graph's inputs, its constants and the caller-owned outputs (gradients); state
+updates are written straight into their inputs. Python makes one call per step.
+
+`NativeExecutable(graph)` raises `Unsupported` when some equation has no native form; ember.jit
+then keeps the numpy arena executor.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+
+import numpy as np
+
+from .._core import blas
+from .._core.state import get_num_threads
+from ..ir.core import Literal, Var
+from ..jit.memory import VIEW_PRIMS, plan
+from . import build
+from . import loopnest as L
+from .c_renderer import CTYPE, Unsupported, _call, c_convert, c_literal, render_eqn
+from .cmath import PRELUDE
+from .fusion import Group, elementwise_groups, schedule
+
+PAR_MIN = 1 << 14     # loops over fewer elements run on one thread
+GEMM_PAR_MIN = 1 << 16  # GEMMs with fewer multiply-adds run on one thread
+LANES = 16            # partial sums of a row reduction (vectorised; no reassociation needed)
+FLAGS = build.FLAGS + ("-fopenmp",)
+ENTRY, INIT = "ember_step", "ember_init"
+
+_REDUCE = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
+
+
+def _prod(xs) -> int:
+    return int(np.prod(xs, dtype=np.int64))
+
+
+def _contig(shape) -> tuple:
+    out, acc = [], 1
+    for n in reversed(shape):
+        out.append(acc)
+        acc *= n
+    return tuple(reversed(out))
+
+
+class Ref:
+    """Where a value lives: a typed C base pointer, an element offset and element strides."""
+
+    __slots__ = ("base", "offset", "shape", "strides", "dtype")
+
+    def __init__(self, base, offset, shape, strides, dtype):
+        self.base, self.offset, self.shape, self.strides, self.dtype = base, offset, tuple(shape), tuple(strides), dtype
+
+    @property
+    def ctype(self) -> str:
+        return CTYPE[self.dtype]
+
+    def ptr(self) -> str:
+        return f"(({self.ctype}*){self.base} + {self.offset})"
+
+    def view(self, prim: str, params: dict, out_shape) -> "Ref":
+        sh, st, off = self.shape, self.strides, self.offset
+        if prim == "reshape":  # only of a contiguous value: the planner copies otherwise
+            return Ref(self.base, off, out_shape, _contig(out_shape), self.dtype)
+        if prim == "transpose":
+            p = params["perm"]
+            return Ref(self.base, off, out_shape, [st[i] for i in p], self.dtype)
+        if prim == "slice":
+            off += sum(a * s for a, s in zip(params["start"], st))
+            return Ref(self.base, off, out_shape, [s * k for s, k in zip(st, params["step"])], self.dtype)
+        if prim == "broadcast_in_dim":
+            strides = [0] * len(out_shape)
+            for i, d in enumerate(params["dims"]):
+                strides[d] = st[i] if sh[i] == out_shape[d] else 0
+            return Ref(self.base, off, out_shape, strides, self.dtype)
+        if prim == "rev":
+            strides = list(st)
+            for a in params["axes"]:
+                if sh[a]:
+                    off += (sh[a] - 1) * st[a]
+                strides[a] = -st[a]
+            return Ref(self.base, off, out_shape, strides, self.dtype)
+        raise Unsupported(prim)
+
+
+def _aligned_strides(ref: Ref, shape) -> list:
+    """`ref`'s strides seen with `shape` (numpy broadcasting: missing or size-1 dims stride 0)."""
+    k = len(shape) - len(ref.shape)
+    out = [0] * k
+    for n, s, m in zip(ref.shape, ref.strides, shape[k:]):
+        out.append(s if n == m and n != 1 else 0)
+    return out
+
+
+def _collapse(shape, stride_lists) -> list:
+    """[(size, [stride per operand])] with size-1 dims dropped and mergeable neighbours merged."""
+    dims = []
+    for d, n in enumerate(shape):
+        if n == 1:
+            continue
+        ss = [s[d] for s in stride_lists]
+        if dims and all(ps == s * n for ps, s in zip(dims[-1][1], ss)):
+            dims[-1] = (dims[-1][0] * n, ss)
+        else:
+            dims.append((n, ss))
+    return dims
+
+
+def _index(loop_vars, strides) -> str:
+    terms = [f"{v} * {s}" if s != 1 else v for v, s in zip(loop_vars, strides) if s != 0]
+    return " + ".join(terms) if terms else "0"
+
+
+class _Renderer:
+    """Writes one unit after another; `refs` maps every Var to where it lives."""
+
+    def __init__(self, refs):
+        self.refs = refs
+        self.units = []   # (label, C lines, flops, bytes)
+        self.n_tmp = 0
+
+    # ---- elementwise loop nests
+    def loops(self, shape, outs, ins, body) -> list:
+        """A parallel loop nest over `shape` writing `outs` (Refs) from `ins` (Refs, broadcast).
+
+        `body(loads)` returns (statements, [C value per output]) given the input loads' names."""
+        strides = [_aligned_strides(r, shape) for r in outs + ins]
+        dims = _collapse(shape, strides)
+        n_out = len(outs)
+        pre = [L.Stmt(f"{r.ctype}* o{k} = {r.ptr()};") for k, r in enumerate(outs)]
+        pre += [L.Stmt(f"const {r.ctype}* in{k} = {r.ptr()};") for k, r in enumerate(ins)]
+        names = [f"i{d}" for d in range(len(dims))]
+        loads = [f"x{k}" for k in range(len(ins))]
+        stmts = [L.Stmt(f"const {r.ctype} x{k} = in{k}[{_index(names, [d[1][n_out + k] for d in dims])}];")
+                 for k, r in enumerate(ins)]
+        code, values = body(loads)
+        stmts += [L.Stmt(c) for c in code]
+        stmts += [L.Stmt(f"o{k}[{_index(names, [d[1][k] for d in dims])}] = {v};")
+                  for k, v in enumerate(values)]
+        nest = stmts
+        for d in reversed(range(len(dims))):
+            nest = [L.Loop(names[d], dims[d][0], nest, vectorize=d == len(dims) - 1)]
+        total = _prod(shape)
+        if dims and total >= PAR_MIN:
+            nest[0].parallel = True
+            return pre + nest
+        return pre + [L.Stmt("#pragma omp single\n{")] + nest + [L.Stmt("}")]
+
+    def group(self, g: Group) -> None:
+        refs = self.refs
+        ins = [refs[v] for v in g.inputs]
+
+        def body(loads):
+            names = {v: (x, v.aval.dtype.name) for v, x in zip(g.inputs, loads)}
+            code = []
+            for e in g.eqns:
+                c, t = render_eqn(e, names)
+                name = f"t{self.n_tmp}"
+                self.n_tmp += 1
+                code.append(f"const {CTYPE[t]} {name} = {c};")
+                names[e.out] = (name, t)
+            return code, [names[v][0] for v in g.outputs]
+        lines = L.render([L.Stmt("{")] + self.loops(g.shape, [refs[v] for v in g.outputs], ins, body) + [L.Stmt("}")])
+        n = _prod(g.shape)
+        nbytes = sum(_prod(v.aval.shape) * v.aval.dtype.itemsize for v in g.inputs + g.outputs)
+        self.units.append((" ".join(e.prim.name for e in g.eqns), lines, n * len(g.eqns), nbytes))
+
+    def multi(self, m: MultiGroup) -> None:
+        refs = self.refs
+        g0 = m.groups[0]
+        T = len(m.groups)
+        sizes = [_prod(g.shape) for g in m.groups]
+        starts = np.cumsum([0] + sizes[:-1]).tolist()
+        total = sum(sizes)
+        scalar = [_prod(v.aval.shape) == 1 for v in g0.inputs]
+        pre = [f"static const int64_t sizes[{T}] = {{{', '.join(map(str, sizes))}}};",
+               f"static const int64_t starts[{T}] = {{{', '.join(map(str, starts))}}};"]
+        for k, v in enumerate(g0.inputs):
+            ct = CTYPE[v.aval.dtype.name]
+            pre.append(f"const {ct}* in{k}[{T}] = {{{', '.join(refs[g.inputs[k]].ptr() for g in m.groups)}}};")
+        for k, v in enumerate(g0.outputs):
+            ct = CTYPE[v.aval.dtype.name]
+            pre.append(f"{ct}* o{k}[{T}] = {{{', '.join(refs[g.outputs[k]].ptr() for g in m.groups)}}};")
+        if total >= PAR_MIN:  # each thread owns a fixed slice of the concatenated elements
+            pre.append(f"const int64_t lo = (int64_t){total} * tid / nt, hi = (int64_t){total} * (tid + 1) / nt;")
+        else:
+            pre.append(f"const int64_t lo = 0, hi = tid == 0 ? {total} : 0;")
+        names = {v: (f"x{k}", v.aval.dtype.name) for k, v in enumerate(g0.inputs)}
+        body = [L.Stmt(f"const {CTYPE[v.aval.dtype.name]} x{k} = p{k}[{'0' if scalar[k] else 'j'}];")
+                for k, v in enumerate(g0.inputs)]
+        for e in g0.eqns:
+            c, t = render_eqn(e, names)
+            name = f"t{self.n_tmp}"
+            self.n_tmp += 1
+            body.append(L.Stmt(f"const {CTYPE[t]} {name} = {c};"))
+            names[e.out] = (name, t)
+        body += [L.Stmt(f"q{k}[j] = {names[v][0]};") for k, v in enumerate(g0.outputs)]
+        per = [L.Stmt("const int64_t a = (lo > starts[t] ? lo : starts[t]) - starts[t];\n"
+                      "const int64_t b = (hi < starts[t] + sizes[t] ? hi : starts[t] + sizes[t]) - starts[t];")]
+        per += [L.Stmt(f"const {CTYPE[v.aval.dtype.name]}* p{k} = in{k}[t];") for k, v in enumerate(g0.inputs)]
+        per += [L.Stmt(f"{CTYPE[v.aval.dtype.name]}* q{k} = o{k}[t];") for k, v in enumerate(g0.outputs)]
+        per.append(L.Loop("j", "b", body, vectorize=True, start="a"))
+        nest = [L.Stmt("{")] + [L.Stmt(x) for x in pre] + [L.Loop("t", T, per), L.Stmt("}"),
+                                                            L.Stmt("#pragma omp barrier")]
+        nbytes = sum(_prod(v.aval.shape) * v.aval.dtype.itemsize for v in m.inputs + m.outputs)
+        label = f"{T} tensors: " + " ".join(e.prim.name for e in g0.eqns)
+        self.units.append((label, L.render(nest), total * len(g0.eqns), nbytes))
+
+    def copy(self, e) -> None:
+        x, out = self.refs[e.inputs[0]], self.refs[e.out]
+        src = Ref(x.base, x.offset, x.shape, x.strides, x.dtype)
+        # a reshape copy reads the input in its own row-major order: walk the input's shape
+        dst = Ref(out.base, out.offset, x.shape, _contig(x.shape), out.dtype)
+        lines = L.render([L.Stmt("{")] + self.loops(x.shape, [dst], [src], lambda ld: ([], ld)) + [L.Stmt("}")])
+        self.units.append(("copy", lines, 0, 2 * _prod(x.shape) * e.out.aval.dtype.itemsize))
+
+    def fill(self, e) -> None:
+        out = self.refs[e.out]
+        dt = e.out.aval.dtype.name
+        if dt not in CTYPE:
+            raise Unsupported(f"full of {dt}")
+        val = c_literal(e.params["value"], dt)
+        lines = L.render([L.Stmt("{")] + self.loops(e.out.aval.shape, [out], [], lambda ld: ([], [val])) +
+                         [L.Stmt("}")])
+        self.units.append(("full", lines, 0, _prod(e.out.aval.shape) * e.out.aval.dtype.itemsize))
+
+    # ---- reductions
+    def reduce(self, e) -> None:
+        op = _REDUCE.get(e.prim.name)
+        x, out = self.refs[e.inputs[0]], self.refs[e.out]
+        xt, ot = e.inputs[0].aval.dtype.name, e.out.aval.dtype.name
+        if op is None or xt not in CTYPE or ot not in CTYPE:
+            raise Unsupported(e.prim.name)
+        axes = e.params["axes"]
+        kept = [d for d in range(len(x.shape)) if d not in axes]
+        red = list(axes)
+        kdims = _collapse([x.shape[d] for d in kept], [[x.strides[d] for d in kept],
+                                                       list(_contig([x.shape[d] for d in kept]))])
+        rdims = _collapse([x.shape[d] for d in red], [[x.strides[d] for d in red]])
+        ct = CTYPE[ot]
+        floats = ot in ("float32", "float64")
+        if op == "add":
+            ident = c_literal(0, ot)
+        elif floats:
+            ident = ("-" if op == "max" else "") + ("INFINITY" if ot == "float32" else "(double)INFINITY")
+        else:
+            info = np.iinfo(np.dtype(ot)) if ot != "bool" else None
+            ident = c_literal((info.min if op == "max" else info.max) if info else int(op == "min"), ot)
+
+        def comb(a, b):
+            return _call(op, [(a, ot), (b, ot)], ot)[0]
+
+        def load(idx):
+            return c_convert(f"in0[{idx}]", xt, ot)
+        pre = [L.Stmt(f"{ct}* o0 = {out.ptr()};"), L.Stmt(f"const {CTYPE[xt]}* in0 = {x.ptr()};")]
+        kv = [f"k{d}" for d in range(len(kdims))]
+        rv = [f"r{d}" for d in range(len(rdims))]
+        oidx = _index(kv, [d[1][1] for d in kdims])
+        total = _prod(x.shape)
+        column = kdims and kdims[-1][1][0] == 1 and (not rdims or min(abs(d[1][0]) for d in rdims) > 1)
+        if column:
+            # out[k] starts at the identity; each reduced index adds one row, the kept inner dim
+            # vectorised (per element the order is sequential, as numpy's axis-0 reduction)
+            inner = len(kdims) - 1
+            xidx = " + ".join([_index(kv, [d[1][0] for d in kdims]), _index(rv, [d[1][0] for d in rdims])])
+            init = L.Loop(kv[inner], "hi", [L.Stmt(f"o0[{oidx}] = {ident};")], vectorize=True, start="lo")
+            acc = L.Loop(kv[inner], "hi", [L.Stmt(f"o0[{oidx}] = {comb(f'o0[{oidx}]', load(xidx))};")],
+                         vectorize=True, start="lo")
+            for d in reversed(range(len(rdims))):
+                acc = L.Loop(rv[d], rdims[d][0], [acc])
+            nest = [init, acc]
+            for d in reversed(range(inner)):
+                nest = [L.Loop(kv[d], kdims[d][0], nest)]
+            n_in = kdims[inner][0]
+            if total >= PAR_MIN:  # each thread owns a fixed range of the kept inner dim
+                rng = (f"const int64_t lo = (int64_t){n_in} * tid / nt, "
+                       f"hi = (int64_t){n_in} * (tid + 1) / nt;")
+                body = pre + [L.Stmt(rng)] + nest
+                lines = L.render([L.Stmt("{")] + body + [L.Stmt("}"), L.Stmt("#pragma omp barrier")])
+            else:
+                body = pre + [L.Stmt(f"const int64_t lo = 0, hi = {n_in};")] + nest
+                lines = L.render([L.Stmt("#pragma omp single\n{")] + body + [L.Stmt("}")])
+        else:
+            xr = _index(rv, [d[1][0] for d in rdims])
+            xk = _index(kv, [d[1][0] for d in kdims])
+            lanes = op == "add" and floats and rdims and rdims[-1][1][0] == 1 and rdims[-1][0] >= 2 * LANES
+            if lanes:
+                n = rdims[-1][0]
+                outer_r = rdims[:-1]
+                ro = _index(rv[:-1], [d[1][0] for d in outer_r])
+                base = f"{xk} + {ro}"
+                lane_loop = L.Loop("l", LANES, [L.Stmt(f"lane[l] += {load(f'{base} + j + l')};")], vectorize=True)
+                body = [L.Stmt(f"int64_t j = 0;\nfor (; j + {LANES} <= {n}; j += {LANES}) {{")] + [lane_loop] + \
+                       [L.Stmt("}"), L.Stmt(f"for (; j < {n}; j++) tail += {load(f'{base} + j')};")]
+                for d in reversed(range(len(outer_r))):
+                    body = [L.Loop(rv[d], outer_r[d][0], body)]
+                red_code = [L.Stmt(f"{ct} lane[{LANES}] = {{0}};\n{ct} tail = 0;")] + body + [
+                    L.Stmt(f"{ct} acc = 0;\nfor (int l = 0; l < {LANES}; l++) acc += lane[l];\n"
+                           f"o0[{oidx}] = acc + tail;")]
+            else:
+                body = [L.Stmt(f"acc = {comb('acc', load(f'{xk} + {xr}'))};")]
+                for d in reversed(range(len(rdims))):
+                    body = [L.Loop(rv[d], rdims[d][0], body)]
+                red_code = [L.Stmt(f"{ct} acc = {ident};")] + body + [L.Stmt(f"o0[{oidx}] = acc;")]
+            nest = red_code
+            for d in reversed(range(len(kdims))):
+                nest = [L.Loop(kv[d], kdims[d][0], nest)]
+            if kdims and total >= PAR_MIN:
+                nest[0].parallel = True
+                lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
+            else:
+                lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
+        nbytes = total * e.inputs[0].aval.dtype.itemsize + _prod(e.out.aval.shape) * e.out.aval.dtype.itemsize
+        self.units.append((e.prim.name, lines, total, nbytes))
+
+    # ---- GEMM
+    def dot(self, e, bits: dict) -> None:
+        x, y = e.inputs
+        dt = e.out.aval.dtype.name
+        if dt not in ("float32", "float64") or x.aval.dtype.name != dt or y.aval.dtype.name != dt:
+            raise Unsupported(f"dot_general on {dt}")
+        kind = "s" if dt == "float32" else "d"
+        if kind not in bits:
+            raise Unsupported("no CBLAS library found")
+        (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
+        xr, yr, o = self.refs[x], self.refs[y], self.refs[e.out]
+        xf = [i for i in range(len(xr.shape)) if i not in xc and i not in xb]
+        yf = [i for i in range(len(yr.shape)) if i not in yc and i not in yb]
+        m, k, n = _prod([xr.shape[i] for i in xf]), _prod([xr.shape[i] for i in xc]), _prod([yr.shape[i] for i in yf])
+        nb = len(xb)
+        bshape = [xr.shape[i] for i in xb]
+        if m == 0 or n == 0 or _prod(bshape) == 0:
+            self.units.append(("dot_general", [], 0, 0))
+            return
+        if k == 0:
+            self.fill_zero(e)
+            return
+        ta, lda = _blas_matrix(xr, xf, xc)
+        tb, ldb = _blas_matrix(yr, yc, yf)
+        bat = _collapse(bshape, [[xr.strides[i] for i in xb], [yr.strides[i] for i in yb], list(o.strides[:nb])])
+        ct = CTYPE[dt]
+        one, zero = c_literal(1, dt), c_literal(0, dt)
+        pre = [L.Stmt(f"{ct}* o0 = {o.ptr()};\nconst {ct}* a0 = {xr.ptr()};\nconst {ct}* b0 = {yr.ptr()};")]
+        gemm = "SGEMM" if kind == "s" else "DGEMM"
+        flag = {"N": 111, "T": 112}
+        nbatch = _prod(bshape)
+        work = nbatch * m * n * k
+
+        def call(a, b, c, mm, nn):
+            return (f"{gemm}(101, {flag[ta]}, {flag[tb]}, {mm}, {nn}, {k}, {one}, {a}, {lda}, {b}, {ldb}, "
+                    f"{zero}, {c}, {n});")
+        if nbatch > 1:
+            bvars = [f"bat{d}" for d in range(len(bat))]
+            idx = [L.Stmt(f"int64_t rem = bi;")]
+            for d in reversed(range(len(bat))):
+                idx.append(L.Stmt(f"const int64_t {bvars[d]} = rem % {bat[d][0]}; rem /= {bat[d][0]};"))
+            offs = [_index(bvars, [d[1][j] for d in bat]) for j in range(3)]
+            body = idx + [L.Stmt(call(f"a0 + {offs[0]}", f"b0 + {offs[1]}", f"o0 + {offs[2]}", m, n))]
+            loop = L.Loop("bi", nbatch, body, parallel=work >= GEMM_PAR_MIN)
+            nest = pre + [loop] if loop.parallel else pre + [L.Stmt("#pragma omp single\n{"), loop, L.Stmt("}")]
+            lines = L.render([L.Stmt("{")] + nest + [L.Stmt("}")])
+        elif work < GEMM_PAR_MIN:
+            lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + [L.Stmt(call("a0", "b0", "o0", m, n)), L.Stmt("}")])
+        else:
+            # each thread multiplies a fixed block of the larger of m and n (multiples of 8)
+            if n >= m:
+                a_off, b_off, c_off = "0", ("lo" if tb == "N" else f"lo * {ldb}"), "lo"
+                size, c = n, call("a0", f"b0 + {b_off}", f"o0 + {c_off}", m, "hi - lo")
+            else:
+                a_off, c_off = ("lo * " + str(lda) if ta == "N" else "lo"), f"lo * {n}"
+                size, c = m, call(f"a0 + {a_off}", "b0", f"o0 + {c_off}", "hi - lo", n)
+            rng = (f"const int64_t lo = tid ? ((int64_t){size} * tid / nt) & ~(int64_t)7 : 0;\n"
+                   f"const int64_t hi = tid == nt - 1 ? {size} : ((int64_t){size} * (tid + 1) / nt) & ~(int64_t)7;\n"
+                   f"if (hi > lo) {c}")
+            lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng), L.Stmt("}"), L.Stmt("#pragma omp barrier")])
+        itemsize = e.out.aval.dtype.itemsize
+        self.units.append(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
+
+    def fill_zero(self, e) -> None:
+        out = self.refs[e.out]
+        val = c_literal(0, e.out.aval.dtype.name)
+        lines = L.render([L.Stmt("{")] + self.loops(e.out.aval.shape, [out], [], lambda ld: ([], [val])) + [L.Stmt("}")])
+        self.units.append(("dot_general", lines, 0, 0))
+
+
+def _merge(sizes, strides):
+    """(size, stride) of dims read as one (stride None when size <= 1), or None if they do not merge."""
+    dims = [(n, s) for n, s in zip(sizes, strides) if n != 1]
+    if not dims:
+        return _prod(sizes), None
+    for (n0, s0), (n1, s1) in zip(dims, dims[1:]):
+        if s0 != s1 * n1:
+            return None
+    return _prod(sizes), dims[-1][1]
+
+
+def _blas_matrix(ref: Ref, rows, cols) -> tuple:
+    """('N' or 'T', leading dimension) reading `ref` as a rows x cols matrix, or Unsupported."""
+    r = _merge([ref.shape[i] for i in rows], [ref.strides[i] for i in rows])
+    c = _merge([ref.shape[i] for i in cols], [ref.strides[i] for i in cols])
+    if r is not None and c is not None:
+        (nr, rs), (nc, cs) = r, c
+        if cs in (1, None):
+            ld = rs if rs is not None else max(nc, 1)
+            if ld >= max(nc, 1):
+                return "N", ld
+        if rs in (1, None):
+            ld = cs if cs is not None else max(nr, 1)
+            if ld >= max(nr, 1):
+                return "T", ld
+    raise Unsupported("a GEMM operand whose layout BLAS cannot read (it would need a copy)")
+
+
+class MultiGroup:
+    """Groups doing the same arithmetic on different tensors (an optimizer's update of each
+    parameter) as one multi-tensor kernel: one flat index space over all of their elements."""
+
+    prim = None
+
+    def __init__(self, groups: list):
+        self.groups = groups
+        self.eqns = [e for g in groups for e in g.eqns]
+        self.inputs = list(dict.fromkeys(v for g in groups for v in g.inputs))
+        self.outputs = [v for g in groups for v in g.outputs]
+        self._member = {v: i for i, g in enumerate(groups) for v in g.outputs + g.inputs}
+
+    def same_tensor(self, out, x) -> bool:
+        """Whether `out` may overwrite `x` (both belong to one member)."""
+        return self._member.get(out) == self._member.get(x)
+
+    def __repr__(self) -> str:
+        return f"MultiGroup({len(self.groups)} x {self.groups[0]!r})"
+
+
+def _freeze(x):
+    if isinstance(x, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
+    if isinstance(x, (list, tuple)):
+        return tuple(_freeze(v) for v in x)
+    return x if isinstance(x, (int, float, str, bool, type(None))) else repr(x)
+
+
+def _arith_key(g: Group, size: int):
+    """What a group computes, independent of which tensors and of their size (None: not batchable)."""
+    pos = {}
+    ins = []
+    for k, v in enumerate(g.inputs):
+        n = _prod(v.aval.shape)
+        if n not in (1, size):
+            return None  # a broadcast that is neither full nor one element
+        pos[v] = ("in", k)
+        ins.append((v.aval.dtype.name, n == 1))
+    body = []
+    for n, e in enumerate(g.eqns):
+        args = tuple(("lit", a.aval.dtype.name, repr(a.value)) if isinstance(a, Literal) else pos[a]
+                     for a in e.inputs)
+        body.append((e.prim.name, _freeze(e.params), args, e.out.aval.dtype.name))
+        pos[e.out] = ("t", n)
+    return tuple(ins), tuple(body), tuple(pos[v] for v in g.outputs)
+
+
+def _multi_tensor(graph, units: list) -> list:
+    """Batch groups that compute the same thing on different tensors and whose results only leave
+    the graph (optimizer updates) into one MultiGroup each, placed where the last of them was."""
+    readers = {}
+    for e in graph.eqns:
+        for a in e.inputs:
+            if isinstance(a, Var):
+                readers.setdefault(a, set()).add(id(e))
+    by_key = {}
+    for u in units:
+        if not isinstance(u, Group):
+            continue
+        own = {id(e) for e in u.eqns}
+        if any(readers.get(v, set()) - own for v in u.outputs):
+            continue
+        size = _prod(u.shape)
+        if size < 2:
+            continue
+        key = _arith_key(u, size)
+        if key is not None:
+            by_key.setdefault(key, []).append(u)
+    out = list(units)
+    for members in by_key.values():
+        full = [v for g in members for v, (_, scalar) in zip(g.inputs, _arith_key(g, _prod(g.shape))[0])
+                if not scalar]
+        if len(members) < 2 or len(full) != len(set(full)):
+            continue
+        m = MultiGroup(members)
+        ids = {id(g) for g in members}
+        last = max(i for i, u in enumerate(out) if id(u) in ids)
+        out[last] = m
+        out = [u for u in out if id(u) not in ids]
+    return out
+
+
+def units_of(graph, multi_tensor: bool = True) -> list:
+    """The graph as units in execution order: fused Groups, MultiGroups and single equations."""
+    units = schedule(graph, elementwise_groups(graph))
+    return _multi_tensor(graph, units) if multi_tensor else units
+
+
+def _prelude(bits: dict) -> str:
+    lines = [PRELUDE, "#ifdef _OPENMP\n#include <omp.h>\n#endif"]
+    for kind, ct in (("s", "float"), ("d", "double")):
+        if kind in bits:
+            bi = "int64_t" if bits[kind] == 64 else "int"
+            lines.append(f"typedef void (*{kind}gemm_t)(int, int, int, {bi}, {bi}, {bi}, {ct}, const {ct}*, {bi}, "
+                         f"const {ct}*, {bi}, {ct}, {ct}*, {bi});\nstatic {kind}gemm_t {kind.upper()}GEMM;")
+    lines.append("static int (*BLAS_LOCAL)(int);")
+    init = ["void ember_init(void* s, void* d, void* local)", "{"]
+    for kind in bits:
+        init.append(f"    {kind.upper()}GEMM = ({kind}gemm_t)({kind});")
+    init += ["    BLAS_LOCAL = (int (*)(int))local;", "    (void)s; (void)d;  /* unused when a graph has no GEMM of that type */", "}"]
+    return "\n".join(lines + init)
+
+
+class NativeExecutable:
+    """`run(inputs) -> outputs` with one native call; the same contract as ArenaExecutable."""
+
+    def __init__(self, graph, persistent_outputs=()):
+        self.graph = graph
+        units = units_of(graph)
+        for u in units:
+            if u.prim is None:
+                continue
+            name = u.prim.name
+            if not (name in VIEW_PRIMS or name in _REDUCE or name in ("dot_general", "full")):
+                raise Unsupported(name)
+        for a in graph.constvars + graph.invars + [e.out for e in graph.eqns]:
+            if a.aval.dtype.name not in CTYPE:
+                raise Unsupported(f"values of dtype {a.aval.dtype.name}")
+        self.units = units
+        # results the caller gets (not state, not gradients) are written straight into a new
+        # array at each call, as the caller would otherwise copy them out of the arena
+        fresh = {o for o, a in enumerate(graph.outvars) if isinstance(a, Var) and o not in graph.aliases
+                 and o not in persistent_outputs}
+        self.plan = p = plan(graph, set(persistent_outputs) | fresh, steps=units, contiguous_inputs=True)
+        n_in, n_const = len(graph.invars), len(graph.constvars)
+        persistent = sorted(o for o in p.pinned if o not in graph.aliases)
+        self.fresh = [o for o in persistent if o in fresh]
+        self.io_index = {o: n_in + n_const + j for j, o in enumerate(persistent)}
+        refs = {}
+
+        def base_ref(v):
+            b = p.buffer_of[v]
+            dt = v.aval.dtype.name
+            shape = v.aval.shape
+            if b.kind == "arena":
+                return Ref(f"(A + {b.offset})", 0, shape, _contig(shape), dt)
+            if b.kind == "input":
+                return Ref(f"io[{b.index}]", 0, shape, _contig(shape), dt)
+            if b.kind == "const":
+                return Ref(f"io[{n_in + b.index}]", 0, shape, _contig(shape), dt)
+            o = b.index  # an output written at its destination
+            slot = graph.aliases[o] if o in graph.aliases else self.io_index[o]
+            return Ref(f"io[{slot}]", 0, shape, _contig(shape), dt)
+        for v in graph.constvars + graph.invars:
+            refs[v] = base_ref(v)
+        bits = {}
+        for kind in "sd":
+            g = blas.gemm(kind)
+            if g is not None:
+                bits[kind] = g[1]
+        self.bits = bits
+        r = _Renderer(refs)
+        for u in units:
+            if u.prim is None:
+                for v in u.outputs:
+                    refs[v] = base_ref(v)
+                r.multi(u) if isinstance(u, MultiGroup) else r.group(u)
+                continue
+            e = u
+            name = e.prim.name
+            x = e.inputs[0] if e.inputs else None
+            if name in VIEW_PRIMS and p.buffer_of[e.out] is p.buffer_of[x]:
+                refs[e.out] = refs[x].view(name, e.params, e.out.aval.shape)
+                continue
+            refs[e.out] = base_ref(e.out)
+            if name in VIEW_PRIMS:
+                if name != "reshape":
+                    raise Unsupported(name)
+                r.copy(e)
+            elif name in _REDUCE:
+                r.reduce(e)
+            elif name == "dot_general":
+                r.dot(e, bits)
+            else:
+                r.fill(e)
+        self.refs = refs
+        self.kernels = r.units
+        body = []
+        for u, (label, lines, _, _) in enumerate(r.units):
+            body.append(f"    /* unit {u}: {label} */")
+            body.extend("    " + s for s in lines)
+            body.append(f"    if (prof && tid == 0) {{ double now = omp_get_wtime(); prof[{u}] += now - t; t = now; }}")
+        self.source = "\n".join([
+            _prelude(bits),
+            f"void {ENTRY}(char* A, void** io, int nthreads, double* prof)",
+            "{",
+            "    #pragma omp parallel num_threads(nthreads)",
+            "    {",
+            "    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();",
+            "    (void)tid; (void)nt;",
+            "    if (BLAS_LOCAL) BLAS_LOCAL(1);",
+            "    double t = prof ? omp_get_wtime() : 0;",
+            *body,
+            "    if (BLAS_LOCAL) BLAS_LOCAL(0);",
+            "    }",
+            "}", ""])
+        lib = build.load_library(self.source, FLAGS)
+        if lib is None:
+            raise Unsupported("no working C compiler")
+        self.lib = lib
+        init = getattr(lib, INIT)
+        init.argtypes = [ctypes.c_void_p] * 3
+        init.restype = None
+        init(*(blas.gemm(k)[0] if k in bits else None for k in "sd"), blas.set_threads_local_address())
+        self.fn = getattr(lib, ENTRY)
+        self.fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_void_p]
+        self.fn.restype = None
+        # the arena: one anonymous mapping, advised for transparent huge pages
+        size = max(p.peak, 1)
+        self._map = mmap.mmap(-1, (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
+        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                self._map.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass
+        self.arena = np.frombuffer(self._map, np.uint8)[:p.peak]
+        self._arena_ptr = self.arena.ctypes.data
+        self.io = (ctypes.c_void_p * (n_in + n_const + len(persistent)))()
+        self.consts = [np.ascontiguousarray(c, v.aval.dtype.np) for v, c in zip(graph.constvars, graph.consts)]
+        for j, c in enumerate(self.consts):
+            self.io[n_in + j] = c.ctypes.data
+        self.persistent = {}
+        for o in persistent:
+            if o in fresh:
+                continue
+            a = graph.outvars[o]
+            arr = self.persistent[o] = np.empty(a.aval.shape, a.aval.dtype.np)
+            self.io[self.io_index[o]] = arr.ctypes.data
+        self._fresh = [(o, self.io_index[o], graph.outvars[o].aval.shape, graph.outvars[o].aval.dtype.np)
+                       for o in self.fresh]
+        self.n_in = n_in
+        self.calls = 0
+
+    def _array(self, v, inputs, new) -> np.ndarray:
+        """A numpy view of value `v` after a call: in the arena, an input, a constant or an output
+        (`new`: this call's fresh output arrays)."""
+        ref = self.refs[v]
+        dt = v.aval.dtype.np
+        base = ref.base
+        if base.startswith("(A + "):
+            flat = np.frombuffer(self._map, np.uint8)[int(base[5:-1]):]
+        else:
+            k = int(base[3:-1])
+            if k < self.n_in:
+                src = inputs[k]
+            elif k < self.n_in + len(self.consts):
+                src = self.consts[k - self.n_in]
+            else:
+                o = next(o for o, slot in self.io_index.items() if slot == k)
+                src = new[o] if o in new else self.persistent[o]
+            flat = src.reshape(-1).view(np.uint8)
+        item = dt.itemsize
+        start = ref.offset * item
+        return np.lib.stride_tricks.as_strided(flat[start:].view(dt), ref.shape, [s * item for s in ref.strides])
+
+    def run(self, inputs, prof=None):
+        io = self.io
+        fixed = []
+        for k, x in enumerate(inputs):
+            if not x.flags.c_contiguous:
+                c = np.ascontiguousarray(x)
+                fixed.append((k, x, c))
+                x = c
+            io[k] = x.ctypes.data
+        if fixed:
+            inputs = list(inputs)
+            for k, _, c in fixed:
+                inputs[k] = c
+        new = {}
+        for o, slot, shape, dtype in self._fresh:
+            arr = new[o] = np.empty(shape, dtype)
+            io[slot] = arr.ctypes.data
+        self.fn(self._arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data)
+        self.calls += 1
+        g = self.graph
+        res = []
+        for o, a in enumerate(g.outvars):
+            if isinstance(a, Literal):
+                res.append(np.asarray(a.value, a.aval.dtype.np).copy())
+            elif o in new:
+                res.append(new[o])
+            elif o in self.persistent:
+                res.append(self.persistent[o])
+            elif o in g.aliases:
+                if o not in self.plan.pinned:
+                    np.copyto(inputs[g.aliases[o]], self._array(a, inputs, new), casting="unsafe")
+                res.append(None)
+            else:
+                res.append(np.array(self._array(a, inputs, new)))
+        for k, x, c in fixed:  # a non-contiguous state input: its update goes back into the caller's view
+            if any(g.aliases.get(o) == k for o in range(len(g.outvars))):
+                np.copyto(x, c)
+        for k in range(len(inputs)):
+            io[k] = None
+        return res
+
+    def profile(self, inputs, repeats: int = 10) -> list:
+        """[(label, seconds per call, flops, bytes)] per unit, over `repeats` calls."""
+        prof = np.zeros(len(self.kernels), np.float64)
+        for _ in range(repeats):
+            self.run(inputs, prof)
+        return [(label, t / repeats, fl, nb) for (label, _, fl, nb), t in zip(self.kernels, prof)]
+
+
+def kernel_table(rows: list) -> str:
+    """The per-kernel table of `NativeExecutable.profile`: time, GFLOP/s and GB/s."""
+    total = sum(r[1] for r in rows) or 1.0
+    out = [f"{'unit':>4} {'ms':>9} {'share':>6} {'GFLOP/s':>8} {'GB/s':>7}  kernel"]
+    for u, (label, t, flops, nbytes) in enumerate(rows):
+        gf = flops / t / 1e9 if t > 0 else 0.0
+        gb = nbytes / t / 1e9 if t > 0 else 0.0
+        out.append(f"{u:>4} {t * 1e3:>9.4f} {t / total:>6.1%} {gf:>8.2f} {gb:>7.2f}  {label[:90]}")
+    out.append(f"{'':>4} {total * 1e3:>9.4f}  total")
+    return "\n".join(out)

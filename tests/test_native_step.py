@@ -1,0 +1,312 @@
+"""Sink mode (BE-16): a jitted step as one generated C function; the multi-tensor optimizer kernel;
+BE-1 kernels (reductions, GEMMs, fused elementwise) against eager and the numpy executor; the one
+thread runtime (MD-16); an AddressSanitizer run."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import ember
+import ember.nn.functional as F
+from ember.codegen import build
+from ember.ir.core import Var
+from ember.codegen.step import MultiGroup, NativeExecutable, units_of
+from _bench_models import build as build_model
+
+pytestmark = pytest.mark.skipif(not build.available(), reason="needs a C compiler")
+
+
+def _entry(j):
+    (ent,) = j.cache.values()
+    return ent
+
+
+def _native(j) -> NativeExecutable:
+    exe = _entry(j).exe
+    assert isinstance(exe, NativeExecutable), j.explain
+    return exe
+
+
+def _run(model, opt, backend, steps=4):
+    P, o, data, step = build_model(model, ember, opt)
+    f = step if backend == "eager" else ember.jit(step, backend=backend)
+    losses = [float(f(*data[i % len(data)]).item()) for i in range(steps)]
+    return losses, {k: p.detach().numpy().copy() for k, p in P.items()}, f
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw", "sgd"])
+def test_be16_mlp_step_native_matches_eager_and_numpy_executor(opt):
+    le, pe, _ = _run("mlp", opt, "eager")
+    ln, pn, _ = _run("mlp", opt, "numpy")
+    lc, pc, f = _run("mlp", opt, "native")
+    _native(f)
+    np.testing.assert_allclose(lc, le, rtol=1e-5)
+    np.testing.assert_allclose(lc, ln, rtol=1e-5)
+    for k in pe:
+        np.testing.assert_allclose(pc[k], pe[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("model", ["cnn", "gpt"])
+def test_be16_graphs_without_a_native_form_fall_back_and_say_why(model):
+    le, pe, _ = _run(model, None, "eager", steps=2)
+    lc, pc, f = _run(model, None, "native", steps=2)
+    assert "numpy executor: no native form for" in f.explain[0]
+    np.testing.assert_allclose(lc, le, rtol=1e-5)
+
+
+def test_be16_structure_of_the_mlp_step():
+    """AdamW is one kernel for all parameters (one dtype group); no transpose or reshape is
+    copied before a GEMM; no parameter is copied back; one native call per step; the arena is
+    exactly the planned peak."""
+    P, opt, data, step = build_model("mlp", ember, "adamw")
+    j = ember.jit(step, backend="native")
+    j(*data[0])
+    exe = _native(j)
+    g = exe.graph
+    multi = [u for u in exe.units if isinstance(u, MultiGroup)]
+    assert len(multi) == 1 and len(multi[0].groups) == len(P)
+    assert sum("tensors:" in label for label, *_ in exe.kernels) == 1
+    assert not [label for label, *_ in exe.kernels if label == "copy"]
+    producer = {e.out: e for e in g.eqns}
+    for e in g.eqns:
+        if e.prim.name == "dot_general":
+            assert not [a for a in e.inputs if a in producer and producer[a].prim.name == "transpose"]
+    assert set(g.aliases) <= set(exe.plan.pinned)  # every state update written at its destination
+    ptrs = {k: p.data_ptr() for k, p in P.items()}
+    calls = exe.calls
+    for i in range(1, 4):
+        j(*data[i])
+    assert exe.calls == calls + 3 and j.trace_count == 1
+    assert {k: p.data_ptr() for k, p in P.items()} == ptrs
+    assert exe.arena.nbytes == exe.plan.peak
+
+
+def test_be16_no_transpose_materialised_before_a_gemm_in_the_gpt_graph():
+    P, opt, data, step = build_model("gpt", ember)
+    g = ember.jit(step).lower(*data[0])
+    producer = {e.out: e for e in g.eqns}
+    dots = [e for e in g.eqns if e.prim.name == "dot_general"]
+    assert dots
+    for e in dots:
+        assert not [a for a in e.inputs if a in producer and producer[a].prim.name == "transpose"]
+
+
+# ---------------------------------------------------------------- kernels against eager
+def _check(fn, *arrays, rtol=1e-6, atol=0.0, equal_nan=True):
+    xs = [ember.tensor(a) for a in arrays]
+    want = fn(*xs)
+    j = ember.jit(fn, backend="native")
+    got = j(*xs)
+    _native(j)
+    want = want if isinstance(want, (tuple, list)) else [want]
+    got = got if isinstance(got, (tuple, list)) else [got]
+    for w, g_ in zip(want, got):
+        assert g_.shape == w.shape and g_.dtype == w.dtype
+        np.testing.assert_allclose(g_.numpy(), w.numpy(), rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def _special(a):
+    a = a.copy()
+    flat = a.reshape(-1)
+    for i, v in enumerate([np.nan, np.inf, -np.inf, -0.0, 1e-40]):
+        if flat.size > 3 * i + 1:
+            flat[3 * i + 1] = v
+    return a
+
+
+SHAPES = [(0,), (1,), (7,), (5, 1), (3, 0, 4), (13, 31), (2, 3, 17)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("op", ["sum", "amax", "amin"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_be1_reductions_match_eager(shape, op, dtype):
+    rng = np.random.default_rng(0)
+    a = (rng.standard_normal(shape) * 10).astype(dtype)
+    if dtype != np.int32:
+        a = _special(a)
+    for axis in range(len(shape)):
+        if op != "sum" and shape[axis] == 0:
+            continue
+        _check(lambda x: getattr(x, op)(axis), a, rtol=2e-6)
+        _check(lambda x: getattr(x.transpose(0, -1), op)(axis), a, rtol=2e-6)  # a strided view
+    if op == "sum" or 0 not in shape:
+        _check(lambda x: getattr(x, op)(), a, rtol=2e-6)
+
+
+def test_be1_bool_sum_and_mean_of_large_rows():
+    rng = np.random.default_rng(1)
+    _check(lambda x: x.sum(1), rng.random((3, 1031)) < 0.5)
+    _check(lambda x: (x.mean(1), x.mean(0)), rng.standard_normal((37, 1031)).astype(np.float32), rtol=1e-5,
+           atol=1e-7)
+
+
+@pytest.mark.parametrize("m,k,n", [(1, 1, 1), (7, 1, 13), (1, 31, 1), (67, 31, 7), (4, 0, 3), (0, 5, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_be1_gemm_every_transpose_is_a_flag(m, k, n, dtype):
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    _check(lambda x, y: x @ y, a, b, **tol)
+    _check(lambda x, y: (x.T.contiguous().T @ y.T.contiguous().T), a, b, **tol)
+    _check(lambda x, y: y.T @ x.T, a, b, **tol)
+    _check(lambda x, y: x[:, :k] @ (y * 2), a, b, **tol)
+
+
+def test_be1_batched_and_sliced_gemm_operands():
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((2, 5, 3, 12)).astype(np.float32)
+    _check(lambda t: t[..., :4].transpose(1, 2) @ t[..., 4:8].transpose(1, 2).transpose(-1, -2), q,
+           rtol=1e-5, atol=1e-6)
+    w = rng.standard_normal((12, 6)).astype(np.float32)
+    _check(lambda t, w: t @ w, q, w, rtol=1e-5, atol=1e-6)
+
+
+def test_be1_fused_elementwise_with_broadcasts_views_and_integers():
+    rng = np.random.default_rng(4)
+    x = _special(rng.standard_normal((13, 31)).astype(np.float32))
+    r = rng.standard_normal((31,)).astype(np.float32)
+    _check(lambda x, r: ember.tanh(x.T.T * r + 1) * ember.sigmoid(x), x, r, rtol=4e-7)
+    _check(lambda x, r: ember.exp(x[::2, 1:] - r[1:]) / (1 + x[::2, :-1].abs()), x, r, rtol=4e-7)
+    i = rng.integers(-2**31, 2**31 - 1, (7, 5), dtype=np.int64).astype(np.int32)
+    _check(lambda a: (a * 3 + 2147483647, a - a.T.T * 2), i)
+    _check(lambda a: ember.where(a > 0, a, 0.5 * a), x)
+
+
+def test_be1_groups_with_an_outside_path_through_other_groups_still_schedule():
+    """A group must not absorb a value whose inputs come, through other groups, from itself."""
+    def f(x, y):
+        m = x.amax(1, keepdim=True)
+        s = x - m
+        e = ember.exp(s)
+        z = e.sum(1)
+        lse = ember.log(z)
+        mask = (y >= 0)
+        w = ember.where(mask, lse, 0.0)
+        c = w.sum() / mask.float().sum()
+        g = ember.where(mask, c / z, 0.0)
+        return ember.where(y.reshape(-1, 1) == 0, -g.reshape(-1, 1), 0.0) + g.reshape(-1, 1) * e
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((6, 10)).astype(np.float32)
+    y = rng.integers(-1, 3, (6,))
+    g = ember.jit(f).lower(ember.tensor(x), ember.tensor(y))
+    order = units_of(g)
+    done = set(g.invars) | set(g.constvars)
+    for u in order:
+        assert all(a in done for a in u.inputs if isinstance(a, Var))
+        done.update(u.outputs if u.prim is None else [u.out])
+    _check(f, x, y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("sizes", [[2, 7], [1031, 2, 5, 3]])
+def test_be16_multi_tensor_update_matches_eager(sizes):
+    rng = np.random.default_rng(6)
+    init = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    res = []
+    for backend in ("eager", "native"):
+        ps = [ember.tensor(a.copy(), requires_grad=True) for a in init]
+        opt = ember.optim.AdamW(ps, lr=1e-2, weight_decay=0.1)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = sum((p @ p for p in ps), ember.tensor(0.0))
+            loss.backward()
+            opt.step()
+            return loss
+        f = step if backend == "eager" else ember.jit(step, backend="native")
+        for _ in range(3):
+            f()
+        if backend == "native":
+            assert sum(isinstance(u, MultiGroup) for u in _native(f).units) == 1
+        res.append([p.detach().numpy().copy() for p in ps])
+    for a, b in zip(*res):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------- the thread runtime
+def test_md16_one_knob_and_bitwise_reproducible_at_a_fixed_count():
+    from ember._core import blas
+    prev = ember.get_num_threads()
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((96, 300)).astype(np.float32)
+    w = rng.standard_normal((300, 200)).astype(np.float32)
+
+    def f(x, w):
+        h = ember.tanh(x @ w)
+        return h.sum(0), h.sum(1), (h * 2 + 1)
+    try:
+        with ember.num_threads(2):
+            assert ember.get_num_threads() == 2
+            if blas.get_num_threads() is not None:
+                assert blas.get_num_threads() == 2
+            j = ember.jit(f, backend="native")
+            a = [t.numpy().copy() for t in j(ember.tensor(x), ember.tensor(w))]
+            b = [t.numpy().copy() for t in j(ember.tensor(x), ember.tensor(w))]
+            _native(j)
+        assert ember.get_num_threads() == prev
+        for u, v in zip(a, b):
+            assert np.array_equal(u, v)
+        with ember.num_threads(1):
+            c = [t.numpy() for t in j(ember.tensor(x), ember.tensor(w))]
+        for u, v in zip(a, c):
+            np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-4)
+        ref = f(ember.tensor(x), ember.tensor(w))
+        for u, v in zip(a, ref):
+            np.testing.assert_allclose(u, v.numpy(), rtol=1e-4, atol=1e-4)
+    finally:
+        ember.set_num_threads(prev)
+    with pytest.raises(ValueError, match="positive"):
+        ember.set_num_threads(0)
+
+
+# ---------------------------------------------------------------- inspection
+def test_be16_inspect_shows_units_source_and_kernel_table():
+    P, opt, data, step = build_model("mlp", ember, "adam")
+    j = ember.jit(step, backend="native")
+    before = {k: p.detach().numpy().copy() for k, p in P.items()}
+    text = str(ember.inspect(j, *data[0]))
+    for part in ("--- native step:", "tensors: ", "--- generated C", "ember_step", "GFLOP/s", "GB/s"):
+        assert part in text
+    for k, p in P.items():  # the kernel table ran on copies: the user's state did not move
+        assert np.array_equal(p.detach().numpy(), before[k])
+
+
+# ---------------------------------------------------------------- AddressSanitizer
+def _libasan():
+    try:
+        r = subprocess.run([build.compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True,
+                           timeout=60)
+    except OSError:
+        return None
+    path = r.stdout.strip()
+    return path if r.returncode == 0 and os.path.isabs(path) and os.path.exists(path) else None
+
+
+@pytest.mark.skipif(_libasan() is None, reason="no libasan for the C compiler")
+def test_be1_native_step_under_address_sanitizer(tmp_path):
+    script = textwrap.dedent("""
+        import numpy as np, ember
+        from _bench_models import build
+        for model, opt in (("mlp", "adamw"), ("mlp", "sgd")):
+            P, o, data, step = build(model, ember, opt)
+            j = ember.jit(step, backend="native")
+            for i in range(3):
+                j(*data[i])
+            assert "numpy executor" not in " ".join(j.explain), j.explain
+        x = ember.tensor(np.random.default_rng(0).standard_normal((37, 1031)).astype(np.float32))
+        f = ember.jit(lambda x: (x.sum(0), x.amax(1), (x.T @ x).sum(), ember.tanh(x[::2] * 2)), backend="native")
+        for t, r in zip(f(x), (x.sum(0), x.amax(1), (x.T @ x).sum(), ember.tanh(x[::2] * 2))):
+            np.testing.assert_allclose(t.numpy(), r.numpy(), rtol=1e-4, atol=1e-3)
+        print("ok")
+    """)
+    env = dict(os.environ, LD_PRELOAD=_libasan(), ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+               EMBER_CFLAGS="-fsanitize=address -fno-omit-frame-pointer", EMBER_CACHE_DIR=str(tmp_path),
+               PYTHONPATH=os.path.dirname(__file__) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="2")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-3000:] + r.stderr[-6000:]
+    assert "AddressSanitizer" not in r.stderr
