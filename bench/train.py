@@ -48,6 +48,7 @@ if not a.warm_cache:
     atexit.register(shutil.rmtree, _tmp, True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_tmp, "inductor")
     os.environ["CACHEDB"] = os.path.join(_tmp, "tinygrad_cache.db")
+    os.environ["EMBER_CACHE_DIR"] = os.path.join(_tmp, "ember")
 
 import numpy as np  # noqa: E402
 

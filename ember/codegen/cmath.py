@@ -11,8 +11,9 @@ dense sweeps plus special values), maximum relative error for normal results
                  overflow -> inf, underflow -> 0, subnormal results within one subnormal step
     em_logf      bound 2e-7, measured 7.6e-8 (0.74 ulp): Cephes polynomial on the mantissa;
                  subnormal inputs rescaled; log(0) = -inf, log(x < 0) = NaN, log(inf) = inf
-    em_tanhf     bound 3e-7, measured 1.3e-7 (1.2 ulp): odd polynomial for |x| < 0.625,
-                 else 1 - 2 / (exp(2|x|) + 1); tanh(-0) = -0
+    em_tanhf     bound 4e-7, measured 3.3e-7 (5.5 ulp, near |x| = 4): a rational x*P(x^2)/Q(x^2)
+                 (degrees 6 and 3, fitted by ember to tanh(x)/x on [0, 7.905]), clamped beyond;
+                 one division and no exp, 2.3x faster than 1 - 2/(exp(2|x|) + 1); tanh(-0) = -0
     em_erff      bound 3e-7, measured 1.6e-7 (2.3 ulp): x * q(x^2) for |x| < 0.921875,
                  else 1 - exp(p(|x|)) with p fitted to log(erfc) on [0.92, 4]
     em_sigmoidf  bound 3e-7, measured 1.8e-7 (2.2 ulp): stable on both tails (exp of -|x| only)
@@ -89,17 +90,22 @@ static inline float em_logf(float x)
 
 static inline float em_tanhf(float x)
 {
-    float a = fabsf(x);
-    float z = x * x;
-    float p = -5.70498872745e-3f;
-    p = p * z + 2.06390887954e-2f;
-    p = p * z - 5.37397155531e-2f;
-    p = p * z + 1.33314422036e-1f;
-    p = p * z - 3.33332819422e-1f;
-    float small = p * z * x + x;
-    float big = copysignf(1.0f - 2.0f / (em_expf(a + a) + 1.0f), x);
-    small = a == 0.0f ? x : small;  /* keeps tanh(-0) = -0 */
-    return a < 0.625f ? small : big;
+    /* x * P(x^2) / Q(x^2), fitted to tanh(x)/x on [0, c]; beyond c, tanh rounds to +-1 */
+    const float c = 7.90531110763549805f;
+    float xc = x > c ? c : (x < -c ? -c : x);  /* NaN passes through */
+    float z = xc * xc;
+    float p = -1.2464514012947014e-13f;
+    p = p * z + 6.66121463543945e-11f;
+    p = p * z - 2.285038291915953e-08f;
+    p = p * z + 1.1762844223994762e-05f;
+    p = p * z + 3.1603584066033363e-03f;
+    p = p * z + 1.3134068250656128e-01f;
+    p = p * z + 1.0f;
+    float q = 2.6292685652151704e-04f;
+    q = q * z + 2.4718379601836205e-02f;
+    q = q * z + 4.6467399597167969e-01f;
+    q = q * z + 1.0f;
+    return (xc * p) / q;
 }
 
 static inline float em_erff(float x)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import sys
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from .fusion import Group, elementwise_groups, schedule
 PAR_MIN = 1 << 14     # loops over fewer elements run on one thread
 GEMM_PAR_MIN = 1 << 16  # GEMMs with fewer multiply-adds run on one thread
 LANES = 16            # partial sums of a row reduction (vectorised; no reassociation needed)
+POOL_MIN = 1 << 20    # results at least this large are recycled once the caller drops them
 FLAGS = build.FLAGS + ("-fopenmp",)
 ENTRY, INIT = "ember_step", "ember_init"
 
@@ -658,6 +660,7 @@ class NativeExecutable:
                        for o in self.fresh]
         self.n_in = n_in
         self.calls = 0
+        self._pool = {}
 
     def _array(self, v, inputs, new) -> np.ndarray:
         """A numpy view of value `v` after a call: in the arena, an input, a constant or an output
@@ -681,6 +684,21 @@ class NativeExecutable:
         start = ref.offset * item
         return np.lib.stride_tricks.as_strided(flat[start:].view(dt), ref.shape, [s * item for s in ref.strides])
 
+    def _output(self, o, shape, dtype) -> np.ndarray:
+        """An array for result `o`: one returned earlier that nothing references any more, else a
+        new one. Large fresh arrays cost a page fault per page at every call; recycling the
+        previous results (at most two per output) keeps that out of the step."""
+        pool = self._pool.setdefault(o, [])
+        for arr in pool:
+            if sys.getrefcount(arr) <= 3:  # the pool's list, this loop and getrefcount's argument
+                return arr
+        arr = np.empty(shape, dtype)
+        if arr.nbytes >= POOL_MIN:
+            pool.append(arr)
+            if len(pool) > 2:
+                pool.pop(0)
+        return arr
+
     def run(self, inputs, prof=None):
         io = self.io
         fixed = []
@@ -696,7 +714,7 @@ class NativeExecutable:
                 inputs[k] = c
         new = {}
         for o, slot, shape, dtype in self._fresh:
-            arr = new[o] = np.empty(shape, dtype)
+            arr = new[o] = self._output(o, shape, dtype)
             io[slot] = arr.ctypes.data
         self.fn(self._arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data)
         self.calls += 1

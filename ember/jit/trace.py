@@ -250,20 +250,22 @@ def flatten(tree, path="", leaves=None, paths=None):
     return leaves, ("static", tree), paths
 
 
-def unflatten(treedef, leaves):
-    it = iter(leaves)
+def _build(d, it):
+    if d == "*":
+        return next(it)
+    tag = d[0]
+    if tag == "static":
+        return d[1]
+    if tag == "dict":
+        return {k: _build(x, it) for k, x in zip(d[1], d[2])}
+    items = [_build(x, it) for x in d[1]]
+    return tuple(items) if tag == "tuple" else items
 
-    def build(d):
-        if d == "*":
-            return next(it)
-        tag = d[0]
-        if tag == "static":
-            return d[1]
-        if tag == "dict":
-            return {k: build(x) for k, x in zip(d[1], d[2])}
-        items = [build(x) for x in d[1]]
-        return tuple(items) if tag == "tuple" else items
-    return build(treedef)
+
+def unflatten(treedef, leaves):
+    # a module-level helper, not a recursive closure: that would be a reference cycle keeping the
+    # leaves (the caller's results) alive until the garbage collector runs
+    return _build(treedef, iter(leaves))
 
 
 class Traced:
