@@ -171,6 +171,7 @@ def test_be1_fused_elementwise_with_broadcasts_views_and_integers():
     x = _special(rng.standard_normal((13, 31)).astype(np.float32))
     r = rng.standard_normal((31,)).astype(np.float32)
     _check(lambda x, r: ember.tanh(x.T.T * r + 1) * ember.sigmoid(x), x, r, rtol=4e-7)
+    _check(lambda x, r: ember.flip(x, (0, 1)) * 2 + ember.flip(r, 0), x, r)  # negative strides (rev)
     _check(lambda x, r: ember.exp(x[::2, 1:] - r[1:]) / (1 + x[::2, :-1].abs()), x, r, rtol=4e-7)
     i = rng.integers(-2**31, 2**31 - 1, (7, 5), dtype=np.int64).astype(np.int32)
     _check(lambda a: (a * 3 + 2147483647, a - a.T.T * 2), i)
@@ -227,6 +228,26 @@ def test_be16_multi_tensor_update_matches_eager(sizes):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
 
 
+def test_be16_the_default_backend_is_one_setting():
+    P, opt, data, step = build_model("mlp", ember, "sgd")
+    prev = ember.jit_backend()
+    try:
+        ember.set_jit_backend("numpy")
+        j = ember.jit(step)
+        j(*data[0])
+        assert not isinstance(_entry(j).exe, NativeExecutable)
+        ember.set_jit_backend("native")
+        j = ember.jit(step)
+        j(*data[0])
+        _native(j)
+    finally:
+        ember.set_jit_backend(prev)
+    with pytest.raises(ValueError, match="native"):
+        ember.set_jit_backend("cuda")
+    with pytest.raises(ValueError, match="backend"):
+        ember.jit(step, backend="fast")
+
+
 # ---------------------------------------------------------------- the thread runtime
 def test_md16_one_knob_and_bitwise_reproducible_at_a_fixed_count():
     from ember._core import blas
@@ -267,12 +288,15 @@ def test_md16_one_knob_and_bitwise_reproducible_at_a_fixed_count():
 def test_be16_inspect_shows_units_source_and_kernel_table():
     P, opt, data, step = build_model("mlp", ember, "adam")
     j = ember.jit(step, backend="native")
+    j(*data[0])
     before = {k: p.detach().numpy().copy() for k, p in P.items()}
-    text = str(ember.inspect(j, *data[0]))
+    grads = {k: p.grad.numpy().copy() for k, p in P.items()}
+    text = str(ember.inspect(j, *data[1]))
     for part in ("--- native step:", "tensors: ", "--- generated C", "ember_step", "GFLOP/s", "GB/s"):
         assert part in text
     for k, p in P.items():  # the kernel table ran on copies: the user's state did not move
         assert np.array_equal(p.detach().numpy(), before[k])
+        assert np.array_equal(p.grad.numpy(), grads[k])
 
 
 # ---------------------------------------------------------------- AddressSanitizer

@@ -151,10 +151,7 @@ def debug(level: int):
         _debug = prev
 
 
-def get_num_threads() -> int:
-    """The number of threads BLAS and ember's native kernels use."""
-    if _num_threads is not None:
-        return _num_threads
+def _default_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
@@ -162,6 +159,14 @@ def get_num_threads() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count() or 1
+
+
+def get_num_threads() -> int:
+    """The number of threads BLAS and ember's native kernels use (read at every jitted call)."""
+    global _num_threads
+    if _num_threads is None:  # decided once, on first use: no system call per step
+        _num_threads = _default_threads()
+    return _num_threads
 
 
 def set_num_threads(n: int) -> None:

@@ -30,7 +30,8 @@ import numpy as np
 from .._core import blas
 from .._core.state import get_num_threads
 from ..ir.core import Literal, Var
-from ..jit.memory import VIEW_PRIMS, plan
+from ..jit.memory import VIEW_PRIMS, nbytes, plan
+from ..jit.passes import literal_key, params_key
 from . import build
 from . import loopnest as L
 from .c_renderer import CTYPE, Unsupported, _call, c_convert, c_literal, render_eqn
@@ -60,42 +61,52 @@ def _contig(shape) -> tuple:
 
 
 class Ref:
-    """Where a value lives: a typed C base pointer, an element offset and element strides."""
+    """Where a value lives: a base (`where` "arena" at byte `at`, or "io" slot `at`), an element
+    offset and element strides."""
 
-    __slots__ = ("base", "offset", "shape", "strides", "dtype")
+    __slots__ = ("where", "at", "offset", "shape", "strides", "dtype")
 
-    def __init__(self, base, offset, shape, strides, dtype):
-        self.base, self.offset, self.shape, self.strides, self.dtype = base, offset, tuple(shape), tuple(strides), dtype
+    def __init__(self, where, at, offset, shape, strides, dtype):
+        self.where, self.at, self.offset = where, at, offset
+        self.shape, self.strides, self.dtype = tuple(shape), tuple(strides), dtype
+
+    @classmethod
+    def whole(cls, where, at, aval) -> "Ref":
+        """A contiguous value of type `aval` at the start of its base."""
+        return cls(where, at, 0, aval.shape, _contig(aval.shape), aval.dtype.name)
+
+    def moved(self, offset, shape, strides) -> "Ref":
+        return Ref(self.where, self.at, offset, shape, strides, self.dtype)
 
     @property
     def ctype(self) -> str:
         return CTYPE[self.dtype]
 
     def ptr(self) -> str:
-        return f"(({self.ctype}*){self.base} + {self.offset})"
+        base = f"(A + {self.at})" if self.where == "arena" else f"io[{self.at}]"
+        return f"(({self.ctype}*){base} + {self.offset})"
 
     def view(self, prim: str, params: dict, out_shape) -> "Ref":
         sh, st, off = self.shape, self.strides, self.offset
         if prim == "reshape":  # only of a contiguous value: the planner copies otherwise
-            return Ref(self.base, off, out_shape, _contig(out_shape), self.dtype)
+            return self.moved(off, out_shape, _contig(out_shape))
         if prim == "transpose":
-            p = params["perm"]
-            return Ref(self.base, off, out_shape, [st[i] for i in p], self.dtype)
+            return self.moved(off, out_shape, [st[i] for i in params["perm"]])
         if prim == "slice":
             off += sum(a * s for a, s in zip(params["start"], st))
-            return Ref(self.base, off, out_shape, [s * k for s, k in zip(st, params["step"])], self.dtype)
+            return self.moved(off, out_shape, [s * k for s, k in zip(st, params["step"])])
         if prim == "broadcast_in_dim":
             strides = [0] * len(out_shape)
             for i, d in enumerate(params["dims"]):
                 strides[d] = st[i] if sh[i] == out_shape[d] else 0
-            return Ref(self.base, off, out_shape, strides, self.dtype)
+            return self.moved(off, out_shape, strides)
         if prim == "rev":
             strides = list(st)
             for a in params["axes"]:
                 if sh[a]:
                     off += (sh[a] - 1) * st[a]
                 strides[a] = -st[a]
-            return Ref(self.base, off, out_shape, strides, self.dtype)
+            return self.moved(off, out_shape, strides)
         raise Unsupported(prim)
 
 
@@ -162,24 +173,25 @@ class _Renderer:
             return pre + nest
         return pre + [L.Stmt("#pragma omp single\n{")] + nest + [L.Stmt("}")]
 
+    def body(self, g: Group, loads: list) -> tuple:
+        """C statements computing `g`'s equations from its inputs' loads, and its outputs' names."""
+        names = {v: (x, v.aval.dtype.name) for v, x in zip(g.inputs, loads)}
+        code = []
+        for e in g.eqns:
+            c, t = render_eqn(e, names)
+            name = f"t{self.n_tmp}"
+            self.n_tmp += 1
+            code.append(f"const {CTYPE[t]} {name} = {c};")
+            names[e.out] = (name, t)
+        return code, [names[v][0] for v in g.outputs]
+
     def group(self, g: Group) -> None:
         refs = self.refs
-        ins = [refs[v] for v in g.inputs]
-
-        def body(loads):
-            names = {v: (x, v.aval.dtype.name) for v, x in zip(g.inputs, loads)}
-            code = []
-            for e in g.eqns:
-                c, t = render_eqn(e, names)
-                name = f"t{self.n_tmp}"
-                self.n_tmp += 1
-                code.append(f"const {CTYPE[t]} {name} = {c};")
-                names[e.out] = (name, t)
-            return code, [names[v][0] for v in g.outputs]
-        lines = L.render([L.Stmt("{")] + self.loops(g.shape, [refs[v] for v in g.outputs], ins, body) + [L.Stmt("}")])
-        n = _prod(g.shape)
-        nbytes = sum(_prod(v.aval.shape) * v.aval.dtype.itemsize for v in g.inputs + g.outputs)
-        self.units.append((" ".join(e.prim.name for e in g.eqns), lines, n * len(g.eqns), nbytes))
+        nest = self.loops(g.shape, [refs[v] for v in g.outputs], [refs[v] for v in g.inputs],
+                          lambda loads: self.body(g, loads))
+        traffic = sum(nbytes(v.aval) for v in g.inputs + g.outputs)
+        self.units.append((" ".join(e.prim.name for e in g.eqns), L.render([L.Stmt("{")] + nest + [L.Stmt("}")]),
+                           _prod(g.shape) * len(g.eqns), traffic))
 
     def multi(self, m: MultiGroup) -> None:
         refs = self.refs
@@ -201,16 +213,11 @@ class _Renderer:
             pre.append(f"const int64_t lo = (int64_t){total} * tid / nt, hi = (int64_t){total} * (tid + 1) / nt;")
         else:
             pre.append(f"const int64_t lo = 0, hi = tid == 0 ? {total} : 0;")
-        names = {v: (f"x{k}", v.aval.dtype.name) for k, v in enumerate(g0.inputs)}
         body = [L.Stmt(f"const {CTYPE[v.aval.dtype.name]} x{k} = p{k}[{'0' if scalar[k] else 'j'}];")
                 for k, v in enumerate(g0.inputs)]
-        for e in g0.eqns:
-            c, t = render_eqn(e, names)
-            name = f"t{self.n_tmp}"
-            self.n_tmp += 1
-            body.append(L.Stmt(f"const {CTYPE[t]} {name} = {c};"))
-            names[e.out] = (name, t)
-        body += [L.Stmt(f"q{k}[j] = {names[v][0]};") for k, v in enumerate(g0.outputs)]
+        code, values = self.body(g0, [f"x{k}" for k in range(len(g0.inputs))])
+        body += [L.Stmt(c) for c in code]
+        body += [L.Stmt(f"q{k}[j] = {v};") for k, v in enumerate(values)]
         per = [L.Stmt("const int64_t a = (lo > starts[t] ? lo : starts[t]) - starts[t];\n"
                       "const int64_t b = (hi < starts[t] + sizes[t] ? hi : starts[t] + sizes[t]) - starts[t];")]
         per += [L.Stmt(f"const {CTYPE[v.aval.dtype.name]}* p{k} = in{k}[t];") for k, v in enumerate(g0.inputs)]
@@ -218,27 +225,22 @@ class _Renderer:
         per.append(L.Loop("j", "b", body, vectorize=True, start="a"))
         nest = [L.Stmt("{")] + [L.Stmt(x) for x in pre] + [L.Loop("t", T, per), L.Stmt("}"),
                                                             L.Stmt("#pragma omp barrier")]
-        nbytes = sum(_prod(v.aval.shape) * v.aval.dtype.itemsize for v in m.inputs + m.outputs)
+        traffic = sum(nbytes(v.aval) for v in m.inputs + m.outputs)
         label = f"{T} tensors: " + " ".join(e.prim.name for e in g0.eqns)
-        self.units.append((label, L.render(nest), total * len(g0.eqns), nbytes))
+        self.units.append((label, L.render(nest), total * len(g0.eqns), traffic))
 
     def copy(self, e) -> None:
         x, out = self.refs[e.inputs[0]], self.refs[e.out]
-        src = Ref(x.base, x.offset, x.shape, x.strides, x.dtype)
         # a reshape copy reads the input in its own row-major order: walk the input's shape
-        dst = Ref(out.base, out.offset, x.shape, _contig(x.shape), out.dtype)
-        lines = L.render([L.Stmt("{")] + self.loops(x.shape, [dst], [src], lambda ld: ([], ld)) + [L.Stmt("}")])
-        self.units.append(("copy", lines, 0, 2 * _prod(x.shape) * e.out.aval.dtype.itemsize))
+        dst = out.moved(out.offset, x.shape, _contig(x.shape))
+        lines = L.render([L.Stmt("{")] + self.loops(x.shape, [dst], [x], lambda ld: ([], ld)) + [L.Stmt("}")])
+        self.units.append(("copy", lines, 0, 2 * nbytes(e.out.aval)))
 
-    def fill(self, e) -> None:
-        out = self.refs[e.out]
-        dt = e.out.aval.dtype.name
-        if dt not in CTYPE:
-            raise Unsupported(f"full of {dt}")
-        val = c_literal(e.params["value"], dt)
-        lines = L.render([L.Stmt("{")] + self.loops(e.out.aval.shape, [out], [], lambda ld: ([], [val])) +
-                         [L.Stmt("}")])
-        self.units.append(("full", lines, 0, _prod(e.out.aval.shape) * e.out.aval.dtype.itemsize))
+    def fill(self, e, value, label: str) -> None:
+        """Every element of `e.out` set to `value`."""
+        val = c_literal(value, e.out.aval.dtype.name)
+        nest = self.loops(e.out.aval.shape, [self.refs[e.out]], [], lambda ld: ([], [val]))
+        self.units.append((label, L.render([L.Stmt("{")] + nest + [L.Stmt("}")]), 0, nbytes(e.out.aval)))
 
     # ---- reductions
     def reduce(self, e) -> None:
@@ -326,8 +328,7 @@ class _Renderer:
                 lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
             else:
                 lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
-        nbytes = total * e.inputs[0].aval.dtype.itemsize + _prod(e.out.aval.shape) * e.out.aval.dtype.itemsize
-        self.units.append((e.prim.name, lines, total, nbytes))
+        self.units.append((e.prim.name, lines, total, nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
 
     # ---- GEMM
     def dot(self, e, bits: dict) -> None:
@@ -349,7 +350,7 @@ class _Renderer:
             self.units.append(("dot_general", [], 0, 0))
             return
         if k == 0:
-            self.fill_zero(e)
+            self.fill(e, 0, "dot_general")
             return
         ta, lda = _blas_matrix(xr, xf, xc)
         tb, ldb = _blas_matrix(yr, yc, yf)
@@ -380,23 +381,17 @@ class _Renderer:
         else:
             # each thread multiplies a fixed block of the larger of m and n (multiples of 8)
             if n >= m:
-                a_off, b_off, c_off = "0", ("lo" if tb == "N" else f"lo * {ldb}"), "lo"
-                size, c = n, call("a0", f"b0 + {b_off}", f"o0 + {c_off}", m, "hi - lo")
+                b_off = "lo" if tb == "N" else f"lo * {ldb}"
+                size, c = n, call("a0", f"b0 + {b_off}", "o0 + lo", m, "hi - lo")
             else:
-                a_off, c_off = ("lo * " + str(lda) if ta == "N" else "lo"), f"lo * {n}"
-                size, c = m, call(f"a0 + {a_off}", "b0", f"o0 + {c_off}", "hi - lo", n)
+                a_off = f"lo * {lda}" if ta == "N" else "lo"
+                size, c = m, call(f"a0 + {a_off}", "b0", f"o0 + lo * {n}", "hi - lo", n)
             rng = (f"const int64_t lo = tid ? ((int64_t){size} * tid / nt) & ~(int64_t)7 : 0;\n"
                    f"const int64_t hi = tid == nt - 1 ? {size} : ((int64_t){size} * (tid + 1) / nt) & ~(int64_t)7;\n"
                    f"if (hi > lo) {c}")
             lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng), L.Stmt("}"), L.Stmt("#pragma omp barrier")])
         itemsize = e.out.aval.dtype.itemsize
         self.units.append(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
-
-    def fill_zero(self, e) -> None:
-        out = self.refs[e.out]
-        val = c_literal(0, e.out.aval.dtype.name)
-        lines = L.render([L.Stmt("{")] + self.loops(e.out.aval.shape, [out], [], lambda ld: ([], [val])) + [L.Stmt("}")])
-        self.units.append(("dot_general", lines, 0, 0))
 
 
 def _merge(sizes, strides):
@@ -448,14 +443,6 @@ class MultiGroup:
         return f"MultiGroup({len(self.groups)} x {self.groups[0]!r})"
 
 
-def _freeze(x):
-    if isinstance(x, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
-    if isinstance(x, (list, tuple)):
-        return tuple(_freeze(v) for v in x)
-    return x if isinstance(x, (int, float, str, bool, type(None))) else repr(x)
-
-
 def _arith_key(g: Group, size: int):
     """What a group computes, independent of which tensors and of their size (None: not batchable)."""
     pos = {}
@@ -468,9 +455,12 @@ def _arith_key(g: Group, size: int):
         ins.append((v.aval.dtype.name, n == 1))
     body = []
     for n, e in enumerate(g.eqns):
-        args = tuple(("lit", a.aval.dtype.name, repr(a.value)) if isinstance(a, Literal) else pos[a]
-                     for a in e.inputs)
-        body.append((e.prim.name, _freeze(e.params), args, e.out.aval.dtype.name))
+        args = tuple(literal_key(a) if isinstance(a, Literal) else pos[a] for a in e.inputs)
+        try:
+            params = params_key(e.params)
+        except TypeError:
+            return None
+        body.append((e.prim.name, params, args, e.out.aval.dtype.name))
         pos[e.out] = ("t", n)
     return tuple(ins), tuple(body), tuple(pos[v] for v in g.outputs)
 
@@ -497,9 +487,8 @@ def _multi_tensor(graph, units: list) -> list:
         if key is not None:
             by_key.setdefault(key, []).append(u)
     out = list(units)
-    for members in by_key.values():
-        full = [v for g in members for v, (_, scalar) in zip(g.inputs, _arith_key(g, _prod(g.shape))[0])
-                if not scalar]
+    for (ins, _, _), members in by_key.items():
+        full = [g.inputs[k] for g in members for k, (_, scalar) in enumerate(ins) if not scalar]
         if len(members) < 2 or len(full) != len(set(full)):
             continue
         m = MultiGroup(members)
@@ -554,23 +543,19 @@ class NativeExecutable:
         self.plan = p = plan(graph, set(persistent_outputs) | fresh, steps=units, contiguous_inputs=True)
         n_in, n_const = len(graph.invars), len(graph.constvars)
         persistent = sorted(o for o in p.pinned if o not in graph.aliases)
-        self.fresh = [o for o in persistent if o in fresh]
         self.io_index = {o: n_in + n_const + j for j, o in enumerate(persistent)}
         refs = {}
 
         def base_ref(v):
             b = p.buffer_of[v]
-            dt = v.aval.dtype.name
-            shape = v.aval.shape
             if b.kind == "arena":
-                return Ref(f"(A + {b.offset})", 0, shape, _contig(shape), dt)
+                return Ref.whole("arena", b.offset, v.aval)
             if b.kind == "input":
-                return Ref(f"io[{b.index}]", 0, shape, _contig(shape), dt)
+                return Ref.whole("io", b.index, v.aval)
             if b.kind == "const":
-                return Ref(f"io[{n_in + b.index}]", 0, shape, _contig(shape), dt)
+                return Ref.whole("io", n_in + b.index, v.aval)
             o = b.index  # an output written at its destination
-            slot = graph.aliases[o] if o in graph.aliases else self.io_index[o]
-            return Ref(f"io[{slot}]", 0, shape, _contig(shape), dt)
+            return Ref.whole("io", graph.aliases[o] if o in graph.aliases else self.io_index[o], v.aval)
         for v in graph.constvars + graph.invars:
             refs[v] = base_ref(v)
         bits = {}
@@ -602,7 +587,7 @@ class NativeExecutable:
             elif name == "dot_general":
                 r.dot(e, bits)
             else:
-                r.fill(e)
+                r.fill(e, e.params["value"], "full")
         self.refs = refs
         self.kernels = r.units
         body = []
@@ -657,27 +642,40 @@ class NativeExecutable:
             arr = self.persistent[o] = np.empty(a.aval.shape, a.aval.dtype.np)
             self.io[self.io_index[o]] = arr.ctypes.data
         self._fresh = [(o, self.io_index[o], graph.outvars[o].aval.shape, graph.outvars[o].aval.dtype.np)
-                       for o in self.fresh]
+                       for o in persistent if o in fresh]
+        self._slot_output = {slot: o for o, slot in self.io_index.items()}
         self.n_in = n_in
         self.calls = 0
         self._pool = {}
+        self.outs = []  # what `run` returns per output, decided once
+        for o, a in enumerate(graph.outvars):
+            if isinstance(a, Literal):
+                self.outs.append(("literal", np.asarray(a.value, a.aval.dtype.np)))
+            elif o in fresh and o in p.pinned:
+                self.outs.append(("fresh", o))
+            elif o in self.persistent:
+                self.outs.append(("persistent", self.persistent[o]))
+            elif o in graph.aliases:
+                self.outs.append(("donated", None) if o in p.pinned else ("write", (a, graph.aliases[o])))
+            else:
+                self.outs.append(("copy", a))
+        self._state_inputs = set(graph.aliases.values())
 
     def _array(self, v, inputs, new) -> np.ndarray:
         """A numpy view of value `v` after a call: in the arena, an input, a constant or an output
         (`new`: this call's fresh output arrays)."""
         ref = self.refs[v]
         dt = v.aval.dtype.np
-        base = ref.base
-        if base.startswith("(A + "):
-            flat = np.frombuffer(self._map, np.uint8)[int(base[5:-1]):]
+        k = ref.at
+        if ref.where == "arena":
+            flat = np.frombuffer(self._map, np.uint8)[k:]
         else:
-            k = int(base[3:-1])
             if k < self.n_in:
                 src = inputs[k]
             elif k < self.n_in + len(self.consts):
                 src = self.consts[k - self.n_in]
             else:
-                o = next(o for o, slot in self.io_index.items() if slot == k)
+                o = self._slot_output[k]
                 src = new[o] if o in new else self.persistent[o]
             flat = src.reshape(-1).view(np.uint8)
         item = dt.itemsize
@@ -718,23 +716,23 @@ class NativeExecutable:
             io[slot] = arr.ctypes.data
         self.fn(self._arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data)
         self.calls += 1
-        g = self.graph
         res = []
-        for o, a in enumerate(g.outvars):
-            if isinstance(a, Literal):
-                res.append(np.asarray(a.value, a.aval.dtype.np).copy())
-            elif o in new:
-                res.append(new[o])
-            elif o in self.persistent:
-                res.append(self.persistent[o])
-            elif o in g.aliases:
-                if o not in self.plan.pinned:
-                    np.copyto(inputs[g.aliases[o]], self._array(a, inputs, new), casting="unsafe")
+        for kind, x in self.outs:
+            if kind == "fresh":
+                res.append(new[x])
+            elif kind == "persistent":
+                res.append(x)
+            elif kind == "donated":
+                res.append(None)
+            elif kind == "literal":
+                res.append(x.copy())
+            elif kind == "write":
+                np.copyto(inputs[x[1]], self._array(x[0], inputs, new), casting="unsafe")
                 res.append(None)
             else:
-                res.append(np.array(self._array(a, inputs, new)))
+                res.append(np.array(self._array(x, inputs, new)))
         for k, x, c in fixed:  # a non-contiguous state input: its update goes back into the caller's view
-            if any(g.aliases.get(o) == k for o in range(len(g.outvars))):
+            if k in self._state_inputs:
                 np.copyto(x, c)
         for k in range(len(inputs)):
             io[k] = None

@@ -51,18 +51,20 @@ def dce(g: Graph) -> Graph:
     return Graph(cv, cs, g.invars, keep, g.outvars, g.aliases)
 
 
-def _freeze(x):
+def params_key(x):
+    """A hashable key of an equation's params (TypeError for array-valued params)."""
     if isinstance(x, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
+        return tuple(sorted((k, params_key(v)) for k, v in x.items()))
     if isinstance(x, (list, tuple)):
-        return tuple(_freeze(v) for v in x)
+        return tuple(params_key(v) for v in x)
     if isinstance(x, np.ndarray):
         raise TypeError
     hash(x)
     return x
 
 
-def _lit_key(a: Literal):
+def literal_key(a: Literal):
+    """A hashable key of a literal operand: its value and its type."""
     v = a.value
     return ("lit", type(v).__name__, repr(v), a.aval)
 
@@ -73,8 +75,8 @@ def cse(g: Graph) -> Graph:
     for e in g.eqns:
         ins = [_sub(a, env) for a in e.inputs]
         try:
-            key = (e.prim.name, tuple(_lit_key(a) if isinstance(a, Literal) else a for a in ins),
-                   _freeze(e.params), e.out.aval)
+            key = (e.prim.name, tuple(literal_key(a) if isinstance(a, Literal) else a for a in ins),
+                   params_key(e.params), e.out.aval)
         except TypeError:
             key = None
         if key is not None and key in seen:

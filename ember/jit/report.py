@@ -32,7 +32,7 @@ class Report:
             out += [f"  unit {u}: {lab}" for u, lab in enumerate(labels)]
             out += ["--- generated C", source]
             if table:
-                out += ["--- native kernels (seconds per call; run on copies of the inputs)", table]
+                out += ["--- native kernels (mean of 3 calls on copies of the inputs)", table]
         if self.explain:
             out += ["--- trace log", *self.explain]
         return "\n".join(out)
@@ -54,8 +54,13 @@ def _native(entry, leaves):
     table = None
     if leaves is not None:
         from ..codegen.step import kernel_table
-        ins = [x.copy() for x in entry.inputs(leaves)]  # the profile runs steps: not on the user's state
+        # the profile runs steps: on copies of the inputs, and the gradient buffers `.grad` shows
+        # are put back afterwards, so the user's state does not move
+        ins = [x.copy() for x in entry.inputs(leaves)]
+        saved = {o: a.copy() for o, a in exe.persistent.items()}
         table = kernel_table(exe.profile(ins, repeats=3))
+        for o, a in saved.items():
+            exe.persistent[o][...] = a
     return [k[0] for k in exe.kernels], exe.source, table
 
 
