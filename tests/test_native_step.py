@@ -49,12 +49,37 @@ def test_be16_mlp_step_native_matches_eager_and_numpy_executor(opt):
         np.testing.assert_allclose(pc[k], pe[k], rtol=1e-5, atol=1e-6, err_msg=k)
 
 
-@pytest.mark.parametrize("model", ["cnn", "gpt"])
-def test_be16_graphs_without_a_native_form_fall_back_and_say_why(model):
-    le, pe, _ = _run(model, None, "eager", steps=2)
-    lc, pc, f = _run(model, None, "native", steps=2)
+def test_be16_gpt_step_native_matches_eager_and_numpy_executor():
+    """The GPT step (embedding gather and its scatter_add, the q/k/v split's pads, layer norms,
+    softmax, GELU, AdamW) runs as one native call."""
+    le, pe, _ = _run("gpt", None, "eager")
+    ln, pn, _ = _run("gpt", None, "numpy")
+    lc, pc, f = _run("gpt", None, "native")
+    exe = _native(f)
+    assert {"gather", "scatter_add", "pad"} <= {e.prim.name for e in exe.graph.eqns}
+    assert sum(isinstance(u, MultiGroup) for u in exe.units) == 1  # AdamW: one kernel, one dtype
+    np.testing.assert_allclose(lc, le, rtol=1e-5)
+    np.testing.assert_allclose(lc, ln, rtol=1e-5)
+    for k in pe:
+        np.testing.assert_allclose(pc[k], pe[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_be16_graphs_without_a_native_form_fall_back_and_say_why():
+    le, pe, _ = _run("cnn", None, "eager", steps=2)
+    lc, pc, f = _run("cnn", None, "native", steps=2)
     assert "numpy executor: no native form for" in f.explain[0]
     np.testing.assert_allclose(lc, le, rtol=1e-5)
+
+
+def test_be16_layers_share_their_kernels():
+    """Units that differ only in where their values live (the layers of the GPT) are one C
+    function, called with different addresses."""
+    P, opt, data, step = build_model("gpt", ember)
+    j = ember.jit(step, backend="native")
+    j(*data[0])
+    exe = _native(j)
+    n_funcs = exe.source.count("static __attribute__((noinline)) void unit")
+    assert n_funcs < 0.6 * sum(1 for k in exe.kernels if k[1])
 
 
 def test_be16_structure_of_the_mlp_step():
@@ -176,6 +201,66 @@ def test_be1_fused_elementwise_with_broadcasts_views_and_integers():
     i = rng.integers(-2**31, 2**31 - 1, (7, 5), dtype=np.int64).astype(np.int32)
     _check(lambda a: (a * 3 + 2147483647, a - a.T.T * 2), i)
     _check(lambda a: ember.where(a > 0, a, 0.5 * a), x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_be1_gather_and_scatter_add_match_eager(dtype):
+    from ember.ops import lax
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((5, 7, 3)).astype(dtype) if dtype != np.int32 else \
+        rng.integers(-9, 9, (5, 7, 3)).astype(dtype)
+    for axis, idx in ((0, np.array([[4, -1, 0], [2, 2, 2]])), (1, np.array([6, 0, -7, 3, 3])),
+                      (2, np.array(1)), (1, np.zeros((0,), np.int64)), (0, np.arange(5, dtype=np.int32))):
+        upd_shape = x.shape[:axis] + idx.shape + x.shape[axis + 1:]
+        upd = rng.standard_normal(upd_shape).astype(dtype) if dtype != np.int32 else \
+            rng.integers(-9, 9, upd_shape).astype(dtype)
+        _check(lambda t, i: lax.gather(t, i, axis), x, idx)
+        _check(lambda t, i: lax.gather((t.transpose(0, 2) * 2).transpose(0, 2)[::-1], i, axis), x, idx)  # strided
+        _check(lambda t, i, u: lax.scatter_add(t * 2, i, u, axis), x, idx, upd, rtol=1e-6)
+        _check(lambda t, i, u: lax.scatter_add(t, i, u, axis), x, idx, upd, rtol=1e-6)
+    # large enough to run threaded: rows shared out (axis 1) and columns shared out (axis 0)
+    big = rng.standard_normal((300, 64)).astype(np.float32)
+    ids = rng.integers(-300, 300, (1000,))
+    _check(lambda t, i, u: lax.scatter_add(t, i, u, 0), big, ids, rng.standard_normal((1000, 64)).astype(np.float32))
+    _check(lambda t, i, u: lax.scatter_add(t, i, u, 1), big.T.copy(), ids,
+           rng.standard_normal((64, 1000)).astype(np.float32))
+    _check(lambda t, i: lax.gather(t, i, 0), big, ids)
+
+
+def test_be1_index_out_of_range_raises_before_any_state_changes():
+    """An index read from an input is checked before the step runs: the parameter is untouched."""
+    w = ember.tensor(np.ones((4, 3), np.float32), requires_grad=True)
+    opt = ember.optim.SGD([w], lr=0.1)
+
+    def step(i):
+        opt.zero_grad()
+        loss = ember.nn.functional.embedding(i, w).sum()
+        loss.backward()
+        opt.step()
+        return loss
+    j = ember.jit(step, backend="native")
+    j(ember.tensor(np.array([0, 3])))
+    _native(j)
+    before = w.detach().numpy().copy()
+    with pytest.raises(IndexError, match="index 4 is out of bounds for a dimension of size 4"):
+        j(ember.tensor(np.array([1, 4])))
+    np.testing.assert_array_equal(w.detach().numpy(), before)
+    # an index computed inside the step is checked by the kernel and reported after the call
+    f = ember.jit(lambda t, i: ember.ops.lax.gather(t, i * 2, 0), backend="native")
+    f(w.detach(), ember.tensor(np.array([1])))
+    with pytest.raises(IndexError, match="index 6 is out of bounds"):
+        f(w.detach(), ember.tensor(np.array([3])))
+
+
+@pytest.mark.parametrize("config", [[(1, 2, 0), (0, 0, 0)], [(-1, 2, 1), (2, -3, 0)], [(0, 0, 2), (-2, -2, 1)],
+                                    [(3, -4, 0), (0, 1, 0)]])
+def test_be1_pad_matches_eager(config):
+    from ember.ops import lax
+    rng = np.random.default_rng(9)
+    x = _special(rng.standard_normal((4, 5)).astype(np.float32))
+    _check(lambda t: lax.pad(t, -0.0, config), x)
+    _check(lambda t: lax.pad(t.T.T[::-1], 2.5, config) * 3, x)
+    _check(lambda t: lax.pad(t, 7, config), x.astype(np.int32))
 
 
 def test_be1_groups_with_an_outside_path_through_other_groups_still_schedule():

@@ -4,7 +4,9 @@ A group holds elementwise equations the C renderer supports whose outputs share 
 may broadcast, Literals are inlined). Equations join the group of a producer or of a sibling that
 reads the same input, unless that would create a cycle between groups (a path leaving a group and
 coming back through outside units, other groups counting as one unit each). Values used outside
-the group, or returned by the graph, are the group's outputs. The cycle check walks the graph, so
+the group, or returned by the graph, are the group's outputs. Siblings join only through an input of
+their own shape (a shared scalar such as a learning rate would otherwise make one group of every
+parameter's update, which the multi-tensor kernel does better). The cycle check walks the graph, so
 grouping is O(eqns^2) worst case.
 """
 from __future__ import annotations
@@ -88,7 +90,8 @@ def elementwise_groups(graph, supported=eqn_supported) -> list:
             p = producer.get(a)
             if p is not None and ok[p]:
                 cands.append(p)
-            cands.extend(j for j in readers.get(a, ()) if ok[j])
+            if a.aval.shape == e.out.aval.shape:  # siblings fuse to share a full read, not a broadcast one
+                cands.extend(j for j in readers.get(a, ()) if ok[j])
         for a in e.inputs:
             if isinstance(a, Var):
                 readers.setdefault(a, []).append(i)

@@ -30,8 +30,9 @@ import numpy as np
 from .._core import blas
 from .._core.state import get_num_threads
 from ..ir.core import Literal, Var
-from ..jit.memory import VIEW_PRIMS, nbytes, plan
+from ..jit.memory import ACCUMULATE_PRIMS, VIEW_PRIMS, nbytes, plan
 from ..jit.passes import literal_key, params_key
+from ..ops.indexing import check_bounds
 from . import build
 from . import loopnest as L
 from .c_renderer import CTYPE, Unsupported, _call, c_convert, c_literal, render_eqn
@@ -46,6 +47,7 @@ FLAGS = build.FLAGS + ("-fopenmp",)
 ENTRY, INIT = "ember_step", "ember_init"
 
 _REDUCE = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
+_OTHER = ("dot_general", "full", "gather", "scatter_add", "pad")
 
 
 def _prod(xs) -> int:
@@ -143,8 +145,19 @@ class _Renderer:
 
     def __init__(self, refs):
         self.refs = refs
-        self.units = []   # (label, C lines, flops, bytes)
+        self.units = []   # (label, C lines, flops, bytes, [C pointer per argument])
+        self.args = []    # the pointers the unit being written reads as P[0], P[1], ...
         self.n_tmp = 0
+
+    def ptr(self, ref: Ref) -> str:
+        """`ref`'s address inside a unit: an argument, so units differing only in where their
+        values live (the layers of a model) share one function."""
+        self.args.append(ref)
+        return f"(({ref.ctype}*)P[{len(self.args) - 1}])"
+
+    def emit(self, unit: tuple) -> None:
+        self.units.append(unit + (self.args,))
+        self.args, self.n_tmp = [], 0
 
     # ---- elementwise loop nests
     def loops(self, shape, outs, ins, body) -> list:
@@ -154,8 +167,8 @@ class _Renderer:
         strides = [_aligned_strides(r, shape) for r in outs + ins]
         dims = _collapse(shape, strides)
         n_out = len(outs)
-        pre = [L.Stmt(f"{r.ctype}* o{k} = {r.ptr()};") for k, r in enumerate(outs)]
-        pre += [L.Stmt(f"const {r.ctype}* in{k} = {r.ptr()};") for k, r in enumerate(ins)]
+        pre = [L.Stmt(f"{r.ctype}* o{k} = {self.ptr(r)};") for k, r in enumerate(outs)]
+        pre += [L.Stmt(f"const {r.ctype}* in{k} = {self.ptr(r)};") for k, r in enumerate(ins)]
         names = [f"i{d}" for d in range(len(dims))]
         loads = [f"x{k}" for k in range(len(ins))]
         stmts = [L.Stmt(f"const {r.ctype} x{k} = in{k}[{_index(names, [d[1][n_out + k] for d in dims])}];")
@@ -190,7 +203,7 @@ class _Renderer:
         nest = self.loops(g.shape, [refs[v] for v in g.outputs], [refs[v] for v in g.inputs],
                           lambda loads: self.body(g, loads))
         traffic = sum(nbytes(v.aval) for v in g.inputs + g.outputs)
-        self.units.append((" ".join(e.prim.name for e in g.eqns), L.render([L.Stmt("{")] + nest + [L.Stmt("}")]),
+        self.emit((" ".join(e.prim.name for e in g.eqns), L.render([L.Stmt("{")] + nest + [L.Stmt("}")]),
                            _prod(g.shape) * len(g.eqns), traffic))
 
     def multi(self, m: MultiGroup) -> None:
@@ -205,10 +218,10 @@ class _Renderer:
                f"static const int64_t starts[{T}] = {{{', '.join(map(str, starts))}}};"]
         for k, v in enumerate(g0.inputs):
             ct = CTYPE[v.aval.dtype.name]
-            pre.append(f"const {ct}* in{k}[{T}] = {{{', '.join(refs[g.inputs[k]].ptr() for g in m.groups)}}};")
+            pre.append(f"const {ct}* in{k}[{T}] = {{{', '.join(self.ptr(refs[g.inputs[k]]) for g in m.groups)}}};")
         for k, v in enumerate(g0.outputs):
             ct = CTYPE[v.aval.dtype.name]
-            pre.append(f"{ct}* o{k}[{T}] = {{{', '.join(refs[g.outputs[k]].ptr() for g in m.groups)}}};")
+            pre.append(f"{ct}* o{k}[{T}] = {{{', '.join(self.ptr(refs[g.outputs[k]]) for g in m.groups)}}};")
         if total >= PAR_MIN:  # each thread owns a fixed slice of the concatenated elements
             pre.append(f"const int64_t lo = (int64_t){total} * tid / nt, hi = (int64_t){total} * (tid + 1) / nt;")
         else:
@@ -227,20 +240,20 @@ class _Renderer:
                                                             L.Stmt("#pragma omp barrier")]
         traffic = sum(nbytes(v.aval) for v in m.inputs + m.outputs)
         label = f"{T} tensors: " + " ".join(e.prim.name for e in g0.eqns)
-        self.units.append((label, L.render(nest), total * len(g0.eqns), traffic))
+        self.emit((label, L.render(nest), total * len(g0.eqns), traffic))
 
     def copy(self, e) -> None:
         x, out = self.refs[e.inputs[0]], self.refs[e.out]
         # a reshape copy reads the input in its own row-major order: walk the input's shape
         dst = out.moved(out.offset, x.shape, _contig(x.shape))
         lines = L.render([L.Stmt("{")] + self.loops(x.shape, [dst], [x], lambda ld: ([], ld)) + [L.Stmt("}")])
-        self.units.append(("copy", lines, 0, 2 * nbytes(e.out.aval)))
+        self.emit(("copy", lines, 0, 2 * nbytes(e.out.aval)))
 
     def fill(self, e, value, label: str) -> None:
         """Every element of `e.out` set to `value`."""
         val = c_literal(value, e.out.aval.dtype.name)
         nest = self.loops(e.out.aval.shape, [self.refs[e.out]], [], lambda ld: ([], [val]))
-        self.units.append((label, L.render([L.Stmt("{")] + nest + [L.Stmt("}")]), 0, nbytes(e.out.aval)))
+        self.emit((label, L.render([L.Stmt("{")] + nest + [L.Stmt("}")]), 0, nbytes(e.out.aval)))
 
     # ---- reductions
     def reduce(self, e) -> None:
@@ -270,7 +283,7 @@ class _Renderer:
 
         def load(idx):
             return c_convert(f"in0[{idx}]", xt, ot)
-        pre = [L.Stmt(f"{ct}* o0 = {out.ptr()};"), L.Stmt(f"const {CTYPE[xt]}* in0 = {x.ptr()};")]
+        pre = [L.Stmt(f"{ct}* o0 = {self.ptr(out)};"), L.Stmt(f"const {CTYPE[xt]}* in0 = {self.ptr(x)};")]
         kv = [f"k{d}" for d in range(len(kdims))]
         rv = [f"r{d}" for d in range(len(rdims))]
         oidx = _index(kv, [d[1][1] for d in kdims])
@@ -309,7 +322,9 @@ class _Renderer:
                 base = f"{xk} + {ro}"
                 lane_loop = L.Loop("l", LANES, [L.Stmt(f"lane[l] += {load(f'{base} + j + l')};")], vectorize=True)
                 body = [L.Stmt(f"int64_t j = 0;\nfor (; j + {LANES} <= {n}; j += {LANES}) {{")] + [lane_loop] + \
-                       [L.Stmt("}"), L.Stmt(f"for (; j < {n}; j++) tail += {load(f'{base} + j')};")]
+                       [L.Stmt("}")]
+                if n % LANES:
+                    body.append(L.Stmt(f"for (; j < {n}; j++) tail += {load(f'{base} + j')};"))
                 for d in reversed(range(len(outer_r))):
                     body = [L.Loop(rv[d], outer_r[d][0], body)]
                 red_code = [L.Stmt(f"{ct} lane[{LANES}] = {{0}};\n{ct} tail = 0;")] + body + [
@@ -328,7 +343,123 @@ class _Renderer:
                 lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
             else:
                 lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
-        self.units.append((e.prim.name, lines, total, nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
+        self.emit((e.prim.name, lines, total, nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
+
+    # ---- indexing and padding
+    def _index_value(self, idx_code: str, n: int) -> list:
+        """Statements loading index `ix` from `idx_code`, counted from the end when negative;
+        an index out of [-n, n) is reported (`ember_oob`) and its element skipped."""
+        return [L.Stmt(f"int64_t ix = (int64_t)({idx_code});\nif (ix < 0) ix += {n};\n"
+                       f"if (ix < 0 || ix >= {n}) {{ oob((int64_t)({idx_code}), {n}); continue; }}")]
+
+    def gather(self, e) -> None:
+        """out[a, j, c] = x[a, idx[j], c] (numpy's take along `axis`)."""
+        x, idx, out = self.refs[e.inputs[0]], self.refs[e.inputs[1]], self.refs[e.out]
+        axis, k = e.params["axis"], len(idx.shape)
+        n = x.shape[axis]
+        od = _collapse(x.shape[:axis], [list(x.strides[:axis]), list(out.strides[:axis])])
+        jd = _collapse(idx.shape, [list(idx.strides), list(out.strides[axis:axis + k])])
+        cd = _collapse(x.shape[axis + 1:], [list(x.strides[axis + 1:]), list(out.strides[axis + k:])])
+        total = _prod(e.out.aval.shape)
+        if total == 0:
+            self.emit(("gather", [], 0, 0))
+            return
+        av, jv, cv = ([f"{c}{d}" for d in range(len(dims))] for c, dims in (("a", od), ("j", jd), ("c", cd)))
+        xo = " + ".join([_index(av, [d[1][0] for d in od]), f"ix * {x.strides[axis]}",
+                         _index(cv, [d[1][0] for d in cd])])
+        oo = " + ".join([_index(av, [d[1][1] for d in od]), _index(jv, [d[1][1] for d in jd]),
+                         _index(cv, [d[1][1] for d in cd])])
+        nest = [L.Stmt(f"o0[{oo}] = in0[{xo}];")]
+        for d in reversed(range(len(cd))):
+            nest = [L.Loop(cv[d], cd[d][0], nest, vectorize=d == len(cd) - 1)]
+        nest = self._index_value(f"ix0[{_index(jv, [d[1][0] for d in jd])}]", n) + nest
+        # `continue` needs a loop around the index load: a scalar index gets a one-trip loop
+        loops = [(v, d[0]) for v, d in zip(av, od)] + [(v, d[0]) for v, d in zip(jv, jd)] or [("j_", 1)]
+        for v, ext in reversed(loops):
+            nest = [L.Loop(v, ext, nest)]
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};\n"
+                      f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
+        self.emit(("gather", self._worksharing(pre, nest, total), 0,
+                           2 * nbytes(e.out.aval) + nbytes(e.inputs[1].aval)))
+
+    def scatter_add(self, e, inplace: bool) -> None:
+        """out = x, then out[a, idx[j], c] += upd[a, j, c] for j in order (as numpy's add.at).
+
+        Threads own whole `a` slices when there are several, else ranges of the first `c` dim, so
+        no two threads touch one element and each element sums its updates in index order."""
+        x, idx, upd = (self.refs[a] for a in e.inputs)
+        out = self.refs[e.out]
+        axis, k = e.params["axis"], len(idx.shape)
+        n = out.shape[axis]
+        if not inplace:
+            self.copy_values(x, out, "scatter_add copy")
+        ot, ut = e.out.aval.dtype.name, e.inputs[2].aval.dtype.name
+        if _prod(upd.shape) == 0:
+            return
+        od = _collapse(out.shape[:axis], [list(upd.strides[:axis]), list(out.strides[:axis])])
+        jd = _collapse(idx.shape, [list(idx.strides), list(upd.strides[axis:axis + k])])
+        cd = _collapse(out.shape[axis + 1:], [list(upd.strides[axis + k:]), list(out.strides[axis + 1:])])
+        av, jv, cv = ([f"{c}{d}" for d in range(len(dims))] for c, dims in (("a", od), ("j", jd), ("c", cd)))
+        uo = " + ".join([_index(av, [d[1][0] for d in od]), _index(jv, [d[1][1] for d in jd]),
+                         _index(cv, [d[1][0] for d in cd])])
+        oo = " + ".join([_index(av, [d[1][1] for d in od]), f"ix * {out.strides[axis]}",
+                         _index(cv, [d[1][1] for d in cd])])
+        acc = _call("add", [(f"o0[{oo}]", ot), (c_convert(f"up[{uo}]", ut, ot), ot)], ot)[0]
+        total = _prod(upd.shape)
+        by_rows = od and od[0][0] > 1
+        cstart = "lo" if (cd and not by_rows) else 0
+        inner = [L.Stmt(f"o0[{oo}] = {acc};")]
+        for d in reversed(range(len(cd))):
+            inner = [L.Loop(cv[d], "hi" if d == 0 and cstart else cd[d][0], inner,
+                            vectorize=d == len(cd) - 1, start=cstart if d == 0 else 0)]
+        nest = self._index_value(f"ix0[{_index(jv, [d[1][0] for d in jd])}]", n) + inner
+        for v, d in reversed(list(zip(jv, jd)) or [("j_", (1,))]):
+            nest = [L.Loop(v, d[0], nest)]
+        for v, d in reversed(list(zip(av, od))):
+            nest = [L.Loop(v, d[0], nest)]
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {upd.ctype}* up = {self.ptr(upd)};\n"
+                      f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
+        if total >= PAR_MIN and by_rows:
+            nest[0].parallel = True
+            lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
+        elif total >= PAR_MIN and cd:
+            rng = (f"const int64_t lo = (int64_t){cd[0][0]} * tid / nt, "
+                   f"hi = (int64_t){cd[0][0]} * (tid + 1) / nt;")
+            lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng)] + nest + [L.Stmt("}"), L.Stmt("#pragma omp barrier")])
+        else:
+            rng = [L.Stmt(f"const int64_t lo = 0, hi = {cd[0][0]};")] if cstart else []
+            lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + rng + nest + [L.Stmt("}")])
+        self.emit(("scatter_add", lines, total, 2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval)))
+
+    def pad(self, e) -> None:
+        """The padding value everywhere, then x into its strided place (crops are slices of x)."""
+        x, out = self.refs[e.inputs[0]], self.refs[e.out]
+        self.fill(e, e.params["value"], "pad fill")
+        xoff, ooff, shape, xs, os_ = x.offset, out.offset, [], [], []
+        for (lo, _, it), n, m, sx, so in zip(e.params["config"], x.shape, out.shape, x.strides, out.strides):
+            step = it + 1
+            a = 0 if lo >= 0 else -lo // step + (-lo % step > 0)
+            b = min(n, (m - lo + step - 1) // step) if m > lo else 0
+            shape.append(max(0, b - a))
+            xoff += a * sx
+            ooff += (lo + a * step) * so
+            xs.append(sx)
+            os_.append(so * step)
+        if _prod(shape):
+            self.copy_values(x.moved(xoff, shape, xs), out.moved(ooff, shape, os_), "pad copy")
+
+    def copy_values(self, src: Ref, dst: Ref, label: str) -> None:
+        """dst = src elementwise (same shape; dtype converted as numpy's astype)."""
+        conv = lambda ld: ([], [c_convert(ld[0], src.dtype, dst.dtype)])  # noqa: E731
+        lines = L.render([L.Stmt("{")] + self.loops(list(src.shape), [dst], [src], conv) + [L.Stmt("}")])
+        self.emit((label, lines, 0, _prod(src.shape) * (np.dtype(src.dtype).itemsize + np.dtype(dst.dtype).itemsize)))
+
+    def _worksharing(self, pre, nest, total) -> list:
+        """C lines running `nest` with its outermost loop shared among threads when large enough."""
+        if total >= PAR_MIN:
+            nest[0].parallel = True
+            return L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
+        return L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
 
     # ---- GEMM
     def dot(self, e, bits: dict) -> None:
@@ -347,7 +478,7 @@ class _Renderer:
         nb = len(xb)
         bshape = [xr.shape[i] for i in xb]
         if m == 0 or n == 0 or _prod(bshape) == 0:
-            self.units.append(("dot_general", [], 0, 0))
+            self.emit(("dot_general", [], 0, 0))
             return
         if k == 0:
             self.fill(e, 0, "dot_general")
@@ -357,7 +488,7 @@ class _Renderer:
         bat = _collapse(bshape, [[xr.strides[i] for i in xb], [yr.strides[i] for i in yb], list(o.strides[:nb])])
         ct = CTYPE[dt]
         one, zero = c_literal(1, dt), c_literal(0, dt)
-        pre = [L.Stmt(f"{ct}* o0 = {o.ptr()};\nconst {ct}* a0 = {xr.ptr()};\nconst {ct}* b0 = {yr.ptr()};")]
+        pre = [L.Stmt(f"{ct}* o0 = {self.ptr(o)};\nconst {ct}* a0 = {self.ptr(xr)};\nconst {ct}* b0 = {self.ptr(yr)};")]
         gemm = "SGEMM" if kind == "s" else "DGEMM"
         flag = {"N": 111, "T": 112}
         nbatch = _prod(bshape)
@@ -391,7 +522,7 @@ class _Renderer:
                    f"if (hi > lo) {c}")
             lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng), L.Stmt("}"), L.Stmt("#pragma omp barrier")])
         itemsize = e.out.aval.dtype.itemsize
-        self.units.append(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
+        self.emit(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
 
 
 def _merge(sizes, strides):
@@ -505,6 +636,21 @@ def units_of(graph, multi_tensor: bool = True) -> list:
     return _multi_tensor(graph, units) if multi_tensor else units
 
 
+_OOB = """static int64_t OOB_VALUE, OOB_SIZE;
+static int OOB_SET;
+static void oob(int64_t value, int64_t size)
+{
+    #pragma omp critical(ember_oob)
+    if (!OOB_SET) { OOB_SET = 1; OOB_VALUE = value; OOB_SIZE = size; }
+}
+int ember_oob(int64_t* out)
+{
+    const int set = OOB_SET;
+    out[0] = OOB_VALUE; out[1] = OOB_SIZE; OOB_SET = 0;
+    return set;
+}"""
+
+
 def _prelude(bits: dict) -> str:
     lines = [PRELUDE, "#ifdef _OPENMP\n#include <omp.h>\n#endif"]
     for kind, ct in (("s", "float"), ("d", "double")):
@@ -513,11 +659,18 @@ def _prelude(bits: dict) -> str:
             lines.append(f"typedef void (*{kind}gemm_t)(int, int, int, {bi}, {bi}, {bi}, {ct}, const {ct}*, {bi}, "
                          f"const {ct}*, {bi}, {ct}, {ct}*, {bi});\nstatic {kind}gemm_t {kind.upper()}GEMM;")
     lines.append("static int (*BLAS_LOCAL)(int);")
+    lines.append(_OOB)
     init = ["void ember_init(void* s, void* d, void* local)", "{"]
     for kind in bits:
         init.append(f"    {kind.upper()}GEMM = ({kind}gemm_t)({kind});")
     init += ["    BLAS_LOCAL = (int (*)(int))local;", "    (void)s; (void)d;  /* unused when a graph has no GEMM of that type */", "}"]
     return "\n".join(lines + init)
+
+
+def _in_place_ok(u) -> bool:
+    """Units that may write over an operand whose buffer dies with them: fused groups,
+    elementwise equations, and scatter_add over its base (`plan` offers it operand 0 only)."""
+    return u.prim is None or u.prim.kind == "elementwise" or u.prim.name in ACCUMULATE_PRIMS
 
 
 class NativeExecutable:
@@ -530,7 +683,7 @@ class NativeExecutable:
             if u.prim is None:
                 continue
             name = u.prim.name
-            if not (name in VIEW_PRIMS or name in _REDUCE or name in ("dot_general", "full")):
+            if not (name in VIEW_PRIMS or name in _REDUCE or name in _OTHER):
                 raise Unsupported(name)
         for a in graph.constvars + graph.invars + [e.out for e in graph.eqns]:
             if a.aval.dtype.name not in CTYPE:
@@ -540,7 +693,8 @@ class NativeExecutable:
         # array at each call, as the caller would otherwise copy them out of the arena
         fresh = {o for o, a in enumerate(graph.outvars) if isinstance(a, Var) and o not in graph.aliases
                  and o not in persistent_outputs}
-        self.plan = p = plan(graph, set(persistent_outputs) | fresh, steps=units, contiguous_inputs=True)
+        self.plan = p = plan(graph, set(persistent_outputs) | fresh, steps=units, contiguous_inputs=True,
+                             elementwise=_in_place_ok)
         n_in, n_const = len(graph.invars), len(graph.constvars)
         persistent = sorted(o for o in p.pinned if o not in graph.aliases)
         self.io_index = {o: n_in + n_const + j for j, o in enumerate(persistent)}
@@ -586,27 +740,65 @@ class NativeExecutable:
                 r.reduce(e)
             elif name == "dot_general":
                 r.dot(e, bits)
+            elif name == "gather":
+                r.gather(e)
+            elif name == "scatter_add":
+                r.scatter_add(e, p.buffer_of[e.out] is p.buffer_of[x])
+            elif name == "pad":
+                r.pad(e)
             else:
                 r.fill(e, e.params["value"], "full")
         self.refs = refs
         self.kernels = r.units
-        body = []
-        for u, (label, lines, _, _) in enumerate(r.units):
-            body.append(f"    /* unit {u}: {label} */")
-            body.extend("    " + s for s in lines)
-            body.append(f"    if (prof && tid == 0) {{ double now = omp_get_wtime(); prof[{u}] += now - t; t = now; }}")
+        # indices read straight from a graph input are checked before the step changes any state
+        indexing = [e for e in graph.eqns if e.prim.name in ("gather", "scatter_add")]
+        self._index_checks = [(e.inputs[1], e.inputs[0].aval.shape[e.params["axis"]],
+                               "index" if e.prim.name == "gather" else "index_add")
+                              for e in indexing if isinstance(e.inputs[1], Var)
+                              and refs[e.inputs[1]].where == "io" and refs[e.inputs[1]].at < n_in]
+        # each unit is its own function (GCC's time grows faster than linearly with a function's
+        # size); its worksharing constructs bind to the step's one parallel region
+        # the step walks a table: per unit its function and the addresses of its arguments
+        # (base: arena or io slot, byte offset), so ember_step stays a small loop
+        funcs, known, table, arg0, args = [], {}, [], [0], []
+        for u, (label, lines, _, _, refs_u) in enumerate(r.units):
+            if not lines:
+                continue
+            text = "\n".join(lines)
+            if text not in known:
+                known[text] = f = f"unit{u}"
+                funcs += [f"/* {label} */",
+                          f"static __attribute__((noinline)) void {f}(void* const* P, const int tid, const int nt)",
+                          "{", "    (void)P; (void)tid; (void)nt;", *lines, "}"]
+            table.append((known[text], u))
+            for ref in refs_u:
+                item = np.dtype(ref.dtype).itemsize
+                args.append(f"{{{int(ref.where == 'io')}, {ref.at}, {ref.offset * item}}}")
+            arg0.append(len(args))
+        n_args = max([b - a for a, b in zip(arg0, arg0[1:])] + [1])
         self.source = "\n".join([
             _prelude(bits),
+            *funcs,
+            "typedef void (*unit_t)(void* const*, int, int);",
+            f"static const unit_t UNITS[] = {{{', '.join(f for f, _ in table) or '0'}}};",
+            f"static const int UNIT_ID[] = {{{', '.join(str(u) for _, u in table) or '0'}}};",
+            f"static const int ARG0[] = {{{', '.join(map(str, arg0))}}};",
+            f"static const int64_t ARGS[][3] = {{{', '.join(args) or '{0, 0, 0}'}}};  /* in io?, arena byte or io slot, byte offset */",
             f"void {ENTRY}(char* A, void** io, int nthreads, double* prof)",
             "{",
             "    #pragma omp parallel num_threads(nthreads)",
             "    {",
-            "    const int tid = omp_get_thread_num(), nt = omp_get_num_threads();",
-            "    (void)tid; (void)nt;",
-            "    if (BLAS_LOCAL) BLAS_LOCAL(1);",
-            "    double t = prof ? omp_get_wtime() : 0;",
-            *body,
-            "    if (BLAS_LOCAL) BLAS_LOCAL(0);",
+            "        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();",
+            "        if (BLAS_LOCAL) BLAS_LOCAL(1);",
+            "        double t = prof ? omp_get_wtime() : 0;",
+            f"        for (int u = 0; u < {len(table)}; u++) {{",
+            f"            void* P[{n_args}];",
+            "            for (int a = ARG0[u]; a < ARG0[u + 1]; a++)",
+            "                P[a - ARG0[u]] = (ARGS[a][0] ? (char*)io[ARGS[a][1]] : A + ARGS[a][1]) + ARGS[a][2];",
+            "            UNITS[u](P, tid, nt);",
+            "            if (prof && tid == 0) { double now = omp_get_wtime(); prof[UNIT_ID[u]] += now - t; t = now; }",
+            "        }",
+            "        if (BLAS_LOCAL) BLAS_LOCAL(0);",
             "    }",
             "}", ""])
         lib = build.load_library(self.source, FLAGS)
@@ -617,6 +809,10 @@ class NativeExecutable:
         init.argtypes = [ctypes.c_void_p] * 3
         init.restype = None
         init(*(blas.gemm(k)[0] if k in bits else None for k in "sd"), blas.set_threads_local_address())
+        self._oob = getattr(lib, "ember_oob") if indexing else None
+        if self._oob is not None:
+            self._oob.argtypes, self._oob.restype = [ctypes.c_void_p], ctypes.c_int
+        self._oob_value = np.zeros(2, np.int64)
         self.fn = getattr(lib, ENTRY)
         self.fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_void_p]
         self.fn.restype = None
@@ -710,12 +906,18 @@ class NativeExecutable:
             inputs = list(inputs)
             for k, _, c in fixed:
                 inputs[k] = c
+        for v, n, op in self._index_checks:
+            check_bounds(self._array(v, inputs, {}), n, op)
         new = {}
         for o, slot, shape, dtype in self._fresh:
             arr = new[o] = self._output(o, shape, dtype)
             io[slot] = arr.ctypes.data
         self.fn(self._arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data)
         self.calls += 1
+        if self._oob is not None and self._oob(self._oob_value.ctypes.data):
+            value, size = self._oob_value.tolist()
+            raise IndexError(f"index {value} is out of bounds for a dimension of size {size} "
+                             "(computed inside the jitted step)")
         res = []
         for kind, x in self.outs:
             if kind == "fresh":
@@ -743,7 +945,7 @@ class NativeExecutable:
         prof = np.zeros(len(self.kernels), np.float64)
         for _ in range(repeats):
             self.run(inputs, prof)
-        return [(label, t / repeats, fl, nb) for (label, _, fl, nb), t in zip(self.kernels, prof)]
+        return [(label, t / repeats, fl, nb) for (label, _, fl, nb, _), t in zip(self.kernels, prof)]
 
 
 def kernel_table(rows: list) -> str:

@@ -23,6 +23,8 @@ from ..ir.core import Var
 
 ALIGN = 64
 VIEW_PRIMS = ("reshape", "transpose", "slice", "broadcast_in_dim", "rev")
+# primitives that add into a copy of their first operand: in place, they may write over it only
+ACCUMULATE_PRIMS = ("scatter_add", "scatter_add_along_axis")
 
 
 def nbytes(aval) -> int:
@@ -168,7 +170,10 @@ def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_
             src = buffer_of[graph.invars[aliases[o]]]
             e = eqns[i]
             reads_old = [x for x in e.inputs if isinstance(x, Var) and buffer_of[x] is src]
+            accumulates = e.prim is not None and e.prim.name in ACCUMULATE_PRIMS
             legal = src.end < i or (src.end == i and elementwise(e) and
+                                    not (accumulates and any(isinstance(x, Var) and buffer_of[x] is src
+                                                             for x in e.inputs[1:])) and
                                     all(x is graph.invars[aliases[o]] and x.aval.shape == a.aval.shape
                                         for x in reads_old))
             if not legal:
@@ -190,7 +195,8 @@ def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_
             b = buffer_of[out]
             if b.kind != "arena":
                 continue
-            for x in e.inputs:
+            operands = e.inputs[:1] if e.prim is not None and e.prim.name in ACCUMULATE_PRIMS else e.inputs
+            for x in operands:
                 if not isinstance(x, Var):
                     continue
                 bx = buffer_of[x]

@@ -26,7 +26,8 @@ def _check_index(op, x: Aval, idx: Aval, axis):
         raise op_error(ShapeError, op, f"axis {axis} out of range for shape {x.shape}")
 
 
-def _bounds(idx, n, op):
+def check_bounds(idx, n, op):
+    """`idx` if every index lies in [-n, n), else IndexError naming the first that does not."""
     if idx.size and (idx.min() < -n or idx.max() >= n):
         bad = idx[(idx < -n) | (idx >= n)].ravel()[0]
         raise IndexError(f"{op}: index {bad} is out of bounds for a dimension of size {n}")
@@ -59,7 +60,7 @@ def _scatter_add_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
 
 
 def _scatter_add_impl(x, idx, upd, *, axis):
-    idx = _bounds(idx, x.shape[axis], "index_add") % max(x.shape[axis], 1)
+    idx = check_bounds(idx, x.shape[axis], "index_add") % max(x.shape[axis], 1)
     out = np.array(x, copy=True)
     if axis == 0 and idx.ndim <= 1 and x.ndim == 2 and out.dtype.kind == "f" and idx.size:
         # dense rows: one matmul-free bincount-style accumulation per column block
@@ -98,7 +99,7 @@ def _sal_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
 
 
 def _sal_impl(x, idx, upd, *, axis):
-    idx = _bounds(idx, x.shape[axis], "scatter_add_along_axis") % max(x.shape[axis], 1)
+    idx = check_bounds(idx, x.shape[axis], "scatter_add_along_axis") % max(x.shape[axis], 1)
     out = np.array(x, copy=True)
     full = [np.broadcast_to(np.arange(n).reshape((-1,) + (1,) * (x.ndim - i - 1)), upd.shape)
             for i, n in enumerate(upd.shape)]
