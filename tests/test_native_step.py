@@ -64,11 +64,26 @@ def test_be16_gpt_step_native_matches_eager_and_numpy_executor():
         np.testing.assert_allclose(pc[k], pe[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
-def test_be16_graphs_without_a_native_form_fall_back_and_say_why():
-    le, pe, _ = _run("cnn", None, "eager", steps=2)
-    lc, pc, f = _run("cnn", None, "native", steps=2)
-    assert "numpy executor: no native form for" in f.explain[0]
+def test_be16_cnn_step_native_matches_eager_and_numpy_executor():
+    """conv_general (forward, data and weight gradients), max-pool and its select_and_scatter_add,
+    SGD; the weight gradient is a transposed view, so its update runs outside the multi-tensor
+    kernel."""
+    le, pe, _ = _run("cnn", None, "eager")
+    ln, pn, _ = _run("cnn", None, "numpy")
+    lc, pc, f = _run("cnn", None, "native")
+    exe = _native(f)
+    assert {"conv_general", "reduce_window_max", "select_and_scatter_add"} <= {e.prim.name for e in exe.graph.eqns}
     np.testing.assert_allclose(lc, le, rtol=1e-5)
+    np.testing.assert_allclose(lc, ln, rtol=1e-5)
+    for k in pe:
+        np.testing.assert_allclose(pc[k], pe[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_be16_graphs_without_a_native_form_fall_back_and_say_why():
+    f = ember.jit(lambda x: ember.cumsum(x * 2, 0), backend="native")
+    x = ember.tensor(np.arange(5, dtype=np.float32))
+    np.testing.assert_array_equal(f(x).numpy(), np.cumsum(np.arange(5) * 2))
+    assert "numpy executor: no native form for cumsum" in f.explain[0]
 
 
 def test_be16_layers_share_their_kernels():
@@ -263,6 +278,80 @@ def test_be1_pad_matches_eager(config):
     _check(lambda t: lax.pad(t, 7, config), x.astype(np.int32))
 
 
+CONVS = [dict(), dict(stride=2), dict(padding=1), dict(padding=(2, 0), stride=(1, 2), dilation=2),
+         dict(groups=2), dict(groups=2, stride=2, padding=1)]
+
+
+@pytest.mark.parametrize("kw", CONVS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_be1_conv_and_its_gradients_match_eager(kw, dtype):
+    """Forward (per batch item GEMMs), input gradient (a convolution with the flipped kernel, a
+    strided view packed per thread) and weight gradient (per channel GEMMs, per-thread sums)."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((4, 6, 11, 9)).astype(dtype)
+    w = rng.standard_normal((8, 6 // kw.get("groups", 1), 3, 2)).astype(dtype)
+
+    def grads(x, w):
+        y = F.conv2d(x, w, **kw)
+        return (y,) + tuple(ember.autograd.grad((y * y).sum(), [x, w]))
+    xs = [ember.tensor(a, requires_grad=True) for a in (x, w)]
+    want = grads(*xs)
+    j = ember.jit(grads, backend="native")
+    got = j(*xs)
+    _native(j)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for a, b in zip(want, got):
+        a, b = a.detach().numpy(), b.detach().numpy()
+        np.testing.assert_allclose(b, a, rtol=tol, atol=tol * np.abs(a).max())
+    _check(lambda x, w: F.conv1d(x[:, :, 0], w[:, :, 0], padding=1, groups=kw.get("groups", 1)), x, w,
+           rtol=1e-5, atol=1e-5)  # 1-d
+
+
+def test_be1_conv_edge_sizes():
+    rng = np.random.default_rng(11)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    _check(lambda x, w: F.conv2d(x, w), np.zeros((0, 3, 5, 5), np.float32), w)
+    _check(lambda x, w: F.conv2d(x, w), rng.standard_normal((1, 3, 3, 3)).astype(np.float32), w, rtol=1e-5)
+    _check(lambda x, w: F.conv2d(x, w, padding=2), _special(rng.standard_normal((2, 3, 1, 1)).astype(np.float32)),
+           w, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=2), dict(kernel_size=3, stride=1),
+                                dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(1, 2), stride=(2, 1))])
+def test_be1_pooling_and_its_gradient_match_eager(kw):
+    """reduce_window max and sum; select_and_scatter_add with overlapping windows, padding,
+    ties (first maximum wins) and NaN (the first NaN wins)."""
+    rng = np.random.default_rng(12)
+    x = _special(rng.standard_normal((3, 4, 11, 9)).astype(np.float32))
+    x[0, 0, :4, :4] = 1.0  # ties
+    x[1, 2, 3, 3] = x[1, 2, 3, 4] = np.nan
+
+    def pool_grad(x):
+        y = F.max_pool2d(x, **kw)
+        return y, ember.autograd.grad((y * 3).sum(), [x])[0]
+    xs = [ember.tensor(x, requires_grad=True)]
+    want = pool_grad(*xs)
+    j = ember.jit(pool_grad, backend="native")
+    got = j(*xs)
+    _native(j)
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(b.detach().numpy(), a.detach().numpy())
+    _check(lambda x: F.avg_pool2d(x, **kw), np.nan_to_num(x), rtol=1e-6)
+    big = rng.standard_normal((64, 16, 24, 24)).astype(np.float32)  # threaded
+    _check(lambda x: F.max_pool2d(x, 2), big)
+    xs = [ember.tensor(big, requires_grad=True)]
+    j = ember.jit(pool_grad, backend="native")
+    for a, b in zip(pool_grad(*xs), j(*xs)):
+        np.testing.assert_array_equal(b.detach().numpy(), a.detach().numpy())
+
+
+def test_be1_concatenate_matches_eager():
+    rng = np.random.default_rng(13)
+    a, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 2)).astype(np.float32)
+    _check(lambda a, b: ember.cat([a * 2, b, a[:, :0], b.flip(1)], 1), a, b)
+    _check(lambda a, b: ember.cat([a.T, b.T], 0) + 1, a, b)
+
+
 def test_be1_groups_with_an_outside_path_through_other_groups_still_schedule():
     """A group must not absorb a value whose inputs come, through other groups, from itself."""
     def f(x, y):
@@ -400,7 +489,7 @@ def test_be1_native_step_under_address_sanitizer(tmp_path):
     script = textwrap.dedent("""
         import numpy as np, ember
         from _bench_models import build
-        for model, opt in (("mlp", "adamw"), ("mlp", "sgd")):
+        for model, opt in (("mlp", "adamw"), ("mlp", "sgd"), ("cnn", None), ("gpt", None)):
             P, o, data, step = build(model, ember, opt)
             j = ember.jit(step, backend="native")
             for i in range(3):

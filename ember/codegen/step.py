@@ -47,7 +47,8 @@ FLAGS = build.FLAGS + ("-fopenmp",)
 ENTRY, INIT = "ember_step", "ember_init"
 
 _REDUCE = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
-_OTHER = ("dot_general", "full", "gather", "scatter_add", "pad")
+_OTHER = ("dot_general", "full", "gather", "scatter_add", "pad", "concatenate", "conv_general",
+          "reduce_window_max", "reduce_window_sum", "select_and_scatter_add")
 
 
 def _prod(xs) -> int:
@@ -208,6 +209,17 @@ class _Renderer:
 
     def multi(self, m: MultiGroup) -> None:
         refs = self.refs
+        # the kernel walks each tensor by one flat index: members reading or writing a strided
+        # view (a weight gradient that is a transposed GEMM or conv result) run as their own loops
+        flat = [g for g in m.groups if all(_prod(refs[v].shape) == 1 or refs[v].strides == _contig(refs[v].shape)
+                                           for v in g.inputs + g.outputs)]
+        ids = {id(g) for g in flat}
+        for g in m.groups:
+            if id(g) not in ids or len(flat) < 2:
+                self.group(g)
+        if len(flat) < 2:
+            return
+        m = MultiGroup(flat)
         g0 = m.groups[0]
         T = len(m.groups)
         sizes = [_prod(g.shape) for g in m.groups]
@@ -345,6 +357,248 @@ class _Renderer:
                 lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
         self.emit((e.prim.name, lines, total, nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
 
+    # ---- convolution (im2col into per-thread scratch, then GEMM)
+    def conv(self, e, bits: dict) -> None:
+        """conv_general as GEMMs over im2col columns: per batch item (columns = output positions)
+        when the output is larger than the kernel, else per input channel (columns = kernel taps)
+        into per-thread partial sums added in thread order (a weight gradient)."""
+        lhs, rhs = e.inputs
+        dt = e.out.aval.dtype.name
+        if dt not in ("float32", "float64") or lhs.aval.dtype.name != dt or rhs.aval.dtype.name != dt:
+            raise Unsupported(f"conv_general on {dt}")
+        kind = "s" if dt == "float32" else "d"
+        if kind not in bits:
+            raise Unsupported("no CBLAS library found")
+        x, w, o = self.refs[lhs], self.refs[rhs], self.refs[e.out]
+        prm = e.params
+        st, pads, ldil, rdil, G = (prm["window_strides"], prm["padding"], prm["lhs_dilation"],
+                                   prm["rhs_dilation"], prm["groups"])
+        nd = len(x.shape) - 2
+        B, O, Cg = x.shape[0], w.shape[0], w.shape[1]
+        Og, S, Kd, Pd = O // G, x.shape[2:], w.shape[2:], o.shape[2:]
+        Kn, Pn = _prod(Kd), _prod(Pd)
+        if B * O * Pn == 0:
+            self.emit(("conv_general", [], 0, 0))
+            return
+        if Cg * Kn == 0:
+            self.fill(e, 0, "conv_general")
+            return
+        ct, item = CTYPE[dt], np.dtype(dt).itemsize
+        gemm, one = ("SGEMM" if kind == "s" else "DGEMM"), c_literal(1, dt)
+        xs, ws = x.strides, w.strides
+        pre = [L.Stmt(f"{ct}* out = {self.ptr(o)};\nconst {ct}* xin = {self.ptr(x)};\n"
+                      f"const {ct}* win = {self.ptr(w)};")]
+
+        def qs(dims, pv, kv):
+            """C: padded positions q_d, whether all are inside x, and the offset they add."""
+            code, ok, off = [], [], []
+            for d in dims:
+                code.append(f"const int64_t q{d} = {pv[d]} * {st[d]} + {kv[d]} * {rdil[d]} - {pads[d][0]};")
+                if ldil[d] == 1:
+                    ok.append(f"q{d} >= 0 && q{d} < {S[d]}")
+                    off.append(f"q{d} * {xs[d + 2]}")
+                else:
+                    ok.append(f"q{d} >= 0 && q{d} % {ldil[d]} == 0 && q{d} / {ldil[d]} < {S[d]}")
+                    off.append(f"(q{d} / {ldil[d]}) * {xs[d + 2]}")
+            return code, " && ".join(ok) or "1", " + ".join(off) or "0"
+
+        def flat(vs, sizes):
+            return " + ".join(f"{v} * {_prod(sizes[i + 1:])}" for i, v in enumerate(vs)) or "0"
+
+        pv, kv = [f"p{d}" for d in range(nd)], [f"k{d}" for d in range(nd)]
+        last = nd - 1
+
+        def row(dst, src, along_k):
+            # one im2col row along the last spatial dim: over output positions (along_k False)
+            # or over kernel taps (True)
+            if along_k:
+                n, step, off = Kd[last], rdil[last], f"p{last} * {st[last]} - {pads[last][0]}"
+            else:
+                n, step, off = Pd[last], st[last], f"k{last} * {rdil[last]} - {pads[last][0]}"
+            return f"row_{ct}({dst}, {src}, {n}, {step}, {off}, {S[last]}, {xs[last + 2]}, {ldil[last]});"
+
+        w_mat = None
+        try:
+            w_mat = _blas_matrix(w, [0], list(range(1, nd + 2))) if Pn >= Kn else \
+                _blas_matrix(w, list(range(2, nd + 2)), [0])
+        except Unsupported:
+            pass
+        wpack = _prod(w.shape) if Pn >= Kn else Kn * Og
+        if Pn >= Kn:
+            col = _round64(Cg * Kn * Pn * item)
+            per_thread = col + (0 if w_mat else _round64(wpack * item))
+            fill = [L.Stmt(f"{ct}* dst = col + ({flat(['c'] + kv, [Cg] + list(Kd))}) * {Pn};\n"
+                           f"const {ct}* src = xin + b * {xs[0]} + (g * {Cg} + c) * {xs[1]};")]
+            code, ok, off = qs(range(last), pv, kv)
+            body = [L.Stmt("\n".join(code) + f"\n{ct}* r = dst + ({flat(pv[:last], list(Pd[:last]))}) * {Pd[last]};\n"
+                           f"if ({ok}) {row('r', f'src + {off}', False)}\n"
+                           f"else for (int64_t j = 0; j < {Pd[last]}; j++) r[j] = 0;")]
+            for d in reversed(range(last)):
+                body = [L.Loop(pv[d], Pd[d], body)]
+            fill = [L.Loop("c", Cg, _nest(kv, Kd, fill + body))]
+            if w_mat:
+                ta, lda = w_mat
+                wsrc = "win"
+            else:
+                ta, lda = "N", Cg * Kn
+                wsrc = "wp"
+            gem = (f"{gemm}(101, {111 if ta == 'N' else 112}, 111, {Og}, {Pn}, {Cg * Kn}, {one}, "
+                   f"{wsrc} + g * {Og} * {ws[0] if w_mat else Cg * Kn}, {lda}, col, {Pn}, 0, "
+                   f"out + (b * {O} + g * {Og}) * {Pn}, {Pn});")
+            loop = L.Loop("b", B, [L.Loop("g", G, fill + [L.Stmt(gem)])], parallel=True)
+            body = pre + self._reserve(per_thread) + [L.Stmt(f"{ct}* col = ({ct}*)(WS + (size_t)tid * {per_thread});")]
+            if not w_mat:
+                body += [L.Stmt(f"{ct}* wp = ({ct}*)(WS + (size_t)tid * {per_thread} + {col});")]
+                body += self._pack(w, "win", "wp", ct)
+            lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("}")])
+        else:
+            col, acc = _round64(B * Pn * Kn * item), _round64(B * Pn * O * item)
+            per_thread = col + acc + (0 if w_mat else _round64(wpack * item))
+            code, ok, off = qs(range(last), pv, kv)
+            fill = [L.Stmt("\n".join(code) + f"\n{ct}* r = col + ((b * {Pn} + {flat(pv, list(Pd))}) * {Kn} + "
+                           f"({flat(kv[:last], list(Kd[:last]))}) * {Kd[last]});\n"
+                           f"if ({ok}) {row('r', f'src + {off}', True)}\n"
+                           f"else for (int64_t j = 0; j < {Kd[last]}; j++) r[j] = 0;")]
+            fill = _nest(pv, Pd, _nest(kv[:last], Kd[:last], fill))
+            fill = [L.Loop("b", B, [L.Stmt(f"const {ct}* src = xin + b * {xs[0]} + (g * {Cg} + c) * {xs[1]};")] + fill)]
+            if w_mat:
+                tb, ldb = w_mat
+                wc = f"win + g * {Og} * {ws[0]} + c * {ws[1]}"
+                pack = []
+            else:
+                tb, ldb, wc = "N", Og, "wp"
+                wsub = w.moved(0, list(Kd) + [Og], list(ws[2:]) + [ws[0]])
+                pack = self._pack(wsub, f"(win + g * {Og} * {ws[0]} + c * {ws[1]})", "wp", ct)
+            gem = (f"{gemm}(101, 111, {111 if tb == 'N' else 112}, {B * Pn}, {Og}, {Kn}, {one}, col, {Kn}, "
+                   f"{wc}, {ldb}, {one}, acc + g * {Og}, {O});")
+            rng = (f"const int64_t lo = (int64_t){Cg} * tid / nt, hi = (int64_t){Cg} * (tid + 1) / nt;\n"
+                   f"for (int64_t j = 0; j < {B * Pn * O}; j++) acc[j] = 0;")
+            loop = L.Loop("g", G, [L.Loop("c", "hi", fill + pack + [L.Stmt(gem)], start="lo")])
+            red = L.Loop("bo", B * O, [L.Stmt(
+                f"const int64_t b = bo / {O}, oo = bo % {O};\n"
+                f"for (int64_t p = 0; p < {Pn}; p++) {{\n"
+                f"    {ct} sum = 0;\n"
+                f"    for (int t = 0; t < nt; t++) sum += (({ct}*)(WS + (size_t)t * {per_thread} + {col}))"
+                f"[(b * {Pn} + p) * {O} + oo];\n"
+                f"    out[bo * {Pn} + p] = sum;\n}}")], parallel=True)
+            body = pre + self._reserve(per_thread) + [L.Stmt(
+                f"{ct}* col = ({ct}*)(WS + (size_t)tid * {per_thread});\n"
+                f"{ct}* acc = ({ct}*)(WS + (size_t)tid * {per_thread} + {col});\n"
+                f"{ct}* wp = ({ct}*)(WS + (size_t)tid * {per_thread} + {col + acc});\n(void)wp;"), L.Stmt(rng)]
+            lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("#pragma omp barrier"), red, L.Stmt("}")])
+        flops = 2 * B * O * Pn * Cg * Kn
+        self.emit(("conv_general", lines, flops, nbytes(lhs.aval) + nbytes(rhs.aval) + nbytes(e.out.aval)))
+
+    def _reserve(self, per_thread: int) -> list:
+        """Statements making the workspace hold `per_thread` bytes for every thread."""
+        return [L.Stmt(f"#pragma omp single\nws_reserve((size_t){per_thread} * nt);")]
+
+    def _pack(self, ref: Ref, src: str, dst: str, ct: str) -> list:
+        """Loops copying the strided `ref` (read through pointer `src`) into contiguous `dst`."""
+        dims = _collapse(list(ref.shape), [list(ref.strides), list(_contig(ref.shape))])
+        names = [f"w{d}" for d in range(len(dims))]
+        stmt = [L.Stmt(f"{dst}[{_index(names, [d[1][1] for d in dims])}] = {src}[{_index(names, [d[1][0] for d in dims])}];")]
+        return _nest(names, [d[0] for d in dims], stmt)
+
+    # ---- windows (pooling)
+    def _window_taps(self, x: Ref, win, strides, pads, bdil, wdil, inner: list) -> list:
+        """Loops over the window taps of output position (p0, p1, ...): `inner` runs per tap
+        with `ok` (the tap lies inside x) and `xi` (its element index in x)."""
+        body = inner
+        nd = len(win)
+        for d in reversed(range(nd)):
+            q = f"p{d} * {strides[d]} + k{d} * {wdil[d]} - {pads[d][0]}"
+            if bdil[d] == 1:
+                ok, at = f"(q{d} >= 0 && q{d} < {x.shape[d]})", f"q{d}"
+            else:
+                ok, at = f"(q{d} >= 0 && q{d} % {bdil[d]} == 0 && q{d} / {bdil[d]} < {x.shape[d]})", f"(q{d} / {bdil[d]})"
+            prev_ok = f"ok{d - 1}" if d else "1"
+            prev_xi = f"xi{d - 1}" if d else "0"
+            body = [L.Loop(f"k{d}", win[d], [L.Stmt(
+                f"const int64_t q{d} = {q};\nconst int ok{d} = {prev_ok} && {ok};\n"
+                f"const int64_t xi{d} = ok{d} ? {prev_xi} + {at} * {x.strides[d]} : 0;")] + body)]
+        return body
+
+    def _window_rows(self, pre, out_shape, body, total, share="rows") -> list:
+        """Lines running `body` for every output position (p0, ...). Threads share the rows
+        (all dims but the last) with `share="rows"`, only dim 0 with "dim0", nothing with None."""
+        nd = len(out_shape)
+        first = 1 if share == "dim0" else 0
+        R = _prod(out_shape[first:-1])
+        dec = ["int64_t rem = r;"]
+        for d in reversed(range(first, nd - 1)):
+            dec.append(f"const int64_t p{d} = rem % {out_shape[d]}; rem /= {out_shape[d]};")
+        loop = L.Loop("r", R, [L.Stmt("\n".join(dec)), L.Loop(f"p{nd - 1}", out_shape[-1], body)])
+        if first:
+            loop = L.Loop("p0", out_shape[0], [loop])
+        if share and total >= PAR_MIN and _prod(out_shape[:-1] if not first else out_shape[:1]) > 1:
+            loop.parallel = True
+            return L.render([L.Stmt("{")] + pre + [loop, L.Stmt("}")])
+        return L.render([L.Stmt("#pragma omp single\n{")] + pre + [loop, L.Stmt("}")])
+
+    def reduce_window(self, e) -> None:
+        """out[p] = max (or sum) over the window taps of x; taps in the padding are skipped."""
+        x, out = self.refs[e.inputs[0]], self.refs[e.out]
+        t = e.out.aval.dtype.name
+        op = "max" if e.prim.name == "reduce_window_max" else "add"
+        prm = e.params
+        if not x.shape or not _prod(out.shape):
+            raise Unsupported(f"{e.prim.name} of a scalar") if not x.shape else None
+            self.emit((e.prim.name, [], 0, 0))
+            return
+        if op == "add":
+            ident = c_literal(0, t)
+        elif t in ("float32", "float64"):
+            ident = "-INFINITY" if t == "float32" else "-(double)INFINITY"
+        else:
+            ident = c_literal(np.iinfo(np.dtype(t)).min, t)
+        comb = _call(op, [("acc", t), ("in0[xi]", t)], t)[0]
+        taps = self._window_taps(x, prm["window"], prm["strides"], prm["padding"], prm["base_dilation"],
+                                 prm["window_dilation"], [L.Stmt(f"if (ok{len(x.shape) - 1}) {{ const int64_t xi = xi{len(x.shape) - 1}; acc = {comb}; }}")])
+        oidx = " + ".join(f"p{d} * {s_}" for d, s_ in enumerate(out.strides))
+        body = [L.Stmt(f"{out.ctype} acc = {ident};")] + taps + [L.Stmt(f"o0[{oidx}] = acc;")]
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};")]
+        total = _prod(out.shape) * _prod(prm["window"])
+        self.emit((e.prim.name, self._window_rows(pre, out.shape, body, total), total,
+                   nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
+
+    def select_and_scatter_add(self, e) -> None:
+        """Each source element added at the first maximum of its window of the operand (the
+        first NaN wins); taps in the padding compete with the value -inf and are dropped."""
+        src, x, out = self.refs[e.inputs[0]], self.refs[e.inputs[1]], self.refs[e.out]
+        xt, ot = e.inputs[1].aval.dtype.name, e.out.aval.dtype.name
+        prm = e.params
+        nd = len(x.shape)
+        self.fill(e, 0, "select_and_scatter_add zero")
+        if not nd or not _prod(src.shape) or not _prod(prm["window"]):
+            if not nd:
+                raise Unsupported("select_and_scatter_add of a scalar")
+            return
+        floats = xt in ("float32", "float64")
+        ident = ("-INFINITY" if xt == "float32" else "-(double)INFINITY") if floats else \
+            c_literal(np.iinfo(np.dtype(xt)).min, xt)
+        take = "first || (bv == bv && (v > bv || v != v))" if floats else "first || v > bv"
+        # out has x's shape, contiguous: the chosen tap's element index in out
+        ostr = out.strides
+        win, ones = prm["window"], (1,) * nd
+        taps = self._window_taps(x, win, prm["strides"], prm["padding"], ones, ones, [L.Stmt(
+            f"const {CTYPE[xt]} v = ok{nd - 1} ? in0[xi{nd - 1}] : {ident};\n"
+            f"if ({take}) {{ bv = v; best = ok{nd - 1} ? "
+            + " + ".join(f"(p{d} * {prm['strides'][d]} + k{d} - {prm['padding'][d][0]}) * {ostr[d]}" for d in range(nd))
+            + " : -1; first = 0; }")])
+        sidx = " + ".join(f"p{d} * {s_}" for d, s_ in enumerate(src.strides))
+        add = _call("add", [("o0[best]", ot), (c_convert(f"s0[{sidx}]", src.dtype, ot), ot)], ot)[0]
+        body = [L.Stmt(f"{CTYPE[xt]} bv = 0;\nint64_t best = -1;\nint first = 1;")] + taps + \
+               [L.Stmt(f"if (best >= 0) o0[best] = {add};")]
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};\n"
+                      f"const {src.ctype}* s0 = {self.ptr(src)};")]
+        # threads own whole rows of dim 0 when its windows cannot overlap, else one thread adds
+        rows_apart = win[0] == 1 and prm["strides"][0] == 1 and nd > 1
+        total = _prod(src.shape) * _prod(win)
+        self.emit(("select_and_scatter_add", self._window_rows(pre, src.shape, body, total,
+                                                               "dim0" if rows_apart else None),
+                   total, nbytes(e.inputs[0].aval) + nbytes(e.inputs[1].aval) + nbytes(e.out.aval)))
+
     # ---- indexing and padding
     def _index_value(self, idx_code: str, n: int) -> list:
         """Statements loading index `ix` from `idx_code`, counted from the end when negative;
@@ -448,6 +702,16 @@ class _Renderer:
         if _prod(shape):
             self.copy_values(x.moved(xoff, shape, xs), out.moved(ooff, shape, os_), "pad copy")
 
+    def concatenate(self, e) -> None:
+        """Each operand copied into its slice of the output along `axis`."""
+        out, axis, at = self.refs[e.out], e.params["axis"], 0
+        for a in e.inputs:
+            src = self.refs[a]
+            if _prod(src.shape):
+                self.copy_values(src, out.moved(out.offset + at * out.strides[axis], src.shape, out.strides),
+                                 "concatenate")
+            at += src.shape[axis]
+
     def copy_values(self, src: Ref, dst: Ref, label: str) -> None:
         """dst = src elementwise (same shape; dtype converted as numpy's astype)."""
         conv = lambda ld: ([], [c_convert(ld[0], src.dtype, dst.dtype)])  # noqa: E731
@@ -523,6 +787,17 @@ class _Renderer:
             lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng), L.Stmt("}"), L.Stmt("#pragma omp barrier")])
         itemsize = e.out.aval.dtype.itemsize
         self.emit(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
+
+
+def _round64(n: int) -> int:
+    return (n + 63) // 64 * 64
+
+
+def _nest(names, extents, body) -> list:
+    """`body` inside one loop per (name, extent), the first outermost."""
+    for v, n in reversed(list(zip(names, extents))):
+        body = [L.Loop(v, n, body)]
+    return body
 
 
 def _merge(sizes, strides):
@@ -651,6 +926,44 @@ int ember_oob(int64_t* out)
 }"""
 
 
+_WORKSPACE = """#include <stdlib.h>
+#include <string.h>
+static char* WS;
+static size_t WS_SIZE;
+/* the units' scratch (im2col columns, per-thread partial sums): grown by one thread inside
+   `omp single`, kept for the next call */
+static void ws_reserve(size_t n)
+{
+    if (n <= WS_SIZE) return;
+    free(WS);
+    n = (n + 63) & ~(size_t)63;
+    WS = (char*)aligned_alloc(64, n);
+    WS_SIZE = WS ? n : 0;
+}
+/* dst[p] = src[(p*s + off) * xs] where 0 <= p*s + off < n, else 0 (one im2col row) */
+#define ROW(T) static inline void row_##T(T* restrict dst, const T* restrict src, int64_t np, int64_t s, \\
+                                         int64_t off, int64_t n, int64_t xs, int64_t ld) \\
+{ \\
+    if (ld == 1) { \\
+        int64_t a = off >= 0 ? 0 : (-off + s - 1) / s, e = n - off <= 0 ? 0 : (n - off + s - 1) / s; \\
+        if (a > np) a = np; \\
+        if (e > np) e = np; \\
+        if (e < a) e = a; \\
+        for (int64_t p = 0; p < a; p++) dst[p] = 0; \\
+        if (xs == 1 && s == 1) memcpy(dst + a, src + off + a, (size_t)(e - a) * sizeof(T)); \\
+        else for (int64_t p = a; p < e; p++) dst[p] = src[(p * s + off) * xs]; \\
+        for (int64_t p = e; p < np; p++) dst[p] = 0; \\
+    } else { \\
+        for (int64_t p = 0; p < np; p++) { \\
+            const int64_t q = p * s + off; \\
+            dst[p] = (q >= 0 && q % ld == 0 && q / ld < n) ? src[(q / ld) * xs] : 0; \\
+        } \\
+    } \\
+}
+ROW(float)
+ROW(double)"""
+
+
 def _prelude(bits: dict) -> str:
     lines = [PRELUDE, "#ifdef _OPENMP\n#include <omp.h>\n#endif"]
     for kind, ct in (("s", "float"), ("d", "double")):
@@ -660,6 +973,7 @@ def _prelude(bits: dict) -> str:
                          f"const {ct}*, {bi}, {ct}, {ct}*, {bi});\nstatic {kind}gemm_t {kind.upper()}GEMM;")
     lines.append("static int (*BLAS_LOCAL)(int);")
     lines.append(_OOB)
+    lines.append(_WORKSPACE)
     init = ["void ember_init(void* s, void* d, void* local)", "{"]
     for kind in bits:
         init.append(f"    {kind.upper()}GEMM = ({kind}gemm_t)({kind});")
@@ -746,6 +1060,14 @@ class NativeExecutable:
                 r.scatter_add(e, p.buffer_of[e.out] is p.buffer_of[x])
             elif name == "pad":
                 r.pad(e)
+            elif name == "conv_general":
+                r.conv(e, bits)
+            elif name == "concatenate":
+                r.concatenate(e)
+            elif name in ("reduce_window_max", "reduce_window_sum"):
+                r.reduce_window(e)
+            elif name == "select_and_scatter_add":
+                r.select_and_scatter_add(e)
             else:
                 r.fill(e, e.params["value"], "full")
         self.refs = refs
