@@ -491,7 +491,7 @@ class _Renderer:
 
     def _reserve(self, per_thread: int) -> list:
         """Statements making the workspace hold `per_thread` bytes for every thread."""
-        return [L.Stmt(f"#pragma omp single\nws_reserve((size_t){per_thread} * nt);")]
+        return [L.Stmt(f"#pragma omp single\nws_reserve((size_t){per_thread} * nt);\nif (!WS) return;")]
 
     def _pack(self, ref: Ref, src: str, dst: str, ct: str) -> list:
         """Loops copying the strided `ref` (read through pointer `src`) into contiguous `dst`."""
@@ -501,14 +501,17 @@ class _Renderer:
         return _nest(names, [d[0] for d in dims], stmt)
 
     # ---- windows (pooling)
-    def _window_taps(self, x: Ref, win, strides, pads, bdil, wdil, inner: list) -> list:
+    def _window_taps(self, x: Ref, out_shape, win, strides, pads, bdil, wdil, inner: list) -> list:
         """Loops over the window taps of output position (p0, p1, ...): `inner` runs per tap
         with `ok` (the tap lies inside x) and `xi` (its element index in x)."""
         body = inner
         nd = len(win)
         for d in reversed(range(nd)):
             q = f"p{d} * {strides[d]} + k{d} * {wdil[d]} - {pads[d][0]}"
-            if bdil[d] == 1:
+            if bdil[d] == 1 and pads[d][0] <= 0 and \
+                    (out_shape[d] - 1) * strides[d] + (win[d] - 1) * wdil[d] - pads[d][0] < x.shape[d]:
+                ok, at = "1", f"q{d}"  # every tap of this dim lies inside x
+            elif bdil[d] == 1:
                 ok, at = f"(q{d} >= 0 && q{d} < {x.shape[d]})", f"q{d}"
             else:
                 ok, at = f"(q{d} >= 0 && q{d} % {bdil[d]} == 0 && q{d} / {bdil[d]} < {x.shape[d]})", f"(q{d} / {bdil[d]})"
@@ -553,7 +556,7 @@ class _Renderer:
         else:
             ident = c_literal(np.iinfo(np.dtype(t)).min, t)
         comb = _call(op, [("acc", t), ("in0[xi]", t)], t)[0]
-        taps = self._window_taps(x, prm["window"], prm["strides"], prm["padding"], prm["base_dilation"],
+        taps = self._window_taps(x, out.shape, prm["window"], prm["strides"], prm["padding"], prm["base_dilation"],
                                  prm["window_dilation"], [L.Stmt(f"if (ok{len(x.shape) - 1}) {{ const int64_t xi = xi{len(x.shape) - 1}; acc = {comb}; }}")])
         oidx = " + ".join(f"p{d} * {s_}" for d, s_ in enumerate(out.strides))
         body = [L.Stmt(f"{out.ctype} acc = {ident};")] + taps + [L.Stmt(f"o0[{oidx}] = acc;")]
@@ -569,7 +572,13 @@ class _Renderer:
         xt, ot = e.inputs[1].aval.dtype.name, e.out.aval.dtype.name
         prm = e.params
         nd = len(x.shape)
-        self.fill(e, 0, "select_and_scatter_add zero")
+        win, st, pads = prm["window"], prm["strides"], prm["padding"]
+        # windows that tile the operand (stride = window, no low padding) never overlap: each tap
+        # is written once, the chosen one with the source, the others with 0
+        tiles = all(w == s_ and lo == 0 for w, s_, (lo, _) in zip(win, st, pads)) and nd > 0
+        covers = tiles and all(n_ * s_ >= m for n_, s_, m in zip(src.shape, st, x.shape))
+        if not covers:
+            self.fill(e, 0, "select_and_scatter_add zero")
         if not nd or not _prod(src.shape) or not _prod(prm["window"]):
             if not nd:
                 raise Unsupported("select_and_scatter_add of a scalar")
@@ -579,24 +588,29 @@ class _Renderer:
             c_literal(np.iinfo(np.dtype(xt)).min, xt)
         take = "first || (bv == bv && (v > bv || v != v))" if floats else "first || v > bv"
         # out has x's shape, contiguous: the chosen tap's element index in out
-        ostr = out.strides
-        win, ones = prm["window"], (1,) * nd
-        taps = self._window_taps(x, win, prm["strides"], prm["padding"], ones, ones, [L.Stmt(
+        oi = " + ".join(f"(p{d} * {st[d]} + k{d} - {pads[d][0]}) * {out.strides[d]}" for d in range(nd))
+        ones = (1,) * nd
+        taps = self._window_taps(x, src.shape, win, st, pads, ones, ones, [L.Stmt(
             f"const {CTYPE[xt]} v = ok{nd - 1} ? in0[xi{nd - 1}] : {ident};\n"
-            f"if ({take}) {{ bv = v; best = ok{nd - 1} ? "
-            + " + ".join(f"(p{d} * {prm['strides'][d]} + k{d} - {prm['padding'][d][0]}) * {ostr[d]}" for d in range(nd))
-            + " : -1; first = 0; }")])
+            f"if ({take}) {{ bv = v; best = ok{nd - 1} ? {oi} : -1; first = 0; }}")])
         sidx = " + ".join(f"p{d} * {s_}" for d, s_ in enumerate(src.strides))
-        add = _call("add", [("o0[best]", ot), (c_convert(f"s0[{sidx}]", src.dtype, ot), ot)], ot)[0]
-        body = [L.Stmt(f"{CTYPE[xt]} bv = 0;\nint64_t best = -1;\nint first = 1;")] + taps + \
-               [L.Stmt(f"if (best >= 0) o0[best] = {add};")]
+        source = c_convert(f"s0[{sidx}]", src.dtype, ot)
+        body = [L.Stmt(f"{CTYPE[xt]} bv = 0;\nint64_t best = -1;\nint first = 1;")] + taps
+        if tiles:
+            zero = c_literal(0, ot)
+            body.append(L.Stmt(f"const {out.ctype} val = {_call('add', [(zero, ot), (source, ot)], ot)[0]};"))
+            body += self._window_taps(x, src.shape, win, st, pads, ones, ones, [L.Stmt(
+                f"if (ok{nd - 1}) {{ const int64_t oi = {oi}; o0[oi] = oi == best ? val : {zero}; }}")])
+        else:
+            add = _call("add", [("o0[best]", ot), (source, ot)], ot)[0]
+            body.append(L.Stmt(f"if (best >= 0) o0[best] = {add};"))
         pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};\n"
                       f"const {src.ctype}* s0 = {self.ptr(src)};")]
         # threads own whole rows of dim 0 when its windows cannot overlap, else one thread adds
-        rows_apart = win[0] == 1 and prm["strides"][0] == 1 and nd > 1
+        rows_apart = win[0] == 1 and st[0] == 1 and nd > 1
         total = _prod(src.shape) * _prod(win)
-        self.emit(("select_and_scatter_add", self._window_rows(pre, src.shape, body, total,
-                                                               "dim0" if rows_apart else None),
+        share = "rows" if tiles else "dim0" if rows_apart else None
+        self.emit(("select_and_scatter_add", self._window_rows(pre, src.shape, body, total, share),
                    total, nbytes(e.inputs[0].aval) + nbytes(e.inputs[1].aval) + nbytes(e.out.aval)))
 
     # ---- indexing and padding
@@ -930,6 +944,7 @@ _WORKSPACE = """#include <stdlib.h>
 #include <string.h>
 static char* WS;
 static size_t WS_SIZE;
+static int WS_FAILED;
 /* the units' scratch (im2col columns, per-thread partial sums): grown by one thread inside
    `omp single`, kept for the next call */
 static void ws_reserve(size_t n)
@@ -939,9 +954,17 @@ static void ws_reserve(size_t n)
     n = (n + 63) & ~(size_t)63;
     WS = (char*)aligned_alloc(64, n);
     WS_SIZE = WS ? n : 0;
+    if (!WS) WS_FAILED = 1;
+}
+/* whether a unit found no memory for its scratch since the last call (and skipped its work) */
+int ember_ws_failed(void)
+{
+    const int failed = WS_FAILED;
+    WS_FAILED = 0;
+    return failed;
 }
 /* dst[p] = src[(p*s + off) * xs] where 0 <= p*s + off < n, else 0 (one im2col row) */
-#define ROW(T) static inline void row_##T(T* restrict dst, const T* restrict src, int64_t np, int64_t s, \\
+#define ROW(T) static inline __attribute__((always_inline)) void row_##T(T* restrict dst, const T* restrict src, int64_t np, int64_t s, \\
                                          int64_t off, int64_t n, int64_t xs, int64_t ld) \\
 { \\
     if (ld == 1) { \\
@@ -950,7 +973,7 @@ static void ws_reserve(size_t n)
         if (e > np) e = np; \\
         if (e < a) e = a; \\
         for (int64_t p = 0; p < a; p++) dst[p] = 0; \\
-        if (xs == 1 && s == 1) memcpy(dst + a, src + off + a, (size_t)(e - a) * sizeof(T)); \\
+        if (xs == 1 && s == 1) for (int64_t p = a; p < e; p++) dst[p] = src[p + off]; \\
         else for (int64_t p = a; p < e; p++) dst[p] = src[(p * s + off) * xs]; \\
         for (int64_t p = e; p < np; p++) dst[p] = 0; \\
     } else { \\
@@ -1135,6 +1158,8 @@ class NativeExecutable:
         if self._oob is not None:
             self._oob.argtypes, self._oob.restype = [ctypes.c_void_p], ctypes.c_int
         self._oob_value = np.zeros(2, np.int64)
+        self._ws_failed = getattr(lib, "ember_ws_failed")
+        self._ws_failed.restype = ctypes.c_int
         self.fn = getattr(lib, ENTRY)
         self.fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_void_p]
         self.fn.restype = None
@@ -1236,6 +1261,8 @@ class NativeExecutable:
             io[slot] = arr.ctypes.data
         self.fn(self._arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data)
         self.calls += 1
+        if self._ws_failed():
+            raise MemoryError("the native step could not allocate its scratch memory (convolution columns)")
         if self._oob is not None and self._oob(self._oob_value.ctypes.data):
             value, size = self._oob_value.tolist()
             raise IndexError(f"index {value} is out of bounds for a dimension of size {size} "
