@@ -337,6 +337,9 @@ def test_be1_pooling_and_its_gradient_match_eager(kw):
     for a, b in zip(want, got):
         np.testing.assert_array_equal(b.detach().numpy(), a.detach().numpy())
     _check(lambda x: F.avg_pool2d(x, **kw), np.nan_to_num(x), rtol=1e-6)
+    empty = [ember.tensor(np.zeros((0, 4, 11, 9), np.float32), requires_grad=True)]
+    for a, b in zip(pool_grad(*empty), ember.jit(pool_grad, backend="native")(*empty)):
+        assert a.shape == b.shape
     big = rng.standard_normal((64, 16, 24, 24)).astype(np.float32)  # threaded
     _check(lambda x: F.max_pool2d(x, 2), big)
     xs = [ember.tensor(big, requires_grad=True)]

@@ -545,8 +545,9 @@ class _Renderer:
         t = e.out.aval.dtype.name
         op = "max" if e.prim.name == "reduce_window_max" else "add"
         prm = e.params
-        if not x.shape or not _prod(out.shape):
-            raise Unsupported(f"{e.prim.name} of a scalar") if not x.shape else None
+        if not x.shape:
+            raise Unsupported(f"{e.prim.name} of a scalar")
+        if not _prod(out.shape):
             self.emit((e.prim.name, [], 0, 0))
             return
         if op == "add":
@@ -572,6 +573,8 @@ class _Renderer:
         xt, ot = e.inputs[1].aval.dtype.name, e.out.aval.dtype.name
         prm = e.params
         nd = len(x.shape)
+        if not nd:
+            raise Unsupported("select_and_scatter_add of a scalar")
         win, st, pads = prm["window"], prm["strides"], prm["padding"]
         # windows that tile the operand (stride = window, no low padding) never overlap: each tap
         # is written once, the chosen one with the source, the others with 0
@@ -579,9 +582,7 @@ class _Renderer:
         covers = tiles and all(n_ * s_ >= m for n_, s_, m in zip(src.shape, st, x.shape))
         if not covers:
             self.fill(e, 0, "select_and_scatter_add zero")
-        if not nd or not _prod(src.shape) or not _prod(prm["window"]):
-            if not nd:
-                raise Unsupported("select_and_scatter_add of a scalar")
+        if not _prod(src.shape) or not _prod(win):
             return
         floats = xt in ("float32", "float64")
         ident = ("-INFINITY" if xt == "float32" else "-(double)INFINITY") if floats else \
