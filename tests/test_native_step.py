@@ -513,6 +513,26 @@ def test_be1_native_step_under_address_sanitizer(tmp_path):
     assert "AddressSanitizer" not in r.stderr
 
 
+def test_be1_scratch_allocation_failure_raises_memory_error():
+    """A convolution whose im2col scratch cannot be allocated skips its work and the call raises
+    MemoryError (the address space is limited in a subprocess after the step is compiled)."""
+    script = textwrap.dedent("""
+        import os, resource, ember, ember.nn.functional as F
+        from ember.codegen.step import NativeExecutable
+        x, w = ember.zeros(1, 1, 3000, 3000), ember.zeros(1, 1, 3, 3)
+        exe = NativeExecutable(ember.jit(lambda x, w: F.conv2d(x, w)).lower(x, w))
+        used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        try:
+            exe.run([x.numpy(), w.numpy()])
+        except MemoryError as err:
+            print("MemoryError:", err)
+    """)
+    env = dict(os.environ, OMP_NUM_THREADS="2")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert "MemoryError: the native step could not allocate" in r.stdout, r.stdout + r.stderr[-3000:]
+
+
 def test_be16_results_are_freed_without_the_garbage_collector_and_recycled():
     """A jitted call's results hold no reference cycle, so a dropped result's buffer is reused by
     the next call instead of a fresh array paying a page fault per page."""

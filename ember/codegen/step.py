@@ -47,8 +47,12 @@ FLAGS = build.FLAGS + ("-fopenmp",)
 ENTRY, INIT = "ember_step", "ember_init"
 
 _REDUCE = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
-_OTHER = ("dot_general", "full", "gather", "scatter_add", "pad", "concatenate", "conv_general",
-          "reduce_window_max", "reduce_window_sum", "select_and_scatter_add")
+# the _Renderer method writing each primitive with a native form (views cost nothing; a reshape
+# the planner could not make a view is a copy)
+_UNITS = {**{name: "reduce" for name in _REDUCE}, "reshape": "copy", "full": "full", "dot_general": "dot",
+          "conv_general": "conv", "gather": "gather", "scatter_add": "scatter_add", "pad": "pad",
+          "concatenate": "concatenate", "reduce_window_max": "reduce_window",
+          "reduce_window_sum": "reduce_window", "select_and_scatter_add": "select_and_scatter_add"}
 
 
 def _prod(xs) -> int:
@@ -144,8 +148,9 @@ def _index(loop_vars, strides) -> str:
 class _Renderer:
     """Writes one unit after another; `refs` maps every Var to where it lives."""
 
-    def __init__(self, refs):
+    def __init__(self, refs, bits: dict):
         self.refs = refs
+        self.bits = bits  # CBLAS kind ("s", "d") -> integer width of its arguments
         self.units = []   # (label, C lines, flops, bytes, [C pointer per argument])
         self.args = []    # the pointers the unit being written reads as P[0], P[1], ...
         self.n_tmp = 0
@@ -261,6 +266,9 @@ class _Renderer:
         lines = L.render([L.Stmt("{")] + self.loops(x.shape, [dst], [x], lambda ld: ([], ld)) + [L.Stmt("}")])
         self.emit(("copy", lines, 0, 2 * nbytes(e.out.aval)))
 
+    def full(self, e) -> None:
+        self.fill(e, e.params["value"], "full")
+
     def fill(self, e, value, label: str) -> None:
         """Every element of `e.out` set to `value`."""
         val = c_literal(value, e.out.aval.dtype.name)
@@ -350,25 +358,16 @@ class _Renderer:
             nest = red_code
             for d in reversed(range(len(kdims))):
                 nest = [L.Loop(kv[d], kdims[d][0], nest)]
-            if kdims and total >= PAR_MIN:
-                nest[0].parallel = True
-                lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
-            else:
-                lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
+            lines = self._worksharing(pre, nest, bool(kdims) and total >= PAR_MIN)
         self.emit((e.prim.name, lines, total, nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
 
     # ---- convolution (im2col into per-thread scratch, then GEMM)
-    def conv(self, e, bits: dict) -> None:
+    def conv(self, e) -> None:
         """conv_general as GEMMs over im2col columns: per batch item (columns = output positions)
         when the output is larger than the kernel, else per input channel (columns = kernel taps)
         into per-thread partial sums added in thread order (a weight gradient)."""
         lhs, rhs = e.inputs
-        dt = e.out.aval.dtype.name
-        if dt not in ("float32", "float64") or lhs.aval.dtype.name != dt or rhs.aval.dtype.name != dt:
-            raise Unsupported(f"conv_general on {dt}")
-        kind = "s" if dt == "float32" else "d"
-        if kind not in bits:
-            raise Unsupported("no CBLAS library found")
+        dt, kind = self._blas_kind(e)
         x, w, o = self.refs[lhs], self.refs[rhs], self.refs[e.out]
         prm = e.params
         st, pads, ldil, rdil, G = (prm["window_strides"], prm["padding"], prm["lhs_dilation"],
@@ -534,10 +533,8 @@ class _Renderer:
         loop = L.Loop("r", R, [L.Stmt("\n".join(dec)), L.Loop(f"p{nd - 1}", out_shape[-1], body)])
         if first:
             loop = L.Loop("p0", out_shape[0], [loop])
-        if share and total >= PAR_MIN and _prod(out_shape[:-1] if not first else out_shape[:1]) > 1:
-            loop.parallel = True
-            return L.render([L.Stmt("{")] + pre + [loop, L.Stmt("}")])
-        return L.render([L.Stmt("#pragma omp single\n{")] + pre + [loop, L.Stmt("}")])
+        shared = _prod(out_shape[:1] if first else out_shape[:-1])
+        return self._worksharing(pre, [loop], bool(share) and total >= PAR_MIN and shared > 1)
 
     def reduce_window(self, e) -> None:
         """out[p] = max (or sum) over the window taps of x; taps in the padding are skipped."""
@@ -617,7 +614,7 @@ class _Renderer:
     # ---- indexing and padding
     def _index_value(self, idx_code: str, n: int) -> list:
         """Statements loading index `ix` from `idx_code`, counted from the end when negative;
-        an index out of [-n, n) is reported (`ember_oob`) and its element skipped."""
+        an index out of [-n, n) is reported (`ember_status`) and its element skipped."""
         return [L.Stmt(f"int64_t ix = (int64_t)({idx_code});\nif (ix < 0) ix += {n};\n"
                        f"if (ix < 0 || ix >= {n}) {{ oob((int64_t)({idx_code}), {n}); continue; }}")]
 
@@ -648,10 +645,10 @@ class _Renderer:
             nest = [L.Loop(v, ext, nest)]
         pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};\n"
                       f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
-        self.emit(("gather", self._worksharing(pre, nest, total), 0,
+        self.emit(("gather", self._worksharing(pre, nest, total >= PAR_MIN), 0,
                            2 * nbytes(e.out.aval) + nbytes(e.inputs[1].aval)))
 
-    def scatter_add(self, e, inplace: bool) -> None:
+    def scatter_add(self, e) -> None:
         """out = x, then out[a, idx[j], c] += upd[a, j, c] for j in order (as numpy's add.at).
 
         Threads own whole `a` slices when there are several, else ranges of the first `c` dim, so
@@ -660,7 +657,7 @@ class _Renderer:
         out = self.refs[e.out]
         axis, k = e.params["axis"], len(idx.shape)
         n = out.shape[axis]
-        if not inplace:
+        if (x.where, x.at, x.offset) != (out.where, out.at, out.offset):  # not planned in place
             self.copy_values(x, out, "scatter_add copy")
         ot, ut = e.out.aval.dtype.name, e.inputs[2].aval.dtype.name
         if _prod(upd.shape) == 0:
@@ -733,22 +730,27 @@ class _Renderer:
         lines = L.render([L.Stmt("{")] + self.loops(list(src.shape), [dst], [src], conv) + [L.Stmt("}")])
         self.emit((label, lines, 0, _prod(src.shape) * (np.dtype(src.dtype).itemsize + np.dtype(dst.dtype).itemsize)))
 
-    def _worksharing(self, pre, nest, total) -> list:
-        """C lines running `nest` with its outermost loop shared among threads when large enough."""
-        if total >= PAR_MIN:
+    def _worksharing(self, pre, nest, parallel: bool) -> list:
+        """C lines running `nest` with its outermost loop shared among the threads, or on one."""
+        if parallel:
             nest[0].parallel = True
             return L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
         return L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
 
     # ---- GEMM
-    def dot(self, e, bits: dict) -> None:
-        x, y = e.inputs
+    def _blas_kind(self, e) -> tuple:
+        """(dtype, CBLAS kind "s" or "d") of a GEMM-based equation, or Unsupported."""
         dt = e.out.aval.dtype.name
-        if dt not in ("float32", "float64") or x.aval.dtype.name != dt or y.aval.dtype.name != dt:
-            raise Unsupported(f"dot_general on {dt}")
+        if dt not in ("float32", "float64") or any(a.aval.dtype.name != dt for a in e.inputs):
+            raise Unsupported(f"{e.prim.name} on {dt}")
         kind = "s" if dt == "float32" else "d"
-        if kind not in bits:
+        if kind not in self.bits:
             raise Unsupported("no CBLAS library found")
+        return dt, kind
+
+    def dot(self, e) -> None:
+        x, y = e.inputs
+        dt, kind = self._blas_kind(e)
         (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
         xr, yr, o = self.refs[x], self.refs[y], self.refs[e.out]
         xf = [i for i in range(len(xr.shape)) if i not in xc and i not in xb]
@@ -926,26 +928,27 @@ def units_of(graph, multi_tensor: bool = True) -> list:
     return _multi_tensor(graph, units) if multi_tensor else units
 
 
-_OOB = """static int64_t OOB_VALUE, OOB_SIZE;
-static int OOB_SET;
-static void oob(int64_t value, int64_t size)
+_STATUS = """/* what went wrong in the last call, read and cleared by ember_status: 0 nothing,
+   1 an index out of range (value, size), 2 no memory for a unit's scratch */
+static int STATUS;
+static int64_t STATUS_ARGS[2];
+static void fail(int code, int64_t a, int64_t b)
 {
-    #pragma omp critical(ember_oob)
-    if (!OOB_SET) { OOB_SET = 1; OOB_VALUE = value; OOB_SIZE = size; }
+    #pragma omp critical(ember_status)
+    if (!STATUS) { STATUS = code; STATUS_ARGS[0] = a; STATUS_ARGS[1] = b; }
 }
-int ember_oob(int64_t* out)
+static void oob(int64_t value, int64_t size) { fail(1, value, size); }
+int ember_status(int64_t* args)
 {
-    const int set = OOB_SET;
-    out[0] = OOB_VALUE; out[1] = OOB_SIZE; OOB_SET = 0;
-    return set;
+    const int status = STATUS;
+    args[0] = STATUS_ARGS[0]; args[1] = STATUS_ARGS[1]; STATUS = 0;
+    return status;
 }"""
 
 
 _WORKSPACE = """#include <stdlib.h>
-#include <string.h>
 static char* WS;
 static size_t WS_SIZE;
-static int WS_FAILED;
 /* the units' scratch (im2col columns, per-thread partial sums): grown by one thread inside
    `omp single`, kept for the next call */
 static void ws_reserve(size_t n)
@@ -955,14 +958,7 @@ static void ws_reserve(size_t n)
     n = (n + 63) & ~(size_t)63;
     WS = (char*)aligned_alloc(64, n);
     WS_SIZE = WS ? n : 0;
-    if (!WS) WS_FAILED = 1;
-}
-/* whether a unit found no memory for its scratch since the last call (and skipped its work) */
-int ember_ws_failed(void)
-{
-    const int failed = WS_FAILED;
-    WS_FAILED = 0;
-    return failed;
+    if (!WS) fail(2, (int64_t)n, 0);  /* the unit skips its work; the call raises MemoryError */
 }
 /* dst[p] = src[(p*s + off) * xs] where 0 <= p*s + off < n, else 0 (one im2col row) */
 #define ROW(T) static inline __attribute__((always_inline)) void row_##T(T* restrict dst, const T* restrict src, int64_t np, int64_t s, \\
@@ -996,7 +992,7 @@ def _prelude(bits: dict) -> str:
             lines.append(f"typedef void (*{kind}gemm_t)(int, int, int, {bi}, {bi}, {bi}, {ct}, const {ct}*, {bi}, "
                          f"const {ct}*, {bi}, {ct}, {ct}*, {bi});\nstatic {kind}gemm_t {kind.upper()}GEMM;")
     lines.append("static int (*BLAS_LOCAL)(int);")
-    lines.append(_OOB)
+    lines.append(_STATUS)
     lines.append(_WORKSPACE)
     init = ["void ember_init(void* s, void* d, void* local)", "{"]
     for kind in bits:
@@ -1021,7 +1017,7 @@ class NativeExecutable:
             if u.prim is None:
                 continue
             name = u.prim.name
-            if not (name in VIEW_PRIMS or name in _REDUCE or name in _OTHER):
+            if not (name in VIEW_PRIMS or name in _UNITS):
                 raise Unsupported(name)
         for a in graph.constvars + graph.invars + [e.out for e in graph.eqns]:
             if a.aval.dtype.name not in CTYPE:
@@ -1056,7 +1052,7 @@ class NativeExecutable:
             if g is not None:
                 bits[kind] = g[1]
         self.bits = bits
-        r = _Renderer(refs)
+        r = _Renderer(refs, bits)
         for u in units:
             if u.prim is None:
                 for v in u.outputs:
@@ -1070,30 +1066,9 @@ class NativeExecutable:
                 refs[e.out] = refs[x].view(name, e.params, e.out.aval.shape)
                 continue
             refs[e.out] = base_ref(e.out)
-            if name in VIEW_PRIMS:
-                if name != "reshape":
-                    raise Unsupported(name)
-                r.copy(e)
-            elif name in _REDUCE:
-                r.reduce(e)
-            elif name == "dot_general":
-                r.dot(e, bits)
-            elif name == "gather":
-                r.gather(e)
-            elif name == "scatter_add":
-                r.scatter_add(e, p.buffer_of[e.out] is p.buffer_of[x])
-            elif name == "pad":
-                r.pad(e)
-            elif name == "conv_general":
-                r.conv(e, bits)
-            elif name == "concatenate":
-                r.concatenate(e)
-            elif name in ("reduce_window_max", "reduce_window_sum"):
-                r.reduce_window(e)
-            elif name == "select_and_scatter_add":
-                r.select_and_scatter_add(e)
-            else:
-                r.fill(e, e.params["value"], "full")
+            if name not in _UNITS:  # a view the planner had to materialise
+                raise Unsupported(name)
+            getattr(r, _UNITS[name])(e)
         self.refs = refs
         self.kernels = r.units
         # indices read straight from a graph input are checked before the step changes any state
@@ -1155,12 +1130,9 @@ class NativeExecutable:
         init.argtypes = [ctypes.c_void_p] * 3
         init.restype = None
         init(*(blas.gemm(k)[0] if k in bits else None for k in "sd"), blas.set_threads_local_address())
-        self._oob = getattr(lib, "ember_oob") if indexing else None
-        if self._oob is not None:
-            self._oob.argtypes, self._oob.restype = [ctypes.c_void_p], ctypes.c_int
-        self._oob_value = np.zeros(2, np.int64)
-        self._ws_failed = getattr(lib, "ember_ws_failed")
-        self._ws_failed.restype = ctypes.c_int
+        self._status = lib.ember_status
+        self._status.argtypes, self._status.restype = [ctypes.c_void_p], ctypes.c_int
+        self._status_args = np.zeros(2, np.int64)
         self.fn = getattr(lib, ENTRY)
         self.fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_void_p]
         self.fn.restype = None
@@ -1262,12 +1234,13 @@ class NativeExecutable:
             io[slot] = arr.ctypes.data
         self.fn(self._arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data)
         self.calls += 1
-        if self._ws_failed():
-            raise MemoryError("the native step could not allocate its scratch memory (convolution columns)")
-        if self._oob is not None and self._oob(self._oob_value.ctypes.data):
-            value, size = self._oob_value.tolist()
-            raise IndexError(f"index {value} is out of bounds for a dimension of size {size} "
-                             "(computed inside the jitted step)")
+        status = self._status(self._status_args.ctypes.data)
+        if status:
+            a, b = self._status_args.tolist()
+            if status == 1:
+                raise IndexError(f"index {a} is out of bounds for a dimension of size {b} "
+                                 "(computed inside the jitted step)")
+            raise MemoryError(f"the native step could not allocate {a} bytes of scratch memory")
         res = []
         for kind, x in self.outs:
             if kind == "fresh":
