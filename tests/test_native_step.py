@@ -554,3 +554,62 @@ def test_be16_results_are_freed_without_the_garbage_collector_and_recycled():
     other = j(x)  # the first is still referenced: a second buffer, never the same memory
     assert not np.shares_memory(kept.numpy(), other.numpy())
     np.testing.assert_array_equal(kept.numpy(), 3.0)
+
+
+# ---------------------------------------------------------------- random bits (dropout)
+@pytest.mark.parametrize("shape", [(0,), (1,), (3,), (5, 7), (3, 4099)])
+def test_be1_random_bits_match_the_numpy_philox(shape):
+    """Philox4x32-10 in C gives numpy's words, including a clipped last block, a counter whose low
+    word carries into the high one, and the threaded draw of a large shape."""
+    from ember.ops import lax
+    for key in ([1, 2, 3, 4], [0xDEADBEEF, 0x12345678, 0xFFFFFFFE, 7], [0, 0, 0, 0xFFFFFFFF]):
+        k = np.array(key, np.uint32)
+        _check(lambda k: lax.random_bits(k, shape), k)
+        _check(lambda k: lax.random_bits(k[::-1] + 1, shape), k)  # a computed, reversed key
+
+
+def test_be1_uint32_and_shift_arithmetic_match_numpy():
+    """uint32 wraps; shifts by the width or more (or by a negative amount) give numpy's 0 or -1;
+    float -> uint32 wraps negative values as numpy does."""
+    from ember.ops import lax
+    u = np.array([0, 1, 7, 0x80000000, 0xFFFFFFFF, 12345], np.uint32)
+    s = np.array([0, 1, 31, 32, 33, 5], np.uint32)
+    _check(lambda u, s: (lax.shift_right(u, s), lax.shift_left(u, s), u * u + u, lax.shift_right(u, 8)), u, s)
+    i = np.array([-7, 1, -2**31, 2**31 - 1, -1, 9], np.int32)
+    si = np.array([0, 1, 31, 32, 40, -1], np.int32)
+    _check(lambda i, s: (lax.shift_right(i, s), lax.shift_left(i, s)), i, si)
+    f = np.array([0.0, 1.5, -1.0, -3.7, np.nan, 4e9], np.float32)
+    from ember._core import dtypes
+    _check(lambda f: lax.convert(f, dtypes.uint32), f)
+
+
+def test_be16_dropout_step_runs_native_and_draws_eagers_numbers():
+    """The flagship's Fashion-MNIST CNN (dropout, batch norm) runs as one native call; the
+    generator's state advances inside the step, so native, numpy-executor and eager runs draw the
+    same masks step after step."""
+    from ember.recipes.fashion_mnist import FashionCNN
+    rng = np.random.default_rng(14)
+    x = ember.tensor(rng.standard_normal((6, 1, 28, 28)).astype(np.float32))
+    y = ember.tensor(rng.integers(0, 10, 6))
+    results = {}
+    for backend in ("eager", "numpy", "native"):
+        ember.manual_seed(3)
+        model = FashionCNN(4, 8, hidden=16, dropout=0.5)
+        # SGD: Adam would turn the rounding noise of the conv biases' gradients (zero in exact
+        # arithmetic before a batch norm) into full-size steps
+        opt = ember.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x, y):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+        f = step if backend == "eager" else ember.jit(step, backend=backend)
+        losses = [float(f(x, y).item()) for _ in range(3)]
+        results[backend] = losses, [p.detach().numpy().copy() for p in model.parameters()], f
+    _native(results["native"][2])
+    for other in ("eager", "numpy"):
+        np.testing.assert_allclose(results["native"][0], results[other][0], rtol=1e-5)
+        for a, b in zip(results["native"][1], results[other][1]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -22,8 +22,9 @@ from ..ops import expr as E
 from .cmath import FUNCTIONS, PRELUDE
 
 CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
-         "bool": "uint8_t"}
-UTYPE = {"int32": "uint32_t", "int64": "uint64_t"}
+         "uint32": "uint32_t", "bool": "uint8_t"}
+UTYPE = {"int32": "uint32_t", "int64": "uint64_t", "uint32": "uint32_t"}  # where integer arithmetic wraps
+BITS = {"int32": 32, "int64": 64, "uint32": 32}
 SUPPORTED_DTYPES = frozenset(CTYPE)
 ENTRY = "ember_kernel"
 
@@ -51,6 +52,8 @@ def c_literal(value, dtype: str) -> str:
             return s if f > 0 else "-" + s
         return f"{f.hex()}{suffix}"
     i = int(v)
+    if dtype == "uint32":
+        return f"((uint32_t){i}u)"
     if dtype == "int64":
         return "INT64_MIN" if i == -2**63 else f"INT64_C({i})"
     return "INT32_MIN" if i == -2**31 else f"((int32_t){i})"
@@ -63,7 +66,8 @@ def c_convert(code: str, src: str, dst: str) -> str:
     if dst == "bool":
         return f"((uint8_t)(({code}) != 0))"
     if _floats(src) and not _floats(dst):
-        return f"(({CTYPE[dst]})(isfinite({code}) ? ({code}) : 0))"
+        via = "(int64_t)" if dst == "uint32" else ""  # numpy's cast of a negative float to uint32 wraps
+        return f"(({CTYPE[dst]}){via}(isfinite({code}) ? ({code}) : 0))"
     return f"(({CTYPE[dst]})({code}))"
 
 
@@ -117,6 +121,11 @@ def _call(op: str, args: list, t: str) -> tuple:
         return f"((uint8_t)(({a}) {_CMP[op]} ({b})))", "bool"
     if op in _BIT and not _floats(t):
         return f"(({ct})(({a}) {_BIT[op]} ({b})))", t
+    if op in ("shl", "shr") and t in BITS:  # numpy: a shift by the width or more (or < 0) gives 0 or -1
+        w, ut = BITS[t], UTYPE[t]
+        if op == "shl":
+            return f"(((uint64_t)({b}) < {w}) ? ({ct})(({ut})({a}) << ({b})) : ({ct})0)", t
+        return f"(((uint64_t)({b}) < {w}) ? ({ct})(({a}) >> ({b})) : ({ct})(({a}) < 0 ? -1 : 0))", t
     if op == "not" and not _floats(t):
         return (f"((uint8_t)!({a}))" if t == "bool" else f"(({ct})~({a}))"), t
     if op == "select":

@@ -52,7 +52,8 @@ _REDUCE = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
 _UNITS = {**{name: "reduce" for name in _REDUCE}, "reshape": "copy", "full": "full", "dot_general": "dot",
           "conv_general": "conv", "gather": "gather", "scatter_add": "scatter_add", "pad": "pad",
           "concatenate": "concatenate", "reduce_window_max": "reduce_window",
-          "reduce_window_sum": "reduce_window", "select_and_scatter_add": "select_and_scatter_add"}
+          "reduce_window_sum": "reduce_window", "select_and_scatter_add": "select_and_scatter_add",
+          "random_bits": "random_bits"}
 
 
 def _prod(xs) -> int:
@@ -274,6 +275,27 @@ class _Renderer:
         val = c_literal(value, e.out.aval.dtype.name)
         nest = self.loops(e.out.aval.shape, [self.refs[e.out]], [], lambda ld: ([], [val]))
         self.emit((label, L.render([L.Stmt("{")] + nest + [L.Stmt("}")]), 0, nbytes(e.out.aval)))
+
+    def random_bits(self, e) -> None:
+        """Philox4x32-10 (`ember.ops.creation`): block b of four words encrypts the counter
+        (offset + b) under the key, so threads draw fixed ranges of blocks."""
+        key, out = self.refs[e.inputs[0]], self.refs[e.out]
+        n = _prod(e.out.aval.shape)
+        if n == 0:
+            self.emit(("random_bits", [], 0, 0))
+            return
+        blocks = -(-n // 4)
+        pre = [L.Stmt(f"uint32_t* o0 = {self.ptr(out)};\nconst uint32_t* key = {self.ptr(key)};\n"
+                      f"const uint32_t k0 = key[0 * {key.strides[0]}], k1 = key[1 * {key.strides[0]}], "
+                      f"c0 = key[2 * {key.strides[0]}], c1 = key[3 * {key.strides[0]}];")]
+        block = L.Stmt(
+            "const uint64_t lo = (uint64_t)c0 + (uint64_t)b;\n"
+            "uint32_t w[4];\n"
+            "philox4x32_10((uint32_t)lo, (uint32_t)(c1 + (lo >> 32)), k0, k1, w);\n"
+            f"if (4 * b + 4 <= {n}) {{ o0[4 * b] = w[0]; o0[4 * b + 1] = w[1]; o0[4 * b + 2] = w[2]; o0[4 * b + 3] = w[3]; }}\n"
+            f"else for (int64_t j = 0; 4 * b + j < {n}; j++) o0[4 * b + j] = w[j];")
+        nest = [L.Loop("b", blocks, [block])]
+        self.emit(("random_bits", self._worksharing(pre, nest, n >= PAR_MIN // 4), 0, 4 * n))
 
     # ---- reductions
     def reduce(self, e) -> None:
@@ -981,7 +1003,19 @@ static void ws_reserve(size_t n)
     } \\
 }
 ROW(float)
-ROW(double)"""
+ROW(double)
+/* Philox4x32-10 of the counter (x0, x1, 0, 0) under key (k0, k1) (Salmon et al., SC'11) */
+static inline void philox4x32_10(uint32_t x0, uint32_t x1, uint32_t k0, uint32_t k1, uint32_t w[4])
+{
+    uint32_t x2 = 0, x3 = 0;
+    for (int r = 0; r < 10; r++) {
+        if (r) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
+        const uint64_t p0 = (uint64_t)0xD2511F53u * x0, p1 = (uint64_t)0xCD9E8D57u * x2;
+        const uint32_t y0 = (uint32_t)(p1 >> 32) ^ x1 ^ k0, y2 = (uint32_t)(p0 >> 32) ^ x3 ^ k1;
+        x1 = (uint32_t)p1; x3 = (uint32_t)p0; x0 = y0; x2 = y2;
+    }
+    w[0] = x0; w[1] = x1; w[2] = x2; w[3] = x3;
+}"""
 
 
 def _prelude(bits: dict) -> str:
