@@ -72,8 +72,12 @@ def test_flagship_cnn_eager_and_jit_agree_with_bn_dropout_and_cosine_schedule():
         np.testing.assert_allclose(lj.item(), le.item(), rtol=RTOL, atol=ATOL)
         for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
             np.testing.assert_allclose(p2.grad.numpy(), p1.grad.numpy(), rtol=RTOL, atol=ATOL, err_msg=n)
+    # A conv bias before a batch norm has a gradient of rounding noise, which AdamW turns into
+    # steps of up to lr in either direction; the running means carry those biases. So parameters
+    # and running means agree to 10 x lr, the running variances (blind to the biases) tightly.
     for (n, b1), b2 in zip(m1.named_buffers(), m2.buffers()):  # BatchNorm statistics advanced
-        np.testing.assert_allclose(_np(b2), _np(b1), rtol=RTOL, atol=ATOL, err_msg=n)
+        tol = dict(rtol=0, atol=10 * 2e-3) if n.endswith("running_mean") else dict(rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(_np(b2), _np(b1), err_msg=n, **tol)
     assert m2.features[1].num_batches_tracked.item() == 5
     for (n, p1), p2 in zip(m1.named_parameters(), m2.parameters()):
         np.testing.assert_allclose(_np(p2), _np(p1), rtol=0, atol=10 * 2e-3, err_msg=n)
