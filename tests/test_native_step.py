@@ -613,3 +613,55 @@ def test_be16_dropout_step_runs_native_and_draws_eagers_numbers():
         np.testing.assert_allclose(results["native"][0], results[other][0], rtol=1e-5)
         for a, b in zip(results["native"][1], results[other][1]):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- row groups (BE-1)
+def _kernels(f, *arrays):
+    j = ember.jit(f, backend="native")
+    j(*[ember.tensor(a) for a in arrays])
+    return [k for k in _native(j).kernels if k[1]]
+
+
+def _softmax_grad(x):
+    x = x.detach().requires_grad_()
+    y = F.softmax(x, -1)
+    (y * y).sum().backward()
+    return y.detach(), x.grad
+
+
+def _layer_norm_grad(x, g, b):
+    x, g, b = (t.detach().requires_grad_() for t in (x, g, b))
+    y = F.layer_norm(x, g.shape, g, b)
+    (y * y.tanh()).sum().backward()
+    return y.detach(), x.grad, g.grad, b.grad
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (64, 256), (3, 5, 67), (130, 129), (1, 2), (4, 1, 33)])
+def test_be1_softmax_and_layer_norm_are_one_row_kernel_each(shape):
+    """softmax and layer_norm, forward and backward, are one kernel each: the row reductions run
+    with their elementwise producers and consumers inside one loop over rows; the gradients of the
+    layer norm's gain and bias (sums over rows) are per-thread partial rows combined in the same
+    kernel. Results match eager, with special values, and a strided (transposed) input."""
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal(shape).astype(np.float32) * 3
+    g = rng.standard_normal(shape[-1:]).astype(np.float32)
+    b = rng.standard_normal(shape[-1:]).astype(np.float32)
+    sm = lambda x: F.softmax(x, -1)
+    ln = lambda x, g, b: F.layer_norm(x, g.shape, g, b)
+    for f, args in ((sm, (x,)), (_softmax_grad, (x,)), (ln, (x, g, b)), (_layer_norm_grad, (x, g, b))):
+        assert len(_kernels(f, *args)) == 1, [k[0] for k in _kernels(f, *args)]
+        _check(f, *args, rtol=2e-5, atol=2e-6)
+    _check(lambda x: F.softmax(x.transpose(0, -1), -1), x, rtol=2e-5, atol=1e-7)  # rows strided
+    _check(sm, _special(x), rtol=2e-5, atol=1e-7)
+    _check(ln, _special(x), g, b, rtol=2e-5, atol=1e-6)
+
+
+def test_be1_row_groups_over_several_row_dims_float64_and_int_rows():
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((6, 4, 5, 7))
+    g = rng.standard_normal((5, 7))
+    _check(_layer_norm_grad, x, g, g * 0.5, rtol=1e-11, atol=1e-12)  # normalised over the last two dims
+    _check(lambda x: F.log_softmax(x, -1) * 2, x, rtol=1e-12, atol=1e-13)
+    i = rng.integers(-50, 50, (9, 40)).astype(np.int32)
+    _check(lambda i: i - i.amax(1, keepdim=True) + i.sum(1, keepdim=True) * 3, i)
+    _check(lambda i: (i * 2).amin(1) + (i - 1).sum(1), i)

@@ -145,3 +145,187 @@ def schedule(graph, groups: list) -> list:
         order.append(ready)
         done.add(id(ready))
     return order
+
+
+# ---------------------------------------------------------------- row groups
+ROW_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
+
+
+def _outs(u) -> list:
+    return u.outputs if u.prim is None else [u.out]
+
+
+def _ins(u) -> list:
+    return [a for a in u.inputs if isinstance(a, Var)]
+
+
+class RowGroup:
+    """Units that run row by row in one loop (BE-1: a softmax or a layer norm, forward and
+    backward, as one kernel). The key (K, R) splits a shape K + R into rows K and a row R:
+    members are row reductions (K + R -> K), elementwise groups of shape K + R (vectors) or
+    K (one scalar per row, size-1 dims allowed after K), views between the two, and column
+    reductions (K + R -> R), which add each thread's rows into its own partial sums, combined
+    in thread order after the loop. Values no other unit reads stay inside a row: scalars in
+    locals, vectors in a per-thread scratch row."""
+
+    prim = None
+
+    def __init__(self, key: tuple, members: list, inputs: list, outputs: list):
+        self.key, self.members, self.inputs, self.outputs = key, members, inputs, outputs
+        self.eqns = [e for u in members for e in (u.eqns if u.prim is None else [u])]
+
+    def __repr__(self) -> str:
+        parts = " | ".join(" ".join(e.prim.name for e in u.eqns) if u.prim is None else u.prim.name
+                           for u in self.members)
+        return f"RowGroup(rows {self.key[0]} x {self.key[1]}: {parts})"
+
+
+def row_role(u, key: tuple) -> str | None:
+    """What unit `u` is in a row group with `key`: "vec", "scalar", "rowred", "colred", "view" or None."""
+    K, R = key
+    F = K + R
+
+    def scalar_shape(s):
+        return tuple(s) == K or tuple(s) == K + (1,) * len(R)
+    if isinstance(u, Group):
+        s = tuple(u.shape)
+        return "vec" if s == F else "scalar" if scalar_shape(s) else None
+    if u.prim is None:
+        return None
+    name = u.prim.name
+    if name in ROW_REDUCTIONS and tuple(u.inputs[0].aval.shape) == F:
+        axes = tuple(sorted(u.params["axes"]))
+        if axes == tuple(range(len(K), len(F))):
+            return "rowred"
+        if axes == tuple(range(len(K))):
+            return "colred"
+        return None
+    x = u.inputs[0] if u.inputs else None
+    if not isinstance(x, Var):
+        return None
+    if name == "reshape" and scalar_shape(x.aval.shape) and scalar_shape(u.out.aval.shape):
+        return "view"
+    if name == "broadcast_in_dim" and tuple(u.out.aval.shape) == F and scalar_shape(x.aval.shape) and \
+            tuple(u.params["dims"]) == tuple(range(len(x.aval.shape))):
+        return "view"
+    return None
+
+
+def _row_key(u) -> tuple | None:
+    """(K, R) of a row reduction (reduced axes trailing, K and R not empty, R > 1 element)."""
+    if u.prim is None or u.prim.name not in ROW_REDUCTIONS:
+        return None
+    s = tuple(u.inputs[0].aval.shape)
+    axes = tuple(sorted(u.params["axes"]))
+    if not axes or axes[0] == 0 or axes != tuple(range(axes[0], len(s))):
+        return None
+    K, R = s[:axes[0]], s[axes[0]:]
+    n_r = 1
+    for d in R:
+        n_r *= d
+    return (K, R) if n_r > 1 and 0 not in K else None
+
+
+def row_groups(graph, units: list) -> list:
+    """`units` with row-wise neighbourhoods of row reductions merged into RowGroups, reordered."""
+    n = len(units)
+    producer = {v: i for i, u in enumerate(units) for v in _outs(u)}
+    readers: dict = {}
+    for i, u in enumerate(units):
+        for a in _ins(u):
+            readers.setdefault(a, []).append(i)
+    succ = [sorted({j for v in _outs(u) for j in readers.get(v, ())}) for u in units]
+    parent = list(range(n))
+    groups: dict = {}  # root -> member unit indices
+    role: dict = {}
+    taken = set()
+    for seed in range(n):
+        key = _row_key(units[seed])
+        if key is None or seed in taken:
+            continue
+        groups[seed] = [seed]
+        role[seed] = "rowred"
+        taken.add(seed)
+        queue = [seed]
+        while queue:
+            i = queue.pop()
+            nbrs = [producer[a] for a in _ins(units[i]) if a in producer]
+            if role[i] != "colred":  # nothing inside a row may read a column sum
+                nbrs += succ[i]
+            for c in nbrs:
+                if c in taken:
+                    continue
+                r = row_role(units[c], key)
+                if r is None or (r == "colred" and c not in succ[i]):
+                    continue
+                root = _find(parent, seed)
+                members = groups[root]
+                cols = {v for m in members if role[m] == "colred" for v in _outs(units[m])}
+                if any(a in cols for a in _ins(units[c])):
+                    continue
+                if r == "colred" and any(j in members for j in succ[c]):
+                    continue
+                groups[c] = [c]
+                if _creates_cycle(root, c, parent, succ, groups):
+                    del groups[c]
+                    continue
+                parent[c] = root
+                members.extend(groups.pop(c))
+                role[c] = r
+                taken.add(c)
+                queue.append(c)
+    graph_outs = {v for v in graph.outvars if isinstance(v, Var)}
+    out_units, placed = {}, {}
+    for root, idx in groups.items():
+        if sum(role[i] != "view" for i in idx) < 2:
+            continue
+        idx = sorted(idx)
+        inside = set(idx)
+        # a view read outside also runs as its own (free) unit after the group, and so does
+        # any view it reads
+        views_out = {i for i in idx if role[i] == "view" and
+                     (units[i].out in graph_outs or any(j not in inside for j in readers.get(units[i].out, ())))}
+        grow = list(views_out)
+        while grow:
+            p = producer.get(units[grow.pop()].inputs[0])
+            if p in inside and role[p] == "view" and p not in views_out:
+                views_out.add(p)
+                grow.append(p)
+        views_out = sorted(views_out)
+        defined = {v for i in idx for v in _outs(units[i])}
+        ins = list(dict.fromkeys(a for i in idx for a in _ins(units[i]) if a not in defined))
+        used_outside = {a for j, u in enumerate(units) if j not in inside for a in _ins(u)}
+        used_outside |= {units[i].inputs[0] for i in views_out}
+        outs = [v for i in idx if role[i] != "view" for v in _outs(units[i])
+                if v in used_outside or v in graph_outs]
+        rg = RowGroup(_row_key(units[root]), [units[i] for i in idx], ins, outs)
+        rg.roles = [role[i] for i in idx]
+        for i in idx:
+            placed[i] = rg
+        out_units[id(rg)] = [units[i] for i in views_out]
+    if not out_units:
+        return units
+    new = []
+    emitted = set()
+    for i, u in enumerate(units):
+        rg = placed.get(i)
+        if rg is None:
+            new.append(u)
+        elif id(rg) not in emitted:
+            emitted.add(id(rg))
+            new.append(rg)
+            new.extend(out_units[id(rg)])
+    return _toposort(new)
+
+
+def _toposort(units: list) -> list:
+    """`units` in an order where every value is produced before it is read (stable otherwise)."""
+    produced_by = {v: id(u) for u in units for v in _outs(u)}
+    needs = {id(u): {produced_by[a] for a in _ins(u) if a in produced_by} - {id(u)} for u in units}
+    order, done, pending = [], set(), list(units)
+    while pending:
+        k = next(k for k, u in enumerate(pending) if needs[id(u)] <= done)
+        u = pending.pop(k)
+        order.append(u)
+        done.add(id(u))
+    return order

@@ -37,7 +37,7 @@ from . import build
 from . import loopnest as L
 from .c_renderer import CTYPE, Unsupported, _call, c_convert, c_literal, render_eqn
 from .cmath import PRELUDE
-from .fusion import Group, elementwise_groups, schedule
+from .fusion import Group, RowGroup, elementwise_groups, row_groups, schedule
 
 PAR_MIN = 1 << 14     # loops over fewer elements run on one thread
 GEMM_PAR_MIN = 1 << 16  # GEMMs with fewer multiply-adds run on one thread
@@ -260,6 +260,208 @@ class _Renderer:
         label = f"{T} tensors: " + " ".join(e.prim.name for e in g0.eqns)
         self.emit((label, L.render(nest), total * len(g0.eqns), traffic))
 
+    # ---- row groups (a softmax or a layer norm as one loop over rows)
+    def rows(self, rg: RowGroup) -> None:
+        """One loop over the rows of `rg`: per row its members in order, scalars in locals,
+        vectors other units do not read in a per-thread scratch row, column sums in per-thread
+        partial rows added in thread order after the loop (bitwise reproducible at a fixed
+        thread count)."""
+        K, R = rg.key
+        nK, nR, F = _prod(K), _prod(R), K + R
+        refs, outs = self.refs, set(rg.outputs)
+        form = {}  # Var -> ("s", C scalar) | ("v", C pointer to a contiguous row) inside the row
+        pre, row, init, post = [], [], [], []
+        per_thread = 0
+        ext = {}
+        kq = [f"kq{d}" for d in range(len(K))]
+        for d in range(len(K)):
+            inner = _prod(K[d + 1:])
+            q = f"k / {inner}" if inner > 1 else "k"
+            row.append(L.Stmt(f"const int64_t kq{d} = {q}{f' % {K[d]}' if d else ''};"))
+
+        def slot(dt):
+            nonlocal per_thread
+            at = per_thread
+            per_thread += _round64(nR * np.dtype(dt).itemsize)
+            return at
+
+        def base(ref, const=True):
+            name = f"e{len(pre)}"
+            pre.append(L.Stmt(f"{'const ' if const else ''}{ref.ctype}* {name} = {self.ptr(ref)};"))
+            return name
+
+        def external(v, space):
+            """(row pointer, R strides) of input `v` seen in `space` (F, or a scalar member's shape)."""
+            key = (v, tuple(space))
+            if key not in ext:
+                ref = refs[v]
+                a = _aligned_strides(ref, space)
+                b = base(ref)
+                name = f"x{len(ext)}"
+                ext[key] = (name, a[len(K):] if tuple(space) == F else [0] * len(R))
+                row.append(L.Stmt(f"const {ref.ctype}* {name} = {b} + {_index(kq, a[:len(K)])};"))
+            return ext[key]
+
+        def operand(v, space):
+            """('s', scalar) or ('a', pointer, R strides) for reading `v` inside the row."""
+            if v in form:
+                f = form[v]
+                return f if f[0] == "s" else ("a", f[1], list(_contig(R)))
+            ptr, st = external(v, space)
+            return ("a", ptr, st)
+
+        def row_loop(arrays: list, stmts_of) -> list:
+            """A loop nest over R reading `arrays` [(pointer, strides)]; `stmts_of(index per array)`."""
+            dims = _collapse(R, [st for _, st in arrays])
+            rv = [f"r{d}" for d in range(len(dims))]
+            idx = [_index(rv, [d[1][j] for d in dims]) for j in range(len(arrays))]
+            nest = [L.Stmt(c) for c in stmts_of(idx)]
+            for d in reversed(range(len(dims))):
+                nest = [L.Loop(rv[d], dims[d][0], nest, vectorize=d == len(dims) - 1)]
+            return nest
+
+        def new_vec(v):
+            """Where vector `v` lives in the row: its output row, or a scratch row."""
+            name = f"v{len(form)}"
+            ct = CTYPE[v.aval.dtype.name]
+            if v in outs:
+                row.append(L.Stmt(f"{ct}* {name} = {base(refs[v], const=False)} + k * {nR};"))
+            else:
+                row.append(L.Stmt(f"{ct}* {name} = ({ct}*)(wsrow + {slot(v.aval.dtype.name)});"))
+            form[v] = ("v", name)
+            return name
+
+        flops = 0
+        for u, role in zip(rg.members, rg.roles):
+            if role == "view":
+                x = u.inputs[0]
+                if x in form:
+                    form[u.out] = form[x]
+                elif u.prim.name == "broadcast_in_dim":
+                    refs[u.out] = refs[x].view("broadcast_in_dim", u.params, u.out.aval.shape)
+                else:  # a reshape adding or dropping the size-1 dims after K
+                    xr = refs[x]
+                    shape = u.out.aval.shape
+                    refs[u.out] = xr.moved(xr.offset, shape, list(xr.strides[:len(K)]) + [0] * (len(shape) - len(K)))
+                continue
+            if role == "scalar":
+                loads = []
+                for v in u.inputs:
+                    op = operand(v, u.shape)
+                    loads.append(op[1] if op[0] == "s" else f"{op[1]}[0]")
+                code, values = self.body(u, loads)
+                row.extend(L.Stmt(c) for c in code)
+                for v, val in zip(u.outputs, values):
+                    form[v] = ("s", val)
+                    if v in outs:
+                        row.append(L.Stmt(f"{base(refs[v], const=False)}[k] = {val};"))
+                flops += nK * len(u.eqns)
+                continue
+            if role == "vec":
+                ops = [operand(v, F) for v in u.inputs]
+                arrays = [(op[1], op[2]) for op in ops if op[0] == "a"]
+                dst = [new_vec(v) for v in u.outputs]
+                arrays += [(d, list(_contig(R))) for d in dst]
+
+                def stmts(idx, u=u, ops=ops, dst=dst):
+                    loads, code, j = [], [], 0
+                    for k, op in enumerate(ops):
+                        if op[0] == "s":
+                            loads.append(op[1])
+                        else:
+                            ct = CTYPE[u.inputs[k].aval.dtype.name]
+                            code.append(f"const {ct} y{k} = {op[1]}[{idx[j]}];")
+                            loads.append(f"y{k}")
+                            j += 1
+                    c, values = self.body(u, loads)
+                    code += c
+                    code += [f"{d}[{idx[j + n]}] = {val};" for n, (d, val) in enumerate(zip(dst, values))]
+                    return code
+                row.extend([L.Stmt("{")] + row_loop(arrays, stmts) + [L.Stmt("}")])
+                flops += nK * nR * len(u.eqns)
+                continue
+            # a reduction over R (a scalar per row) or over K (into this thread's partial row)
+            op = _REDUCE[u.prim.name]
+            x = u.inputs[0]
+            xt, ot = x.aval.dtype.name, u.out.aval.dtype.name
+            ct = CTYPE[ot]
+            src = operand(x, F)
+            ident = _identity(op, ot)
+
+            def comb(a, b, op=op, ot=ot):
+                return _call(op, [(a, ot), (b, ot)], ot)[0]
+            flops += nK * nR
+            if role == "rowred":
+                name = f"s{len(form)}"
+                if src[0] == "s":
+                    body = [L.Stmt(f"{ct} {name} = {ident};\nfor (int64_t r = 0; r < {nR}; r++) "
+                                   f"{name} = {comb(name, c_convert(src[1], xt, ot))};")]
+                else:
+                    body = self._row_reduce(name, src[1], src[2], R, op, xt, ot)
+                row.extend(body)
+                form[u.out] = ("s", name)
+                if u.out in outs:
+                    row.append(L.Stmt(f"{base(refs[u.out], const=False)}[k] = {name};"))
+                continue
+            at = slot(ot)
+            part = f"c{len(form)}"
+            form[u.out] = ("c", part)
+            pre.append(L.Stmt(f"{ct}* {part};"))
+            init.append(L.Stmt(f"{part} = ({ct}*)(wsrow + {at});\n"
+                               f"for (int64_t r = 0; r < {nR}; r++) {part}[r] = {ident};"))
+            if src[0] == "s":
+                row.append(L.Stmt(f"for (int64_t r = 0; r < {nR}; r++) {part}[r] = "
+                                  f"{comb(f'{part}[r]', c_convert(src[1], xt, ot))};"))
+            else:
+                row.extend(row_loop([(src[1], src[2]), (part, list(_contig(R)))],
+                                    lambda idx, part=part, src=src, xt=xt: [
+                                        f"{part}[{idx[1]}] = {comb(f'{part}[{idx[1]}]', c_convert(f'{src[1]}[{idx[0]}]', xt, ot))};"]))
+            dst = base(refs[u.out], const=False)
+            post.append(L.Loop("r", nR, [L.Stmt(
+                f"{ct} a = (({ct}*)(WS + {at}))[r];\n"
+                f"for (int t = 1; t < nt; t++) a = {comb('a', f'(({ct}*)(WS + (size_t)t * {{per_thread_ref}} + {at}))[r]')};\n"
+                f"{dst}[r] = a;")], parallel=True))
+        pre_ws = []
+        if per_thread:
+            pre_ws = self._reserve(per_thread) + [L.Stmt(f"char* wsrow = WS + (size_t)tid * {per_thread};")]
+        body_lines = L.render(pre + pre_ws + init)
+        loop = L.Loop("k", nK, row)
+        if nK > 1 and nK * nR >= PAR_MIN:
+            loop.parallel = True
+            main = [loop]
+        else:
+            main = [L.Stmt("#pragma omp single\n{"), loop, L.Stmt("}")]
+        text = "\n".join(["{"] + body_lines + L.render(main + post) + ["}"])
+        text = text.replace("{per_thread_ref}", str(per_thread))
+        traffic = sum(nbytes(v.aval) for v in rg.inputs + rg.outputs)
+        label = "rows: " + " | ".join(" ".join(e.prim.name for e in m.eqns) if m.prim is None else m.prim.name
+                                      for m, r in zip(rg.members, rg.roles) if r != "view")
+        self.emit((label, text.split("\n"), flops, traffic))
+
+    def _row_reduce(self, name, ptr, strides, R, op, xt, ot) -> list:
+        """Statements setting scalar `name` to the reduction of row `ptr` (R strides `strides`):
+        float sums over a contiguous row in LANES partial sums (vectorised, fixed order)."""
+        ct = CTYPE[ot]
+        dims = _collapse(R, [strides])
+        ident = _identity(op, ot)
+
+        def load(i):
+            return c_convert(f"{ptr}[{i}]", xt, ot)
+        if op == "add" and ot in ("float32", "float64") and len(dims) == 1 and dims[0][1][0] == 1 \
+                and dims[0][0] >= 2 * LANES:
+            n = dims[0][0]
+            tail = f"\nfor (; j < {n}; j++) tail += {load('j')};" if n % LANES else ""
+            return [L.Stmt(f"{ct} {name};\n{{\n{ct} lane[{LANES}] = {{0}};\n{ct} tail = 0;\nint64_t j = 0;\n"
+                           f"for (; j + {LANES} <= {n}; j += {LANES}) {{"),
+                    L.Loop("l", LANES, [L.Stmt(f"lane[l] += {load('j + l')};")], vectorize=True),
+                    L.Stmt(f"}}{tail}\n{ct} acc = 0;\nfor (int l = 0; l < {LANES}; l++) acc += lane[l];\n"
+                           f"{name} = acc + tail;\n}}")]
+        rv = [f"r{d}" for d in range(len(dims))]
+        nest = [L.Stmt(f"{name} = {_call(op, [(name, ot), (load(_index(rv, [d[1][0] for d in dims])), ot)], ot)[0]};")]
+        for d in reversed(range(len(dims))):
+            nest = [L.Loop(rv[d], dims[d][0], nest)]
+        return [L.Stmt(f"{ct} {name} = {ident};")] + nest
+
     def copy(self, e) -> None:
         x, out = self.refs[e.inputs[0]], self.refs[e.out]
         # a reshape copy reads the input in its own row-major order: walk the input's shape
@@ -312,13 +514,7 @@ class _Renderer:
         rdims = _collapse([x.shape[d] for d in red], [[x.strides[d] for d in red]])
         ct = CTYPE[ot]
         floats = ot in ("float32", "float64")
-        if op == "add":
-            ident = c_literal(0, ot)
-        elif floats:
-            ident = ("-" if op == "max" else "") + ("INFINITY" if ot == "float32" else "(double)INFINITY")
-        else:
-            info = np.iinfo(np.dtype(ot)) if ot != "bool" else None
-            ident = c_literal((info.min if op == "max" else info.max) if info else int(op == "min"), ot)
+        ident = _identity(op, ot)
 
         def comb(a, b):
             return _call(op, [(a, ot), (b, ot)], ot)[0]
@@ -828,6 +1024,16 @@ class _Renderer:
         self.emit(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
 
 
+def _identity(op: str, dt: str) -> str:
+    """C for the identity of reduction `op` ("add", "max", "min") in dtype `dt`."""
+    if op == "add":
+        return c_literal(0, dt)
+    if dt in ("float32", "float64"):
+        return ("-" if op == "max" else "") + ("INFINITY" if dt == "float32" else "(double)INFINITY")
+    info = np.iinfo(np.dtype(dt)) if dt != "bool" else None
+    return c_literal((info.min if op == "max" else info.max) if info else int(op == "min"), dt)
+
+
 def _round64(n: int) -> int:
     return (n + 63) // 64 * 64
 
@@ -946,7 +1152,7 @@ def _multi_tensor(graph, units: list) -> list:
 
 def units_of(graph, multi_tensor: bool = True) -> list:
     """The graph as units in execution order: fused Groups, MultiGroups and single equations."""
-    units = schedule(graph, elementwise_groups(graph))
+    units = row_groups(graph, schedule(graph, elementwise_groups(graph)))
     return _multi_tensor(graph, units) if multi_tensor else units
 
 
@@ -1038,6 +1244,8 @@ def _prelude(bits: dict) -> str:
 def _in_place_ok(u) -> bool:
     """Units that may write over an operand whose buffer dies with them: fused groups,
     elementwise equations, and scatter_add over its base (`plan` offers it operand 0 only)."""
+    if isinstance(u, RowGroup):  # a later member of a row may still read the operand's row
+        return False
     return u.prim is None or u.prim.kind == "elementwise" or u.prim.name in ACCUMULATE_PRIMS
 
 
@@ -1091,7 +1299,7 @@ class NativeExecutable:
             if u.prim is None:
                 for v in u.outputs:
                     refs[v] = base_ref(v)
-                r.multi(u) if isinstance(u, MultiGroup) else r.group(u)
+                r.multi(u) if isinstance(u, MultiGroup) else r.rows(u) if isinstance(u, RowGroup) else r.group(u)
                 continue
             e = u
             name = e.prim.name
