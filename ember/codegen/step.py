@@ -447,15 +447,20 @@ class _Renderer:
 
         def load(i):
             return c_convert(f"{ptr}[{i}]", xt, ot)
-        if op == "add" and ot in ("float32", "float64") and len(dims) == 1 and dims[0][1][0] == 1 \
-                and dims[0][0] >= 2 * LANES:
+        if ot in ("float32", "float64") and len(dims) == 1 and dims[0][1][0] == 1 and dims[0][0] >= 2 * LANES:
+            # LANES partial results, combined in lane order (a max or min picks the same value as
+            # a sequential loop, up to which of -0.0 and 0.0 a tie keeps)
             n = dims[0][0]
-            tail = f"\nfor (; j < {n}; j++) tail += {load('j')};" if n % LANES else ""
-            return [L.Stmt(f"{ct} {name};\n{{\n{ct} lane[{LANES}] = {{0}};\n{ct} tail = 0;\nint64_t j = 0;\n"
-                           f"for (; j + {LANES} <= {n}; j += {LANES}) {{"),
-                    L.Loop("l", LANES, [L.Stmt(f"lane[l] += {load('j + l')};")], vectorize=True),
-                    L.Stmt(f"}}{tail}\n{ct} acc = 0;\nfor (int l = 0; l < {LANES}; l++) acc += lane[l];\n"
-                           f"{name} = acc + tail;\n}}")]
+
+            def comb(a, b):
+                return _call(op, [(a, ot), (b, ot)], ot)[0]
+            tail = f"\nfor (; j < {n}; j++) tail = {comb('tail', load('j'))};" if n % LANES else ""
+            return [L.Stmt(f"{ct} {name};\n{{\n{ct} lane[{LANES}];\n"
+                           f"for (int l = 0; l < {LANES}; l++) lane[l] = {ident};\n{ct} tail = {ident};\n"
+                           f"int64_t j = 0;\nfor (; j + {LANES} <= {n}; j += {LANES}) {{"),
+                    L.Loop("l", LANES, [L.Stmt(f"lane[l] = {comb('lane[l]', load('j + l'))};")], vectorize=True),
+                    L.Stmt(f"}}{tail}\n{ct} acc = {ident};\nfor (int l = 0; l < {LANES}; l++) acc = {comb('acc', 'lane[l]')};\n"
+                           f"{name} = {comb('acc', 'tail')};\n}}")]
         rv = [f"r{d}" for d in range(len(dims))]
         nest = [L.Stmt(f"{name} = {_call(op, [(name, ot), (load(_index(rv, [d[1][0] for d in dims])), ot)], ot)[0]};")]
         for d in reversed(range(len(dims))):
