@@ -13,6 +13,7 @@ import ember
 import ember.nn.functional as F
 from ember.codegen import build
 from ember.ir.core import Var
+from ember.codegen.fusion import Group, RowGroup
 from ember.codegen.step import MultiGroup, NativeExecutable, units_of
 from _bench_models import build as build_model
 
@@ -58,6 +59,12 @@ def test_be16_gpt_step_native_matches_eager_and_numpy_executor():
     exe = _native(f)
     assert {"gather", "scatter_add", "pad"} <= {e.prim.name for e in exe.graph.eqns}
     assert sum(isinstance(u, MultiGroup) for u in exe.units) == 1  # AdamW: one kernel, one dtype
+    # every softmax and layer norm, forward and backward, runs inside a row group
+    loose = [u.prim.name for u in exe.units if u.prim is not None and u.prim.name in ("reduce_max", "rsqrt")]
+    assert not loose and not [u for u in exe.units if isinstance(u, Group) and
+                              any(e.prim.name in ("exp", "rsqrt") for e in u.eqns)]
+    n_layers = sum(1 for e in exe.graph.eqns if e.prim.name == "reduce_max")  # softmax forwards
+    assert sum(isinstance(u, RowGroup) for u in exe.units) >= 3 * n_layers
     np.testing.assert_allclose(lc, le, rtol=1e-5)
     np.testing.assert_allclose(lc, ln, rtol=1e-5)
     for k in pe:
