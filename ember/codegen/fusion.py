@@ -170,8 +170,9 @@ class RowGroup:
 
     prim = None
 
-    def __init__(self, key: tuple, members: list, inputs: list, outputs: list):
-        self.key, self.members, self.inputs, self.outputs = key, members, inputs, outputs
+    def __init__(self, key: tuple, members: list, roles: list, inputs: list, outputs: list):
+        self.key, self.members, self.roles = key, members, roles  # roles: row_role of each member
+        self.inputs, self.outputs = inputs, outputs
         self.eqns = [e for u in members for e in (u.eqns if u.prim is None else [u])]
 
     def __repr__(self) -> str:
@@ -298,8 +299,7 @@ def row_groups(graph, units: list) -> list:
         used_outside |= {units[i].inputs[0] for i in views_out}
         outs = [v for i in idx if role[i] != "view" for v in _outs(units[i])
                 if v in used_outside or v in graph_outs]
-        rg = RowGroup(_row_key(units[root]), [units[i] for i in idx], ins, outs)
-        rg.roles = [role[i] for i in idx]
+        rg = RowGroup(_row_key(units[root]), [units[i] for i in idx], [role[i] for i in idx], ins, outs)
         for i in idx:
             placed[i] = rg
         out_units[id(rg)] = [units[i] for i in views_out]
