@@ -419,11 +419,12 @@ class _Renderer:
             dst = base(refs[u.out], const=False)
             post.append(L.Loop("r", nR, [L.Stmt(
                 f"{ct} a = (({ct}*)(WS + {at}))[r];\n"
-                f"for (int t = 1; t < nt; t++) a = {comb('a', f'(({ct}*)(WS + (size_t)t * {{per_thread_ref}} + {at}))[r]')};\n"
+                f"for (int t = 1; t < nt; t++) a = {comb('a', f'(({ct}*)(WS + (size_t)t * pt + {at}))[r]')};\n"
                 f"{dst}[r] = a;")], parallel=True))
         pre_ws = []
         if per_thread:
-            pre_ws = self._reserve(per_thread) + [L.Stmt(f"char* wsrow = WS + (size_t)tid * {per_thread};")]
+            pre_ws = self._reserve(per_thread) + [L.Stmt(f"const size_t pt = {per_thread};  /* scratch bytes per thread */\n"
+                                                         "char* wsrow = WS + (size_t)tid * pt;")]
         body_lines = L.render(pre + pre_ws + init)
         loop = L.Loop("k", nK, row)
         if nK > 1 and nK * nR >= PAR_MIN:
@@ -432,7 +433,6 @@ class _Renderer:
         else:
             main = [L.Stmt("#pragma omp single\n{"), loop, L.Stmt("}")]
         text = "\n".join(["{"] + body_lines + L.render(main + post) + ["}"])
-        text = text.replace("{per_thread_ref}", str(per_thread))
         traffic = sum(nbytes(v.aval) for v in rg.inputs + rg.outputs)
         label = "rows: " + " | ".join(" ".join(e.prim.name for e in m.eqns) if m.prim is None else m.prim.name
                                       for m, r in zip(rg.members, rg.roles) if r != "view")
