@@ -1,8 +1,9 @@
 """Sink mode (BE-16): a whole jitted graph as one native function over one arena.
 
 The graph's equations are grouped into units: fused elementwise groups and row groups (a
-softmax or layer norm as one loop over rows; `fusion`), GEMMs, reductions, fills and copies; views cost nothing (a value's place is a `Ref`: base pointer,
-element offset and strides, all fixed when the step is compiled). The memory planner lays the
+softmax or layer norm as one loop over rows; `fusion`), GEMMs, reductions, fills and copies;
+views cost nothing (a value's place is a `Ref`: base pointer, element offset and strides, all
+fixed when the step is compiled). The memory planner lays the
 units' values out in one arena; the renderer writes every unit as a loop nest (`loopnest`) or a
 BLAS call into one C function
 
