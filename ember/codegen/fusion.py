@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.core import Literal, Var
+from ..jit.memory import _outs  # a unit's results: a group's outputs or an equation's out
 from .c_renderer import eqn_supported
 
 
@@ -133,26 +134,11 @@ def schedule(graph, groups: list) -> list:
         if id(u) not in seen:
             seen.add(id(u))
             units.append(u)
-    produced_by = {}
-    for u in units:
-        for v in (u.outputs if isinstance(u, Group) else [u.out]):
-            produced_by[v] = u
-    needs = {id(u): {id(produced_by[a]) for a in (u.inputs if isinstance(u, Group) else u.inputs)
-                     if isinstance(a, Var) and a in produced_by} for u in units}
-    order, done = [], set()
-    while len(order) < len(units):
-        ready = next(u for u in units if id(u) not in done and needs[id(u)] <= done)
-        order.append(ready)
-        done.add(id(ready))
-    return order
+    return _toposort(units)
 
 
 # ---------------------------------------------------------------- row groups
 ROW_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
-
-
-def _outs(u) -> list:
-    return u.outputs if u.prim is None else [u.out]
 
 
 def _ins(u) -> list:
