@@ -476,7 +476,7 @@ def test_be16_inspect_shows_units_source_and_kernel_table():
     before = {k: p.detach().numpy().copy() for k, p in P.items()}
     grads = {k: p.grad.numpy().copy() for k, p in P.items()}
     text = str(ember.inspect(j, *data[1]))
-    for part in ("--- native step:", "tensors: ", "--- generated C", "ember_step", "GFLOP/s", "GB/s"):
+    for part in ("--- native step:", "GEMMs by ", "tensors: ", "--- generated C", "ember_step", "GFLOP/s", "GB/s"):
         assert part in text
     for k, p in P.items():  # the kernel table ran on copies: the user's state did not move
         assert np.array_equal(p.detach().numpy(), before[k])

@@ -16,6 +16,9 @@
   Unset, it is `OMP_NUM_THREADS` or the number of CPUs this process may run on.
 - the jit backend (process-wide): "native" or "numpy", from `set_jit_backend` or
   `EMBER_JIT_BACKEND`; unset ("auto"), native when a C compiler works.
+- the step's BLAS (process-wide, read once): `EMBER_BLAS` names the CBLAS whose GEMMs the native
+  step calls: "auto" (unset: Intel MKL when installed, else numpy's OpenBLAS), "mkl", "numpy",
+  or a path or soname of any CBLAS library (`blas_choice`).
 
 Importing this module reads no files, starts no threads and compiles nothing.
 """
@@ -189,6 +192,12 @@ def num_threads(n: int):
         yield
     finally:
         set_num_threads(prev)
+
+
+def blas_choice() -> str:
+    """Which CBLAS the native step calls: "auto", "mkl", "numpy" or a library path (`EMBER_BLAS`)."""
+    env = os.environ.get("EMBER_BLAS", "").strip()
+    return env.lower() if env.lower() in ("auto", "mkl", "numpy") else env or "auto"
 
 
 def jit_backend() -> str:

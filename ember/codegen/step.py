@@ -11,9 +11,10 @@ BLAS call into one C function
 
 that runs the whole step inside one OpenMP parallel region: each unit is worksharing with a
 static schedule followed by a barrier, so results are identical run to run at a fixed thread
-count. GEMMs call cblas_sgemm/dgemm through a pointer resolved at load (numpy's OpenBLAS), with
-every transpose a BLAS flag; each thread multiplies its own block of columns (or rows, or batch
-items) with OpenBLAS held at one thread for that thread, so BLAS and ember never run two pools.
+count. GEMMs call cblas_sgemm/dgemm through a pointer resolved at load (`_core/blas.py`: MKL
+when installed, else numpy's OpenBLAS), with every transpose a BLAS flag; each thread multiplies
+its own block of columns (or rows, or batch items) with the BLAS held at one thread for that
+thread, so BLAS and ember never run two pools.
 `io` holds the graph's inputs, its constants and the caller-owned outputs (gradients); state
 updates are written straight into their inputs. Python makes one call per step.
 

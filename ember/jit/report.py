@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 
+from .._core import blas
 from ..ir.printer import print_graph
 from .passes import LEVELS, PassManager
 
@@ -28,7 +29,7 @@ class Report:
         out += ["--- memory plan", str(self.plan)]
         if self.native is not None:
             labels, source, table = self.native
-            out += [f"--- native step: {len(labels)} units, one call"]
+            out += [f"--- native step: {len(labels)} units, one call; GEMMs by {blas.describe()}"]
             out += [f"  unit {u}: {lab}" for u, lab in enumerate(labels)]
             out += ["--- generated C", source]
             if table:
