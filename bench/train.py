@@ -14,7 +14,9 @@ random batches are cycled in the same order, so step-0 losses agree across frame
 Each timed step ends with the loss copied to the host (a sync point).
 
 This is the peer-baseline harness (shared/bench/train.py) with ember added as one more framework;
-models, data, initialisation, thread pinning and timing are unchanged.
+models, data, initialisation, thread pinning and timing are unchanged. ember_jit's GEMMs run on
+Intel MKL when ember[mkl] is installed in the environment, else on numpy's OpenBLAS
+(EMBER_BLAS=numpy forces the latter); the JSON's "ember_blas" says which.
 
 usage: python train.py --model mlp|cnn|gpt --framework ember|ember_jit|torch|torch_compile|tinygrad|jax
                        [--steps 20 --warmup 3 --threads 2 --batch B --torch-opt default|fused|foreach]
@@ -190,7 +192,9 @@ def build_ember():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import ember
     import ember.nn.functional as F
-    extra.update(ember_version=ember.__version__, ember_mode="jit" if a.framework == "ember_jit" else "eager")
+    from ember._core import blas
+    extra.update(ember_version=ember.__version__, ember_mode="jit" if a.framework == "ember_jit" else "eager",
+                 ember_blas=blas.describe())
     P = {}
     for k, v in NP_PARAMS.items():
         # nn.Linear layout is (out, in), as in the torch builder
