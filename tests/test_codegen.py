@@ -10,6 +10,7 @@ import pytest
 
 import ember
 from ember import codegen
+from ember._core import dtypes as dt
 from ember.codegen import build, cmath
 from ember.codegen.c_renderer import render_group
 from ember.ir.core import Eqn, Graph, Literal, Var
@@ -97,11 +98,13 @@ UNARY = {"neg": (F32, F64, I32, I64), "abs": (F32, F64, I32, I64), "sign": (F32,
          "exp": (F32, F64, I32), "log": (F32, F64), "tanh": (F32, F64), "erf": (F32, F64),
          "logistic": (F32, F64), "sqrt": (F32, F64), "rsqrt": (F32,), "floor": (F32, I64),
          "ceil": (F64,), "round": (F32, F64), "trunc": (F32,), "isnan": (F32, I32),
-         "bitwise_not": (I32, B)}
+         "bitwise_not": (I32, B), "sin": (F32, F64), "cos": (F32, F64), "log1p": (F32, F64),
+         "expm1": (F32, F64)}
 BINARY = {"add": (F32, F64, I32, I64, B), "sub": (F32, I32, I64), "mul": (F32, F64, I32, B),
           "div": (F32, F64, I32), "max": (F32, F64, I64, B), "min": (F32, F64, I32),
           "eq": (F32, I64), "ne": (F64,), "lt": (F32, I32), "le": (F64,), "gt": (I64,), "ge": (F32,),
-          "bitwise_and": (I32, B), "bitwise_or": (I64,), "bitwise_xor": (B,)}
+          "bitwise_and": (I32, B), "bitwise_or": (I64,), "bitwise_xor": (B,), "atan2": (F32, F64),
+          "floordiv": (F32, F64), "rem": (F32, F64)}
 
 
 def _values(dtype, shape, rng):
@@ -127,6 +130,9 @@ def _graph(prim, avals, params=None):
     return Graph([], [], ins, [Eqn(prim, ins, out, params or {})], [out])
 
 
+LIBM_LIKE = ("exp", "log", "tanh", "erf", "logistic", "sin", "cos", "log1p", "expm1", "atan2")
+
+
 def _check(graph, arrays):
     groups = codegen.compile_graph_groups(graph)
     assert len(groups) == 1 and groups[0][1] is not None, groups
@@ -135,8 +141,8 @@ def _check(graph, arrays):
         got = codegen.run_graph(graph, arrays, groups)
     for w, g in zip(want, got):
         assert w.dtype == g.dtype and w.shape == g.shape
-        if w.dtype.kind == "f" and graph.eqns[-1].prim.name in ("exp", "log", "tanh", "erf", "logistic"):
-            # ember's float32 functions vs numpy's; libm vs numpy (or Cephes erf) in float64
+        if w.dtype.kind == "f" and graph.eqns[-1].prim.name in LIBM_LIKE:
+            # ember's float32 functions vs numpy's; libm vs numpy (SIMD, or Cephes erf)
             rtol, atol = (4e-7, 1e-45) if w.dtype == np.float32 else (1e-15, 1e-300)
             np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
         else:  # everything else is bit-exact (NaN payloads aside)
@@ -195,6 +201,16 @@ def test_be1_convert_matches_numpy(src, dst):
 
 
 @needs_cc
+@needs_cc
+@pytest.mark.parametrize("src,dst", [(F32, I32), (I32, F32), (F64, I64), (I64, F64), (dt.uint32, F32)])
+def test_be1_bitcast_matches_numpy(src, dst):
+    """BE-1: a bitcast reads the same bytes as the other type (NaN payloads and -0.0 included)."""
+    rng = np.random.default_rng(6)
+    for shape in SHAPES:
+        x = _values(src, shape, rng) if src.kind != "u" else rng.integers(0, 2**32, shape, dtype=np.uint32)
+        _check(_graph(REGISTRY["bitcast"], [Aval(shape, src)], {"dtype": dst}), [x])
+
+
 def test_be1_select_with_broadcast():
     """BE-1: select with a column condition and a scalar branch."""
     rng = np.random.default_rng(4)

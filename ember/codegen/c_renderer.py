@@ -76,6 +76,7 @@ _BIT = {"and": "&", "or": "|", "xor": "^"}
 _ARITH = {"add": "+", "sub": "-", "mul": "*"}
 _ROUND = {"floor": "floor", "ceil": "ceil", "round_even": "rint", "trunc": "trunc"}
 _MATH = {"exp": "exp", "log": "log", "tanh": "tanh", "erf": "erf"}
+_LIBM = ("sin", "cos", "log1p", "expm1", "atan2")
 
 
 def _call(op: str, args: list, t: str) -> tuple:
@@ -109,6 +110,10 @@ def _call(op: str, args: list, t: str) -> tuple:
         return f"(({a}) > 0 ? ({ct})1 : (({a}) < 0 ? ({ct})-1 : ({ct})0))", t
     if op in _MATH and _floats(t):
         return f"{FUNCTIONS[op][0 if t == 'float32' else 1]}({a})", t
+    if op in _LIBM and _floats(t):  # scalar libm calls, as numpy's float64 (its float32 may differ by an ulp)
+        return f"{op}{'f' if t == 'float32' else ''}({', '.join(x for x, _ in args)})", t
+    if op in ("floordiv", "mod") and _floats(t):  # ints raise on a zero divisor: they stay on numpy
+        return f"em_{op}{'f' if t == 'float32' else ''}({a}, {b})", t
     if op == "pow" and _floats(t):  # numpy's float power is libm's pow/powf
         return f"{'powf' if t == 'float32' else 'pow'}({a}, {b})", t
     if op == "sqrt" and _floats(t):
@@ -154,11 +159,17 @@ def _render_expr(e: E.Expr, operands: list, compute: str) -> tuple:
 def render_eqn(eqn, names: dict) -> tuple:
     """C expression (and its dtype) for one equation; `names` maps Vars to (code, dtype)."""
     prim = eqn.prim
-    if prim.kind != "elementwise" or prim.lowering is None:
+    if prim.kind != "elementwise" or (prim.lowering is None and prim.name != "bitcast"):
         raise Unsupported(prim.name)
     for a in (*eqn.inputs, eqn.out):
         if a.aval.dtype.name not in SUPPORTED_DTYPES:
             raise Unsupported(f"{prim.name} on {a.aval.dtype.name}")
+    if prim.name == "bitcast":  # the same bytes read as another type of the same size
+        (a,), out = eqn.inputs, eqn.out.aval.dtype.name
+        src = a.aval.dtype.name
+        code = c_literal(a.value, src) if isinstance(a, Literal) else c_convert(*names[a], src)
+        return (f"({{ {CTYPE[src]} bs_ = ({code}); {CTYPE[out]} bd_; "
+                f"__builtin_memcpy(&bd_, &bs_, sizeof bd_); bd_; }})"), out
     keys = [_key(a.aval) for a in eqn.inputs]
     pa = prim.promote_args
     idx = range(len(keys)) if pa is None else pa

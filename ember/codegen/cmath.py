@@ -18,7 +18,9 @@ dense sweeps plus special values), maximum relative error for normal results
                  else 1 - exp(p(|x|)) with p fitted to log(erfc) on [0.92, 4]
     em_sigmoidf  bound 3e-7, measured 1.8e-7 (2.2 ulp): stable on both tails (exp of -|x| only)
 
-NaN propagates through all of them. The float64 versions call libm (scalar; correct to ~1 ulp).
+NaN propagates through all of them. The float64 versions call libm (scalar; correct to ~1 ulp), as
+do sin, cos, log1p, expm1 and atan2 in both widths. Float floor division and remainder follow
+numpy's npy_divmod and PyTorch's remainder bit for bit.
 Kernels are compiled with -ffp-contract=off, so no FMA changes these numbers.
 """
 from __future__ import annotations
@@ -149,6 +151,27 @@ static inline double em_sigmoid(double x)
     double e = exp(-fabs(x));
     return x >= 0.0 ? 1.0 / (1.0 + e) : e / (1.0 + e);
 }
+
+/* numpy's float floor_divide (npy_divmod): fmod, then the quotient snapped to an integer */
+#define EM_FLOORDIV(name, T, S)                                                 \
+static inline T name(T a, T b)                                                  \
+{                                                                               \
+    if (!b) return a / b;                                                       \
+    const T mod = fmod##S(a, b);                                                \
+    T div = (a - mod) / b;                                                      \
+    if (mod && ((b < 0) != (mod < 0))) div -= 1;                                \
+    if (!div) return copysign##S(0, a / b);                                     \
+    T fl = floor##S(div);                                                       \
+    return div - fl > (T)0.5 ? fl + 1 : fl;                                     \
+}
+EM_FLOORDIV(em_floordivf, float, f)
+EM_FLOORDIV(em_floordiv, double, )
+
+/* PyTorch's float remainder: fmod moved into the divisor's sign */
+static inline float em_modf(float a, float b)
+{ const float m = fmodf(a, b); return (m != 0 && ((m < 0) != (b < 0))) ? m + b : m; }
+static inline double em_mod(double a, double b)
+{ const double m = fmod(a, b); return (m != 0 && ((m < 0) != (b < 0))) ? m + b : m; }
 """
 
 #: functions with a float32 and a float64 version: name -> (float32 C name, float64 C name)

@@ -48,14 +48,16 @@ POOL_MIN = 1 << 20    # results at least this large are recycled once the caller
 FLAGS = build.FLAGS + ("-fopenmp",)
 ENTRY, INIT = "ember_step", "ember_init"
 
-_REDUCE = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min"}
+_REDUCE = {"reduce_sum": "add", "reduce_max": "max", "reduce_min": "min", "reduce_prod": "mul",
+           "reduce_and": "and", "reduce_or": "or"}
 # the _Renderer method writing each primitive with a native form (views cost nothing; a reshape
 # the planner could not make a view is a copy)
 _UNITS = {**{name: "reduce" for name in _REDUCE}, "reshape": "copy", "full": "full", "dot_general": "dot",
           "conv_general": "conv", "gather": "gather", "scatter_add": "scatter_add", "pad": "pad",
           "concatenate": "concatenate", "reduce_window_max": "reduce_window",
           "reduce_window_sum": "reduce_window", "select_and_scatter_add": "select_and_scatter_add",
-          "random_bits": "random_bits"}
+          "random_bits": "random_bits", "argmax": "arg_reduce", "argmin": "arg_reduce", "cumsum": "cumsum",
+          "iota": "iota", "take_along_axis": "take_along_axis", "scatter_add_along_axis": "scatter_add_along_axis"}
 
 
 def _prod(xs) -> int:
@@ -922,6 +924,159 @@ class _Renderer:
             lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + rng + nest + [L.Stmt("}")])
         self.emit(("scatter_add", lines, total, 2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval)))
 
+    # ---- along one axis: cumsum, argmax/argmin, take/scatter along an axis
+    def _axis_nest(self, pre, shape, axis, strides, stmts, total, label, flops, nbytes_, reverse=False):
+        """Emit loops over `shape`: the dims before `axis`, then `j` along it (descending when
+        `reverse`), then the dims after it; `stmts(offs)` gives the innermost statements from each
+        operand's offset without its axis term (`strides`: per operand, over `shape`).
+
+        Threads own whole positions of the dims before the axis, or (when those are trivial)
+        ranges of the first dim after it, so each position's steps along the axis run in order
+        on one thread."""
+        od = _collapse(shape[:axis], [list(st[:axis]) for st in strides])
+        cd = _collapse(shape[axis + 1:], [list(st[axis + 1:]) for st in strides])
+        av, cv = [f"a{d}" for d in range(len(od))], [f"c{d}" for d in range(len(cd))]
+        offs = [" + ".join([_index(av, [d[1][k] for d in od]), _index(cv, [d[1][k] for d in cd])])
+                for k in range(len(strides))]
+        parallel = total >= PAR_MIN
+        by_outer = _prod([d[0] for d in od]) > 1
+        cstart = "lo" if parallel and cd and not by_outer else 0
+        nest = stmts(offs)
+        for d in reversed(range(len(cd))):
+            nest = [L.Loop(cv[d], "hi" if d == 0 and cstart else cd[d][0], nest,
+                           vectorize=d == len(cd) - 1, start=cstart if d == 0 else 0)]
+        n = shape[axis]
+        if reverse:
+            nest = [L.Stmt(f"const int64_t j = {n - 1} - jr;")] + nest
+        nest = [L.Loop("jr" if reverse else "j", n, nest)]
+        for d in reversed(range(len(od))):
+            nest = [L.Loop(av[d], od[d][0], nest)]
+        if parallel and by_outer:
+            nest[0].parallel = True
+            lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
+        elif cstart:
+            rng = (f"const int64_t lo = (int64_t){cd[0][0]} * tid / nt, "
+                   f"hi = (int64_t){cd[0][0]} * (tid + 1) / nt;")
+            lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng)] + nest + [L.Stmt("}"), L.Stmt("#pragma omp barrier")])
+        else:
+            lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
+        self.emit((label, lines, flops, nbytes_))
+
+    def cumsum(self, e) -> None:
+        """out[.., j, ..] = out[.., j -+ 1, ..] + x[.., j, ..] in order along the axis (numpy's
+        sequential cumsum, so the sums are bitwise numpy's)."""
+        x, out = self.refs[e.inputs[0]], self.refs[e.out]
+        xt, ot = e.inputs[0].aval.dtype.name, e.out.aval.dtype.name
+        if _prod(x.shape) == 0:
+            self.emit(("cumsum", [], 0, 0))
+            return
+        if not x.shape:
+            self.copy_values(x, out, "cumsum")
+            return
+        axis, rev = e.params["axis"], e.params["reverse"]
+        step = -out.strides[axis] if rev else out.strides[axis]
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};")]
+        first = "j == 0" if not rev else f"j == {x.shape[axis] - 1}"
+
+        def stmts(offs):
+            xo, oo = f"{offs[0]} + j * {x.strides[axis]}", f"{offs[1]} + j * {out.strides[axis]}"
+            val = c_convert(f"in0[{xo}]", xt, ot)
+            acc = _call("add", [(f"o0[{oo} - {step}]", ot), (val, ot)], ot)[0]
+            return [L.Stmt(f"o0[{oo}] = {first} ? {val} : {acc};")]
+        total = _prod(x.shape)
+        self._axis_nest(pre, list(x.shape), axis, [x.strides, out.strides], stmts, total, "cumsum", total,
+                        nbytes(e.inputs[0].aval) + nbytes(e.out.aval), reverse=rev)
+
+    def arg_reduce(self, e) -> None:
+        """The first index of the largest (argmax) or smallest (argmin) value along the axis; the
+        first NaN wins, as numpy's."""
+        x, out = self.refs[e.inputs[0]], self.refs[e.out]
+        xt = e.inputs[0].aval.dtype.name
+        if xt not in CTYPE:
+            raise Unsupported(f"{e.prim.name} on {xt}")
+        if not x.shape or _prod(x.shape) == 0:
+            self.fill(e, 0, e.prim.name)
+            return
+        axis = e.params["axis"]
+        n = x.shape[axis]
+        kept = [d for d in range(len(x.shape)) if d != axis]
+        kd = _collapse([x.shape[d] for d in kept], [[x.strides[d] for d in kept], list(out.strides)])
+        kv = [f"k{d}" for d in range(len(kd))]
+        xk, ok = _index(kv, [d[1][0] for d in kd]), _index(kv, [d[1][1] for d in kd])
+        better = "<" if e.prim.name == "argmin" else ">"
+        nan = " || (v != v && best == best)" if xt in ("float32", "float64") else ""
+        scan = L.Stmt(f"{x.ctype} best = in0[{xk}];\nint64_t bi = 0;\n"
+                      f"for (int64_t j = 1; j < {n}; j++) {{\n"
+                      f"    const {x.ctype} v = in0[{xk} + j * {x.strides[axis]}];\n"
+                      f"    if (v {better} best{nan}) {{ best = v; bi = j; }}\n}}\no0[{ok}] = bi;")
+        nest = [scan]
+        for d in reversed(range(len(kd))):
+            nest = [L.Loop(kv[d], kd[d][0], nest)]
+        pre = [L.Stmt(f"int64_t* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};")]
+        total = _prod(x.shape)
+        self.emit((e.prim.name, self._worksharing(pre, nest, bool(kd) and total >= PAR_MIN), total,
+                   nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
+
+    def iota(self, e) -> None:
+        """out = the index along `dim`, converted to the dtype."""
+        out, dim, dt = self.refs[e.out], e.params["dim"], e.out.aval.dtype.name
+        shape = list(e.out.aval.shape)
+        if _prod(shape) == 0:
+            self.emit(("iota", [], 0, 0))
+            return
+        vs = [f"i{d}" for d in range(len(shape))]
+        nest = [L.Stmt(f"o0[{_index(vs, out.strides)}] = {c_convert(f'(int64_t){vs[dim]}', 'int64', dt)};")]
+        for d in reversed(range(len(shape))):
+            nest = [L.Loop(vs[d], shape[d], nest, vectorize=d == len(shape) - 1)]
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};")]
+        self.emit(("iota", self._worksharing(pre, nest, _prod(shape) >= PAR_MIN and shape[0] > 1), 0,
+                   nbytes(e.out.aval)))
+
+    def take_along_axis(self, e) -> None:
+        """out[.., j, ..] = x[.., idx[.., j, ..], ..] (numpy's take_along_axis; idx broadcasts)."""
+        x, idx, out = self.refs[e.inputs[0]], self.refs[e.inputs[1]], self.refs[e.out]
+        axis, shape = e.params["axis"], list(e.out.aval.shape)
+        total = _prod(shape)
+        if total == 0:
+            self.emit(("take_along_axis", [], 0, 0))
+            return
+        xs = [0 if d == axis else s for d, s in enumerate(_aligned_strides(x, shape))]
+        ist = _aligned_strides(idx, shape)
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};\n"
+                      f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
+
+        def stmts(offs):
+            return self._index_value(f"ix0[{offs[1]} + j * {ist[axis]}]", x.shape[axis]) + [
+                L.Stmt(f"o0[{offs[2]} + j * {out.strides[axis]}] = in0[{offs[0]} + ix * {x.strides[axis]}];")]
+        self._axis_nest(pre, shape, axis, [xs, ist, out.strides], stmts, total, "take_along_axis", 0,
+                        2 * nbytes(e.out.aval) + nbytes(e.inputs[1].aval))
+
+    def scatter_add_along_axis(self, e) -> None:
+        """out = x, then out[.., idx[.., j, ..], ..] += upd[.., j, ..] with j in order (numpy's
+        add.at order, so each element sums its updates as numpy does)."""
+        x, idx, upd = (self.refs[a] for a in e.inputs)
+        out = self.refs[e.out]
+        axis, shape = e.params["axis"], list(upd.shape)
+        if (x.where, x.at, x.offset) != (out.where, out.at, out.offset):  # not planned in place
+            self.copy_values(x, out, "scatter_add_along_axis copy")
+        total = _prod(shape)
+        if total == 0:
+            return
+        ot, ut = e.out.aval.dtype.name, e.inputs[2].aval.dtype.name
+        os_ = [0 if d == axis else s for d, s in enumerate(out.strides)]
+        ist = _aligned_strides(idx, shape)
+        pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {upd.ctype}* up = {self.ptr(upd)};\n"
+                      f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
+
+        def stmts(offs):
+            t = f"{offs[0]} + ix * {out.strides[axis]}"
+            acc = _call("add", [(f"o0[{t}]", ot), (c_convert(f"up[{offs[2]} + j * {upd.strides[axis]}]", ut, ot), ot)],
+                        ot)[0]
+            return self._index_value(f"ix0[{offs[1]} + j * {ist[axis]}]", out.shape[axis]) + [
+                L.Stmt(f"o0[{t}] = {acc};")]
+        self._axis_nest(pre, shape, axis, [os_, ist, upd.strides], stmts, total, "scatter_add_along_axis", total,
+                        2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval))
+
     def pad(self, e) -> None:
         """The padding value everywhere, then x into its strided place (crops are slices of x)."""
         x, out = self.refs[e.inputs[0]], self.refs[e.out]
@@ -1032,9 +1187,9 @@ class _Renderer:
 
 
 def _identity(op: str, dt: str) -> str:
-    """C for the identity of reduction `op` ("add", "max", "min") in dtype `dt`."""
-    if op == "add":
-        return c_literal(0, dt)
+    """C for the identity of reduction `op` ("add", "mul", "and", "or", "max", "min") in `dt`."""
+    if op in ("add", "mul", "and", "or"):
+        return c_literal(int(op in ("mul", "and")), dt)
     if dt in ("float32", "float64"):
         return ("-" if op == "max" else "") + ("INFINITY" if dt == "float32" else "(double)INFINITY")
     info = np.iinfo(np.dtype(dt)) if dt != "bool" else None
@@ -1321,9 +1476,10 @@ class NativeExecutable:
         self.refs = refs
         self.kernels = r.units
         # indices read straight from a graph input are checked before the step changes any state
-        indexing = [e for e in graph.eqns if e.prim.name in ("gather", "scatter_add")]
-        self._index_checks = [(e.inputs[1], e.inputs[0].aval.shape[e.params["axis"]],
-                               "index" if e.prim.name == "gather" else "index_add")
+        check_as = {"gather": "index", "scatter_add": "index_add", "take_along_axis": "take_along_axis",
+                    "scatter_add_along_axis": "scatter_add_along_axis"}
+        indexing = [e for e in graph.eqns if e.prim.name in check_as]
+        self._index_checks = [(e.inputs[1], e.inputs[0].aval.shape[e.params["axis"]], check_as[e.prim.name])
                               for e in indexing if isinstance(e.inputs[1], Var)
                               and refs[e.inputs[1]].where == "io" and refs[e.inputs[1]].at < n_in]
         # each unit is its own function (GCC's time grows faster than linearly with a function's
