@@ -94,16 +94,17 @@ def test_be1_float32_math_error(name, sweep_lib):
 
 # ---------------------------------------------------------------- single primitives
 F32, F64, I32, I64, B = (ember.float32, ember.float64, ember.int32, ember.int64, ember.bool_)
-UNARY = {"neg": (F32, F64, I32, I64), "abs": (F32, F64, I32, I64), "sign": (F32, I32, B),
+I8, I16, U8 = dt.int8, dt.int16, dt.uint8
+UNARY = {"neg": (F32, F64, I32, I64, I8), "abs": (F32, F64, I32, I64, I16), "sign": (F32, I32, B, U8),
          "exp": (F32, F64, I32), "log": (F32, F64), "tanh": (F32, F64), "erf": (F32, F64),
          "logistic": (F32, F64), "sqrt": (F32, F64), "rsqrt": (F32,), "floor": (F32, I64),
          "ceil": (F64,), "round": (F32, F64), "trunc": (F32,), "isnan": (F32, I32),
-         "bitwise_not": (I32, B), "sin": (F32, F64), "cos": (F32, F64), "log1p": (F32, F64),
+         "bitwise_not": (I32, B, U8), "sin": (F32, F64), "cos": (F32, F64), "log1p": (F32, F64),
          "expm1": (F32, F64)}
-BINARY = {"add": (F32, F64, I32, I64, B), "sub": (F32, I32, I64), "mul": (F32, F64, I32, B),
-          "div": (F32, F64, I32), "max": (F32, F64, I64, B), "min": (F32, F64, I32),
-          "eq": (F32, I64), "ne": (F64,), "lt": (F32, I32), "le": (F64,), "gt": (I64,), "ge": (F32,),
-          "bitwise_and": (I32, B), "bitwise_or": (I64,), "bitwise_xor": (B,), "atan2": (F32, F64),
+BINARY = {"add": (F32, F64, I32, I64, B, U8), "sub": (F32, I32, I64, I8), "mul": (F32, F64, I32, B, I8, I16, U8),
+          "div": (F32, F64, I32, U8), "max": (F32, F64, I64, B, I8), "min": (F32, F64, I32, U8),
+          "eq": (F32, I64), "ne": (F64,), "lt": (F32, I32, U8), "le": (F64,), "gt": (I64, I16), "ge": (F32,),
+          "bitwise_and": (I32, B, I16), "bitwise_or": (I64,), "bitwise_xor": (B,), "atan2": (F32, F64),
           "floordiv": (F32, F64), "rem": (F32, F64)}
 
 
@@ -191,7 +192,8 @@ def test_be1_integer_wraparound_and_weak_literals():
 
 @needs_cc
 @pytest.mark.parametrize("src,dst", [(F32, I32), (F64, I64), (F32, B), (I64, F32), (B, F64), (F32, F64),
-                                     (F64, F32), (I32, I64)])
+                                     (F64, F32), (I32, I64), (U8, F32), (I16, F64), (I64, I8), (I32, U8),
+                                     (B, U8), (I8, I16)])
 def test_be1_convert_matches_numpy(src, dst):
     """BE-1: convert, including NaN/inf -> 0 for float -> int."""
     x = _values(src, (1031,), np.random.default_rng(3))

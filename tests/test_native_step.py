@@ -351,6 +351,31 @@ def test_be1_gather_step_and_its_gradient_run_native():
     np.testing.assert_array_equal(w.detach().numpy(), before)
 
 
+def test_be16_a_step_fed_uint8_images_runs_native():
+    """Images arrive as uint8 and are scaled inside the step: 8-bit values have a native form."""
+    rng = np.random.default_rng(16)
+    w = ember.tensor((rng.standard_normal((784, 10)) * 0.05).astype(np.float32), requires_grad=True)
+    opt = ember.optim.SGD([w], lr=0.1)
+
+    def step(x, y):
+        opt.zero_grad()
+        loss = ember.nn.functional.cross_entropy((x.float() / 255) @ w, y)
+        loss.backward()
+        opt.step()
+        return loss
+    x = rng.integers(0, 256, (32, 784)).astype(np.uint8)
+    y = rng.integers(0, 10, 32)
+    w0 = w.detach().numpy().copy()
+    j = ember.jit(step, backend="native")
+    losses = [float(j(ember.tensor(x), ember.tensor(y))) for _ in range(3)]
+    _native(j)
+    w_native = w.detach().numpy().copy()
+    w.detach().numpy()[...] = w0
+    want = [float(step(ember.tensor(x), ember.tensor(y))) for _ in range(3)]
+    np.testing.assert_allclose(losses, want, rtol=1e-5)
+    np.testing.assert_allclose(w_native, w.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("dtype", [ember.float32, ember.int32, ember.bool])
 def test_be1_iota_is_native_where_it_is_not_folded(dtype):
     from ember.ops import lax

@@ -21,10 +21,13 @@ from ..jit.executor import _key
 from ..ops import expr as E
 from .cmath import FUNCTIONS, PRELUDE
 
-CTYPE = {"float32": "float", "float64": "double", "int32": "int32_t", "int64": "int64_t",
-         "uint32": "uint32_t", "bool": "uint8_t"}
-UTYPE = {"int32": "uint32_t", "int64": "uint64_t", "uint32": "uint32_t"}  # where integer arithmetic wraps
-BITS = {"int32": 32, "int64": 64, "uint32": 32}
+CTYPE = {"float32": "float", "float64": "double", "int8": "int8_t", "int16": "int16_t", "int32": "int32_t",
+         "int64": "int64_t", "uint8": "uint8_t", "uint32": "uint32_t", "bool": "uint8_t"}
+# where integer arithmetic wraps (8- and 16-bit values too: C would promote them to a signed int,
+# whose product can overflow)
+UTYPE = {"int8": "uint32_t", "int16": "uint32_t", "int32": "uint32_t", "int64": "uint64_t", "uint8": "uint32_t",
+         "uint32": "uint32_t"}
+BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64, "uint8": 8, "uint32": 32}
 SUPPORTED_DTYPES = frozenset(CTYPE)
 ENTRY = "ember_kernel"
 
@@ -56,7 +59,9 @@ def c_literal(value, dtype: str) -> str:
         return f"((uint32_t){i}u)"
     if dtype == "int64":
         return "INT64_MIN" if i == -2**63 else f"INT64_C({i})"
-    return "INT32_MIN" if i == -2**31 else f"((int32_t){i})"
+    if dtype == "int32" and i == -2**31:
+        return "INT32_MIN"
+    return f"(({CTYPE[dtype]}){i})"
 
 
 def c_convert(code: str, src: str, dst: str) -> str:
