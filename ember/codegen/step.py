@@ -150,6 +150,17 @@ def _index(loop_vars, strides) -> str:
     return " + ".join(terms) if terms else "0"
 
 
+def _around(shape, axis, strides) -> tuple:
+    """(dims before `axis`, dims after it), collapsed, for operands with `strides` over `shape`."""
+    return (_collapse(shape[:axis], [list(st[:axis]) for st in strides]),
+            _collapse(shape[axis + 1:], [list(st[axis + 1:]) for st in strides]))
+
+
+def _offset(av, cv, od, cd, k) -> str:
+    """Operand `k`'s offset from the loop variables over `_around`'s dims (its axis term aside)."""
+    return f"{_index(av, [d[1][k] for d in od])} + {_index(cv, [d[1][k] for d in cd])}"
+
+
 class _Renderer:
     """Writes one unit after another; `refs` maps every Var to where it lives."""
 
@@ -892,75 +903,54 @@ class _Renderer:
         od = _collapse(out.shape[:axis], [list(upd.strides[:axis]), list(out.strides[:axis])])
         jd = _collapse(idx.shape, [list(idx.strides), list(upd.strides[axis:axis + k])])
         cd = _collapse(out.shape[axis + 1:], [list(upd.strides[axis + k:]), list(out.strides[axis + 1:])])
-        av, jv, cv = ([f"{c}{d}" for d in range(len(dims))] for c, dims in (("a", od), ("j", jd), ("c", cd)))
-        uo = " + ".join([_index(av, [d[1][0] for d in od]), _index(jv, [d[1][1] for d in jd]),
-                         _index(cv, [d[1][0] for d in cd])])
-        oo = " + ".join([_index(av, [d[1][1] for d in od]), f"ix * {out.strides[axis]}",
-                         _index(cv, [d[1][1] for d in cd])])
-        acc = _call("add", [(f"o0[{oo}]", ot), (c_convert(f"up[{uo}]", ut, ot), ot)], ot)[0]
-        total = _prod(upd.shape)
-        by_rows = od and od[0][0] > 1
-        cstart = "lo" if (cd and not by_rows) else 0
-        inner = [L.Stmt(f"o0[{oo}] = {acc};")]
-        for d in reversed(range(len(cd))):
-            inner = [L.Loop(cv[d], "hi" if d == 0 and cstart else cd[d][0], inner,
-                            vectorize=d == len(cd) - 1, start=cstart if d == 0 else 0)]
-        nest = self._index_value(f"ix0[{_index(jv, [d[1][0] for d in jd])}]", n) + inner
-        for v, d in reversed(list(zip(jv, jd)) or [("j_", (1,))]):
-            nest = [L.Loop(v, d[0], nest)]
-        for v, d in reversed(list(zip(av, od))):
-            nest = [L.Loop(v, d[0], nest)]
         pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {upd.ctype}* up = {self.ptr(upd)};\n"
                       f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
-        if total >= PAR_MIN and by_rows:
-            nest[0].parallel = True
-            lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
-        elif total >= PAR_MIN and cd:
-            rng = (f"const int64_t lo = (int64_t){cd[0][0]} * tid / nt, "
-                   f"hi = (int64_t){cd[0][0]} * (tid + 1) / nt;")
-            lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng)] + nest + [L.Stmt("}"), L.Stmt("#pragma omp barrier")])
-        else:
-            rng = [L.Stmt(f"const int64_t lo = 0, hi = {cd[0][0]};")] if cstart else []
-            lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + rng + nest + [L.Stmt("}")])
+
+        def body(av, jv, cv):
+            uo = " + ".join([_index(av, [d[1][0] for d in od]), _index(jv, [d[1][1] for d in jd]),
+                             _index(cv, [d[1][0] for d in cd])])
+            oo = " + ".join([_index(av, [d[1][1] for d in od]), f"ix * {out.strides[axis]}",
+                             _index(cv, [d[1][1] for d in cd])])
+            acc = _call("add", [(f"o0[{oo}]", ot), (c_convert(f"up[{uo}]", ut, ot), ot)], ot)[0]
+            return [L.Stmt(f"o0[{oo}] = {acc};")]
+
+        def head(av, jv):  # one index per (a, j): loaded once, outside the `c` loops
+            return self._index_value(f"ix0[{_index(jv, [d[1][0] for d in jd])}]", n)
+        total = _prod(upd.shape)
+        lines = self._ordered_nest(pre, od, jd, cd, body, total, head=head)
         self.emit(("scatter_add", lines, total, 2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval)))
 
-    # ---- along one axis: cumsum, argmax/argmin, take/scatter along an axis
-    def _axis_nest(self, pre, shape, axis, strides, stmts, total, label, flops, nbytes_, reverse=False):
-        """Emit loops over `shape`: the dims before `axis`, then `j` along it (descending when
-        `reverse`), then the dims after it; `stmts(offs)` gives the innermost statements from each
-        operand's offset without its axis term (`strides`: per operand, over `shape`).
-
-        Threads own whole positions of the dims before the axis, or (when those are trivial)
-        ranges of the first dim after it, so each position's steps along the axis run in order
-        on one thread."""
-        od = _collapse(shape[:axis], [list(st[:axis]) for st in strides])
-        cd = _collapse(shape[axis + 1:], [list(st[axis + 1:]) for st in strides])
-        av, cv = [f"a{d}" for d in range(len(od))], [f"c{d}" for d in range(len(cd))]
-        offs = [" + ".join([_index(av, [d[1][k] for d in od]), _index(cv, [d[1][k] for d in cd])])
-                for k in range(len(strides))]
+    # ---- ordered loops: scatters, cumsum, take along an axis
+    def _ordered_nest(self, pre, od, jd, cd, body, total, reverse=False, head=None) -> list:
+        """C lines for loops over the dims `od`, then `jd`, then `cd` (each [(size, strides)], as
+        `_collapse` gives) around `body(av, jv, cv)`, the innermost statements given the loop
+        variables; `head(av, jv)` gives statements run before the `cd` loops. Threads own whole `od` positions, or (when there are none) ranges of the first
+        `cd` dim, so the `jd` steps of each position run in order on one thread: a scatter adds an
+        element's updates in index order, a scan reads its predecessor. `reverse` runs the one `jd`
+        dim backwards."""
+        av, jv, cv = ([f"{c}{d}" for d in range(len(dims))] for c, dims in (("a", od), ("j", jd), ("c", cd)))
         parallel = total >= PAR_MIN
-        by_outer = _prod([d[0] for d in od]) > 1
-        cstart = "lo" if parallel and cd and not by_outer else 0
-        nest = stmts(offs)
+        cstart = "lo" if parallel and cd and not od else 0
+        nest = body(av, jv, cv)
         for d in reversed(range(len(cd))):
             nest = [L.Loop(cv[d], "hi" if d == 0 and cstart else cd[d][0], nest,
                            vectorize=d == len(cd) - 1, start=cstart if d == 0 else 0)]
-        n = shape[axis]
+        if head is not None:
+            nest = head(av, jv) + nest
         if reverse:
-            nest = [L.Stmt(f"const int64_t j = {n - 1} - jr;")] + nest
-        nest = [L.Loop("jr" if reverse else "j", n, nest)]
-        for d in reversed(range(len(od))):
-            nest = [L.Loop(av[d], od[d][0], nest)]
-        if parallel and by_outer:
-            nest[0].parallel = True
-            lines = L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
-        elif cstart:
+            nest = [L.Stmt(f"const int64_t j0 = {jd[0][0] - 1} - j0r;")] + nest
+            steps = [("j0r", jd[0][0])]
+        else:  # `continue` (a skipped index) needs a loop: a scalar index gets a one-trip loop
+            steps = [(v, d[0]) for v, d in zip(jv, jd)] or [("j_", 1)]
+        for v, ext in reversed([(v, d[0]) for v, d in zip(av, od)] + steps):
+            nest = [L.Loop(v, ext, nest)]
+        if parallel and od:
+            return self._worksharing(pre, nest, True)
+        if cstart:
             rng = (f"const int64_t lo = (int64_t){cd[0][0]} * tid / nt, "
                    f"hi = (int64_t){cd[0][0]} * (tid + 1) / nt;")
-            lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng)] + nest + [L.Stmt("}"), L.Stmt("#pragma omp barrier")])
-        else:
-            lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
-        self.emit((label, lines, flops, nbytes_))
+            return L.render([L.Stmt("{")] + pre + [L.Stmt(rng)] + nest + [L.Stmt("}"), L.Stmt("#pragma omp barrier")])
+        return self._worksharing(pre, nest, False)
 
     def cumsum(self, e) -> None:
         """out[.., j, ..] = out[.., j -+ 1, ..] + x[.., j, ..] in order along the axis (numpy's
@@ -974,18 +964,20 @@ class _Renderer:
             self.copy_values(x, out, "cumsum")
             return
         axis, rev = e.params["axis"], e.params["reverse"]
-        step = -out.strides[axis] if rev else out.strides[axis]
+        prev = f"{'+' if rev else '-'} {out.strides[axis]}"  # the element before along the scan
         pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};")]
-        first = "j == 0" if not rev else f"j == {x.shape[axis] - 1}"
+        first = "j0 == 0" if not rev else f"j0 == {x.shape[axis] - 1}"
+        od, cd = _around(x.shape, axis, [x.strides, out.strides])
 
-        def stmts(offs):
-            xo, oo = f"{offs[0]} + j * {x.strides[axis]}", f"{offs[1]} + j * {out.strides[axis]}"
+        def body(av, jv, cv):
+            xo = f"{_offset(av, cv, od, cd, 0)} + j0 * {x.strides[axis]}"
+            oo = f"{_offset(av, cv, od, cd, 1)} + j0 * {out.strides[axis]}"
             val = c_convert(f"in0[{xo}]", xt, ot)
-            acc = _call("add", [(f"o0[{oo} - {step}]", ot), (val, ot)], ot)[0]
+            acc = _call("add", [(f"o0[{oo} {prev}]", ot), (val, ot)], ot)[0]
             return [L.Stmt(f"o0[{oo}] = {first} ? {val} : {acc};")]
         total = _prod(x.shape)
-        self._axis_nest(pre, list(x.shape), axis, [x.strides, out.strides], stmts, total, "cumsum", total,
-                        nbytes(e.inputs[0].aval) + nbytes(e.out.aval), reverse=rev)
+        self.emit(("cumsum", self._ordered_nest(pre, od, [(x.shape[axis], [])], cd, body, total, rev), total,
+                   nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
 
     def arg_reduce(self, e) -> None:
         """The first index of the largest (argmax) or smallest (argmin) value along the axis; the
@@ -1045,11 +1037,14 @@ class _Renderer:
         pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {x.ctype}* in0 = {self.ptr(x)};\n"
                       f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
 
-        def stmts(offs):
-            return self._index_value(f"ix0[{offs[1]} + j * {ist[axis]}]", x.shape[axis]) + [
-                L.Stmt(f"o0[{offs[2]} + j * {out.strides[axis]}] = in0[{offs[0]} + ix * {x.strides[axis]}];")]
-        self._axis_nest(pre, shape, axis, [xs, ist, out.strides], stmts, total, "take_along_axis", 0,
-                        2 * nbytes(e.out.aval) + nbytes(e.inputs[1].aval))
+        od, cd = _around(shape, axis, [xs, ist, out.strides])
+
+        def body(av, jv, cv):
+            return self._index_value(f"ix0[{_offset(av, cv, od, cd, 1)} + j0 * {ist[axis]}]", x.shape[axis]) + [
+                L.Stmt(f"o0[{_offset(av, cv, od, cd, 2)} + j0 * {out.strides[axis]}] = "
+                       f"in0[{_offset(av, cv, od, cd, 0)} + ix * {x.strides[axis]}];")]
+        self.emit(("take_along_axis", self._ordered_nest(pre, od, [(shape[axis], [])], cd, body, total), 0,
+                   2 * nbytes(e.out.aval) + nbytes(e.inputs[1].aval)))
 
     def scatter_add_along_axis(self, e) -> None:
         """out = x, then out[.., idx[.., j, ..], ..] += upd[.., j, ..] with j in order (numpy's
@@ -1068,14 +1063,16 @@ class _Renderer:
         pre = [L.Stmt(f"{out.ctype}* o0 = {self.ptr(out)};\nconst {upd.ctype}* up = {self.ptr(upd)};\n"
                       f"const {idx.ctype}* ix0 = {self.ptr(idx)};")]
 
-        def stmts(offs):
-            t = f"{offs[0]} + ix * {out.strides[axis]}"
-            acc = _call("add", [(f"o0[{t}]", ot), (c_convert(f"up[{offs[2]} + j * {upd.strides[axis]}]", ut, ot), ot)],
-                        ot)[0]
-            return self._index_value(f"ix0[{offs[1]} + j * {ist[axis]}]", out.shape[axis]) + [
+        od, cd = _around(shape, axis, [os_, ist, upd.strides])
+
+        def body(av, jv, cv):
+            t = f"{_offset(av, cv, od, cd, 0)} + ix * {out.strides[axis]}"
+            u = f"up[{_offset(av, cv, od, cd, 2)} + j0 * {upd.strides[axis]}]"
+            acc = _call("add", [(f"o0[{t}]", ot), (c_convert(u, ut, ot), ot)], ot)[0]
+            return self._index_value(f"ix0[{_offset(av, cv, od, cd, 1)} + j0 * {ist[axis]}]", out.shape[axis]) + [
                 L.Stmt(f"o0[{t}] = {acc};")]
-        self._axis_nest(pre, shape, axis, [os_, ist, upd.strides], stmts, total, "scatter_add_along_axis", total,
-                        2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval))
+        self.emit(("scatter_add_along_axis", self._ordered_nest(pre, od, [(shape[axis], [])], cd, body, total),
+                   total, 2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval)))
 
     def pad(self, e) -> None:
         """The padding value everywhere, then x into its strided place (crops are slices of x)."""
