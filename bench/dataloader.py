@@ -25,7 +25,16 @@ import subprocess
 import sys
 import time
 
-DATA = os.environ.get("FASHION_MNIST", "/work/shared/data/fashion-mnist")
+def _data_dir() -> str:
+    """$FASHION_MNIST, else the folder ember.datasets finds the files in ($EMBER_DATA, the cache,
+    /usr/share/datasets)."""
+    if os.environ.get("FASHION_MNIST"):
+        return os.environ["FASHION_MNIST"]
+    from ember.datasets import FashionMNIST
+    return str(FashionMNIST(train=True)._find("train-images-idx3-ubyte", "train-labels-idx1-ubyte")[0].parent)
+
+
+DATA = _data_dir()
 MEAN, STD, BS = 0.2860, 0.3530, 128
 
 

@@ -5,8 +5,8 @@
 gelu_tanh(h) = 0.5*h*(1 + tanh(sqrt(2/pi)*(h + 0.044715*h^3)))  (numpy has no gelu: it is expanded).
 Minimum memory traffic of a fused kernel: read x + write y = 8*N bytes -> "eff_gbps".
 
-This is the peer-baseline harness (shared/bench/elementwise.py) with ember added: ember (eager) and
-ember_jit (ember.jit: one fused native kernel).
+The peers run as in the baseline harness their numbers were first measured with; ember adds
+ember (eager) and ember_jit (ember.jit: one fused native kernel).
 
 usage: python elementwise.py --framework numpy|torch|torch_compile|tinygrad|jax|ember|ember_jit --n 16777216 --threads 2
 

@@ -13,8 +13,8 @@ Parameters are initialised once in numpy (seed 0) and loaded into each framework
 random batches are cycled in the same order, so step-0 losses agree across frameworks.
 Each timed step ends with the loss copied to the host (a sync point).
 
-This is the peer-baseline harness (shared/bench/train.py) with ember added as one more framework;
-models, data, initialisation, thread pinning and timing are unchanged. ember_jit's GEMMs run on
+The peers' models, data, initialisation, thread pinning and timing are those of the baseline
+harness the peer numbers were first measured with; ember is one more framework in it. ember_jit's GEMMs run on
 Intel MKL when ember[mkl] is installed in the environment, else on numpy's OpenBLAS
 (EMBER_BLAS=numpy forces the latter); the JSON's "ember_blas" says which.
 

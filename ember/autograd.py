@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ._core import dtypes as dt
-from ._core.errors import AutogradError
+from ._core.errors import AutogradError, user_location
 from ._core.state import TLS, enable_grad, no_grad, set_grad_enabled
 from .ops import lax
 from .ops.core import Aval
@@ -54,7 +54,7 @@ class Node:
     """One recorded primitive application (PyTorch's grad_fn)."""
 
     __slots__ = ("prim", "params", "saved", "versions", "edges", "seq", "out_data", "out_dtype",
-                 "out_shape", "out_storage", "versions_out", "hooks", "retain", "custom", "__weakref__")
+                 "out_shape", "out_storage", "versions_out", "hooks", "retain", "custom", "loc", "__weakref__")
 
     def __init__(self, prim, params, saved, versions, edges, out: Tensor):
         self.prim = prim
@@ -71,6 +71,7 @@ class Node:
         self.hooks = None
         self.retain = None
         self.custom = None
+        self.loc = user_location() if TLS.anomaly else None  # where the forward ran (anomaly mode)
 
     @property
     def name(self) -> str:
@@ -405,7 +406,14 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
                         captured[n] = g
                     if n not in need:
                         continue
-                cts = n.apply(g)
+                if TLS.anomaly:
+                    TLS.anomaly_node = n
+                    try:
+                        cts = n.apply(g)
+                    finally:
+                        TLS.anomaly_node = None
+                else:
+                    cts = n.apply(g)
                 if len(cts) != len(n.edges):
                     raise AutogradError(f"{n.name} returned {len(cts)} gradients for {len(n.edges)} inputs")
                 for e, ct in zip(n.edges, cts):
@@ -647,3 +655,6 @@ def grad_fn(fn: Callable, argnums=0, has_aux: bool = False) -> Callable:
         return (res[1], res[0][1]) if has_aux else res[1]
 
     return wrapped
+
+
+from .anomaly import AnomalyError, detect_anomaly, is_anomaly_enabled, set_detect_anomaly  # noqa: E402,F401

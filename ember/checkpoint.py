@@ -3,8 +3,9 @@
 Files: ``<prefix>-<step:08d>.safetensors`` (the checkpoint, written by `ember.save`, atomically)
 and ``<prefix>-<step:08d>.safetensors.json`` (its human-readable sidecar, written after it; never
 trusted on load). A save that is killed at any point leaves the previous checkpoints intact and at
-most a temporary file ``.<prefix>-....tmp-<pid>-<hex>``; such leftovers are removed when a manager
-is constructed on the directory (and after every successful save), so a restarted job starts clean.
+most a temporary file ``.<prefix>-....tmp-<pid>-<hex>``; `ember.save` removes its own target's
+leftovers before writing, and a manager removes those of every checkpoint of its prefix when it is
+constructed on the directory (and after every successful save), so a restarted job starts clean.
 
 PI-5 (checkpoint every k steps, keep at most N): ``CheckpointManager(d, keep=10)`` saved 25 times
 holds exactly the 10 newest checkpoints.

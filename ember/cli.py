@@ -13,21 +13,11 @@ import time
 
 def demo(steps: int = 300, seed: int = 0) -> list:
     """Fit a 2-64-3 MLP to a 3-class spiral with plain SGD; returns the losses."""
-    import numpy as np
-
     import ember
     import ember.nn.functional as F
+    from ember.datasets import spiral
 
-    rng = np.random.default_rng(seed)
-    n = 200
-    xs, ys = [], []
-    for c in range(3):
-        r = np.linspace(0.05, 1.0, n)
-        t = np.linspace(c * 4.2, (c + 1) * 4.2, n) + rng.normal(0, 0.2, n)
-        xs.append(np.stack([r * np.sin(t), r * np.cos(t)], 1))
-        ys.append(np.full(n, c))
-    x = ember.tensor(np.concatenate(xs).astype(np.float32))
-    y = ember.tensor(np.concatenate(ys).astype(np.int64))
+    x, y = spiral(200, seed=seed)
     ember.manual_seed(seed)
     w1 = (ember.randn(64, 2) * 0.5).requires_grad_()
     b1 = ember.zeros(64, requires_grad=True)

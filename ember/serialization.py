@@ -33,10 +33,15 @@ aligned (a memory map gives aligned arrays).
 
 Atomic writes: the file is written to ``.<name>.tmp-<pid>-<random>`` in the same directory,
 flushed and fsync'ed, renamed over the final name with `os.replace` and the directory fsync'ed.
-`remove_stale_temp_files` deletes temporaries that a killed writer left behind.
+Before each write, `remove_stale_temp_files` deletes the temporaries of the same target that a
+killed writer left behind (dead pid, this process's own pid but not being written, or untouched
+for 15 minutes); a live writer's temp file is never touched.
 
-Every problem with a file on load (empty, truncated, foreign format, bad header, checksum mismatch)
-raises `CheckpointError`, naming the file and what is wrong.
+Reading (`ember._safetensors`) validates before it uses: a path that is not a regular file is
+refused without a blocking open, the header is read and checked first (types, ranks, offsets,
+nesting depth, exact file size) and only then is the data read or memory-mapped; BOOL bytes must
+be 0 or 1. Every problem with a file (empty, truncated, foreign format, bad header, checksum
+mismatch, malformed structure) raises `CheckpointError`, naming the file and what is wrong.
 """
 from __future__ import annotations
 
@@ -53,8 +58,10 @@ from typing import Any
 
 import numpy as np
 
+from . import _safetensors as _st
 from ._core import dtypes as dt
 from ._core.errors import EmberError
+from ._safetensors import DTYPE_TO_ST, ST_TO_DTYPE, CheckpointError, Raw as _Raw
 
 __all__ = ["CheckpointError", "save", "load", "save_safetensors", "load_safetensors", "verify",
            "read_safetensors_metadata", "dumps", "loads", "remove_stale_temp_files", "atomic_write",
@@ -63,20 +70,9 @@ __all__ = ["CheckpointError", "save", "load", "save_safetensors", "load_safetens
 #: the checkpoint format version this ember writes (and the newest it reads)
 FORMAT_VERSION = 1
 
-#: safetensors dtype names <-> ember dtypes (U32 is ember's internal RNG-bits dtype)
-ST_TO_DTYPE = {"F64": dt.float64, "F32": dt.float32, "F16": dt.float16, "BF16": dt.bfloat16,
-               "I64": dt.int64, "I32": dt.int32, "I16": dt.int16, "I8": dt.int8, "U8": dt.uint8,
-               "BOOL": dt.bool_, "U32": dt.uint32}
-DTYPE_TO_ST = {v: k for k, v in ST_TO_DTYPE.items()}
-
-_MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
 _STALE_AGE_S = 15 * 60  # a temp file untouched this long is abandoned even if its pid is alive
 _ACTIVE_TMP: set = set()  # temp files this process is writing right now
-
-
-class CheckpointError(EmberError, RuntimeError):
-    """A checkpoint or safetensors file cannot be read (or written) as asked."""
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -99,12 +95,13 @@ def _tmp_name(path: str) -> str:
 
 
 def atomic_write(path, write_fn) -> None:
-    """Run ``write_fn(fileobj)`` into a temporary file beside `path`, fsync it and rename it onto
-    `path`, then fsync the directory. Readers see the old file or the new one, never a mix."""
+    """Write `path` atomically through ``write_fn(fileobj)`` (temp file, fsync, rename, fsync the
+    directory); first remove the temp files that killed writers of `path` left behind."""
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
+    directory, base = os.path.split(os.path.abspath(path))
+    remove_stale_temp_files(directory, target=base)
     tmp = _tmp_name(path)
-    _ACTIVE_TMP.add(tmp)
+    _ACTIVE_TMP.add(os.path.basename(tmp))
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         with os.fdopen(fd, "wb") as f:
@@ -119,52 +116,58 @@ def atomic_write(path, write_fn) -> None:
             pass
         raise
     finally:
-        _ACTIVE_TMP.discard(tmp)
+        _ACTIVE_TMP.discard(os.path.basename(tmp))
     _fsync_dir(directory)
 
 
 def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError):
+    except (OverflowError, ValueError):  # no process can have this pid
+        return False
+    except OSError:  # e.g. PermissionError: it exists, owned by someone else
         return True
     return True
 
 
-def remove_stale_temp_files(directory, name_prefix: str = "") -> list:
+def remove_stale_temp_files(directory, name_prefix: str = "", *, target: str | None = None) -> list:
     """Delete temporary files an interrupted `atomic_write` left in `directory`; return their paths.
 
-    A temp file ``.<name>.tmp-<pid>-<hex>`` (with ``<name>`` starting with `name_prefix`) is stale
-    when this process is not writing it and its writer is gone: the pid is dead, the pid is this
-    process's own (a previous run that got the same pid, as happens in containers), or the file has
-    not been touched for 15 minutes.
+    A temp file ``.<name>.tmp-<pid>-<hex>`` (with ``<name>`` starting with `name_prefix`, or equal
+    to `target` when given) is stale when this process is not writing it and its writer is gone:
+    the pid is dead, the pid is this process's own (a previous run that got the same pid, as happens
+    in containers), or the file has not been touched for 15 minutes. Files that cannot be removed
+    (permissions) are left alone.
     """
     directory = os.fspath(directory)
     removed = []
     try:
         names = os.listdir(directory)
-    except FileNotFoundError:
+    except OSError:
         return removed
     now = time.time()
     for n in names:
         m = _TMP_RE.match(n)
-        if not m or not m.group("name").startswith(name_prefix):
+        if not m or (m.group("name") != target if target is not None
+                     else not m.group("name").startswith(name_prefix)):
+            continue
+        if n in _ACTIVE_TMP:  # another thread of this process is writing it
             continue
         p = os.path.join(directory, n)
-        if os.path.abspath(p) in _ACTIVE_TMP:
-            continue
         pid = int(m.group("pid"))
         try:
             age = now - os.stat(p).st_mtime
-        except FileNotFoundError:
+        except OSError:
             continue
         if pid == os.getpid() or not _pid_alive(pid) or age > _STALE_AGE_S:
             try:
                 os.unlink(p)
                 removed.append(p)
-            except FileNotFoundError:
+            except OSError:
                 pass
     return removed
 
@@ -282,144 +285,17 @@ def save_safetensors(tensors: dict, path, metadata: dict | None = None) -> None:
 
 
 # ---------------------------------------------------------------- safetensors: reading
-_MAGIC_HINTS = [
-    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"PK\x03\x04", "a zip archive (a PyTorch .pt/.pth file? export it with safetensors instead)"),
-    (b"\x1f\x8b", "a gzip file"),
-    (b"\x93NUMPY", "a numpy .npy file"),
-    (b"\x89HDF", "an HDF5 file"),
-    (b"\x80\x02", "a pickle (ember never loads pickles: they can run arbitrary code)"),
-    (b"\x80\x03", "a pickle (ember never loads pickles: they can run arbitrary code)"),
-    (b"\x80\x04", "a pickle (ember never loads pickles: they can run arbitrary code)"),
-    (b"\x80\x05", "a pickle (ember never loads pickles: they can run arbitrary code)"),
-    (b"{", "a JSON file (the checkpoint's .json sidecar? load the .safetensors file itself)"),
-]
+def _read(path, mmap: bool = False, header_only: bool = False) -> _Raw:
+    """Validate the header of `path`, then read or memory-map the data (see `ember._safetensors`)."""
+    return _st.read(path, mmap=mmap, header_only=header_only)
 
 
-def _foreign(head: bytes) -> str:
-    for magic, what in _MAGIC_HINTS:
-        if head.startswith(magic):
-            return f"; it looks like {what}"
-    return ""
-
-
-class _Raw:
-    """A parsed safetensors file: header entries, metadata and the data section as a uint8 array."""
-
-    def __init__(self, name: str, buf: np.ndarray):
-        self.name = name
-        self.buf = buf
-        size = buf.size
-
-        def bad(msg):
-            return CheckpointError(f"{name}: {msg}")
-
-        if size == 0:
-            raise bad("the file is empty (0 bytes), not a safetensors file")
-        head = bytes(buf[:16])
-        if size < 8:
-            raise bad(f"the file has only {size} bytes, too short for a safetensors header{_foreign(head)}")
-        n = int.from_bytes(head[:8], "little")
-        if n > _MAX_HEADER or n + 8 > size:
-            hint = _foreign(head)
-            if hint:
-                raise bad(f"not a safetensors file{hint}")
-            if n > _MAX_HEADER:
-                raise bad(f"the header length field says {n} bytes, more than the {_MAX_HEADER}-byte "
-                          "limit: this is not a safetensors file or its first bytes are corrupted")
-            raise bad(f"the header length field says {n} bytes but the file has only {size - 8} "
-                      "bytes after it: the file is truncated or not a safetensors file")
-        try:
-            header = json.loads(bytes(buf[8:8 + n]).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise bad(f"the header is not valid UTF-8 JSON ({e.__class__.__name__}: {e}): the file "
-                      f"is corrupted or not a safetensors file{_foreign(head)}") from None
-        if not isinstance(header, dict):
-            raise bad(f"the header is JSON {type(header).__name__}, not an object: not a safetensors file")
-        self.header = dict(header)
-        self.data_start = 8 + n
-        self.data_len = size - self.data_start
-        meta = header.pop("__metadata__", None) or {}
-        if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in meta.items()):
-            raise bad("the header's __metadata__ must map strings to strings")
-        self.metadata = meta
-        entries = []
-        for k, e in header.items():
-            if not isinstance(e, dict) or not {"dtype", "shape", "data_offsets"} <= e.keys():
-                raise bad(f"tensor {k!r}: a header entry needs dtype, shape and data_offsets, got {e!r}")
-            st, shape, offs = e["dtype"], e["shape"], e["data_offsets"]
-            if st not in ST_TO_DTYPE:
-                raise bad(f"tensor {k!r} has dtype {st!r}, which ember does not support "
-                          f"(it reads {', '.join(ST_TO_DTYPE)})")
-            if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
-                raise bad(f"tensor {k!r}: bad shape {shape!r}")
-            if not (isinstance(offs, list) and len(offs) == 2 and all(type(o) is int for o in offs)
-                    and 0 <= offs[0] <= offs[1]):
-                raise bad(f"tensor {k!r}: bad data_offsets {offs!r}")
-            d = ST_TO_DTYPE[st]
-            nbytes = math.prod(shape) * d.itemsize
-            if offs[1] - offs[0] != nbytes:
-                raise bad(f"tensor {k!r}: shape {tuple(shape)} of {st} needs {nbytes} bytes but "
-                          f"data_offsets {offs} span {offs[1] - offs[0]}")
-            entries.append((offs[0], offs[1], k, d, tuple(shape)))
-        entries.sort()
-        end = 0
-        for b, e, k, _, _ in entries:
-            if b != end:
-                raise bad(f"tensor {k!r}: data_offsets start at {b}, expected {end} (tensors must "
-                          "tile the data section without gaps or overlaps)")
-            end = e
-        if end > self.data_len:
-            raise bad(f"the header describes {end} bytes of tensor data but the file holds only "
-                      f"{self.data_len}: the file is truncated")
-        if end < self.data_len:
-            raise bad(f"the file has {self.data_len - end} bytes after the last tensor: it is "
-                      "corrupted or was not written as safetensors")
-        self.entries = {k: (b, d, shape) for b, e, k, d, shape in entries}
-
-    def checksum(self) -> str:
-        """What `_checksum` gives for this file's header and data."""
-        h = hashlib.sha256(_canonical(self.header))
-        h.update(b"\0")
-        h.update(memoryview(self.buf[self.data_start:]))
-        return h.hexdigest()
-
-    def array(self, key: str) -> np.ndarray:
-        b, d, shape = self.entries[key]
-        start = self.data_start + b
-        nbytes = math.prod(shape) * d.itemsize
-        a = self.buf[start:start + nbytes].view(d.np).reshape(shape)
-        if sys.byteorder == "big":  # the file is little-endian
-            a = a.byteswap()
-        elif start % d.itemsize:  # a foreign file without alignment padding
-            a = a.copy()
-        return a
-
-
-def _read(path, mmap: bool) -> _Raw:
-    if hasattr(path, "read"):
-        name = getattr(path, "name", "<file object>")
-        data = path.read()
-        return _Raw(str(name), np.frombuffer(bytearray(data), np.uint8))
-    path = os.fspath(path)
-    try:
-        size = os.path.getsize(path)
-        if mmap and size:
-            # copy-on-write: writable, the file stays untouched; a plain ndarray view (not np.memmap)
-            buf = np.memmap(path, dtype=np.uint8, mode="c").view(np.ndarray)
-        else:
-            buf = np.empty(size, np.uint8)
-            with open(path, "rb") as f:
-                got = f.readinto(memoryview(buf))
-            if got != size:
-                raise CheckpointError(f"{path}: read {got} of {size} bytes (the file changed while reading)")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such checkpoint file: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
-    return _Raw(path, buf)
+def _file_checksum(raw: _Raw) -> str:
+    """What `_checksum` gives for this file's header and data."""
+    h = hashlib.sha256(_canonical(raw.header))
+    h.update(b"\0")
+    h.update(memoryview(raw.data))
+    return h.hexdigest()
 
 
 def _check_map_location(map_location) -> None:
@@ -442,12 +318,14 @@ def load_safetensors(path, *, mmap: bool = False, map_location=None) -> dict:
 
 
 def read_safetensors_metadata(path) -> dict:
-    """The ``__metadata__`` dict of a safetensors file (reads the whole file; cheap for checks)."""
-    return dict(_read(path, mmap=True).metadata)
+    """The ``__metadata__`` dict of a safetensors file (reads and validates only the header)."""
+    return dict(_read(path, header_only=True).metadata)
 
 
 # ---------------------------------------------------------------- nested objects
 _SCALAR_KEYS = (str, int, float, bool, type(None))
+#: how deep a checkpoint's structure JSON may nest (save refuses deeper objects, load deeper files)
+MAX_NESTING = 200
 
 
 class _Encoder:
@@ -466,6 +344,9 @@ class _Encoder:
 
     def enc(self, v, path: list):
         from .tensor import Tensor
+        if len(path) > MAX_NESTING:
+            raise ValueError(f"ember.save cannot store this object: nesting deeper than {MAX_NESTING} "
+                             "levels")
         if isinstance(v, Tensor) or isinstance(v, (np.ndarray, np.generic)) and not isinstance(v, (np.str_, np.bytes_)):
             tag = "$tensor" if isinstance(v, Tensor) else "$ndarray" if isinstance(v, np.ndarray) else "$npscalar"
             key = self.seen.get(id(v))
@@ -516,11 +397,11 @@ def _decode(node, arrays: dict, fail):
     if isinstance(node, list):
         return [_decode(x, arrays, fail) for x in node]
     if not isinstance(node, dict) or len(node) < 1:
-        raise fail(f"unexpected node {node!r} in the structure")
+        raise fail(f"unexpected node {_st._short(node)} in the structure")
     if "$dict" in node:
         return {k: _decode(x, arrays, fail) for k, x in node["$dict"].items()}
     if "$items" in node:
-        return {_decode_key(k, arrays, fail): _decode(x, arrays, fail) for k, x in node["$items"]}
+        return {_decode_key(k, fail): _decode(x, arrays, fail) for k, x in node["$items"]}
     if "$tuple" in node:
         return tuple(_decode(x, arrays, fail) for x in node["$tuple"])
     if "$float" in node:
@@ -528,8 +409,8 @@ def _decode(node, arrays: dict, fail):
     for tag in ("$tensor", "$ndarray", "$npscalar"):
         if tag in node:
             key = node[tag]
-            if key not in arrays:
-                raise fail(f"the structure refers to tensor {key!r}, which the file does not hold")
+            if not isinstance(key, str) or key not in arrays:
+                raise fail(f"the structure refers to tensor {_st._short(key)}, which the file does not hold")
             a = arrays[key]
             if tag == "$ndarray":
                 return a
@@ -541,13 +422,18 @@ def _decode(node, arrays: dict, fail):
                 if node.get("requires_grad"):
                     t.requires_grad_(True)
             return t
-    raise fail(f"unknown node {node!r} in the structure")
+    raise fail(f"unknown node {_st._short(node)} in the structure")
 
 
-def _decode_key(k, arrays, fail):
-    if isinstance(k, dict) and "$tuple" in k:
-        return tuple(_decode_key(x, arrays, fail) for x in k["$tuple"])
-    return _decode(k, arrays, fail)
+def _decode_key(k, fail):
+    """A dict key as `_Encoder.key` writes it: a JSON scalar, a non-finite float or a tuple of keys."""
+    if k is None or isinstance(k, (bool, int, float, str)):
+        return k
+    if isinstance(k, dict) and len(k) == 1 and isinstance(k.get("$tuple"), list):
+        return tuple(_decode_key(x, fail) for x in k["$tuple"])
+    if isinstance(k, dict) and len(k) == 1 and isinstance(k.get("$float"), str):
+        return float(k["$float"])
+    raise fail(f"bad dict key {_st._short(k)} in the structure")
 
 
 def _sidecar_text(path: str, hb: bytes, items, structure, sha: str) -> str:
@@ -576,6 +462,10 @@ def save(obj: Any, path, *, sidecar: bool = True, metadata: dict | None = None) 
     e = _Encoder()
     root = e.enc(obj, [])
     structure = {"format": "ember.checkpoint", "version": FORMAT_VERSION, "root": root}
+    try:  # never write what `load` would refuse
+        _st.check_json(structure, MAX_NESTING)
+    except ValueError as err:
+        raise ValueError(f"ember.save cannot store this object: {err}") from None
     user_meta = dict(metadata or {})
     for k in user_meta:
         if k.startswith("ember."):
@@ -602,9 +492,9 @@ def load(path, map_location=None, *, mmap: bool = False, verify: bool = True) ->
 
     A plain safetensors file (no ember structure) loads as a flat ``{name: Tensor}`` dict.
     `map_location` is accepted for PyTorch compatibility (only the CPU exists). With `mmap` the
-    tensors view a copy-on-write memory map of the file. With `verify` (default) the data
-    header's and data's sha256 is checked against the one recorded in the header. Problems raise
-    `CheckpointError`.
+    tensors view a copy-on-write memory map of the file. With `verify` (default) the sha256 of
+    header and data is checked against the one recorded in the header, before the structure is
+    interpreted. Problems raise `CheckpointError`.
     """
     _check_map_location(map_location)
     raw = _read(path, mmap)
@@ -620,7 +510,7 @@ def load(path, map_location=None, *, mmap: bool = False, verify: bool = True) ->
         want = meta.get(_SUM_KEY)
         if want is None:
             raise fail(f"the header has no {_SUM_KEY} checksum (damaged, or not written by ember.save)")
-        got = raw.checksum()
+        got = _file_checksum(raw)
         if got != want:
             raise fail(f"checksum mismatch (sha256 of header and data is {got[:16]}..., the header "
                        f"records {want[:16]}...): the file is corrupted")
@@ -634,17 +524,18 @@ def load(path, map_location=None, *, mmap: bool = False, verify: bool = True) ->
         raise fail(f"written by a newer ember (checkpoint format version {version}); this ember "
                    f"reads versions up to {FORMAT_VERSION}")
     try:
-        structure = json.loads(meta["ember.structure"])
+        structure = _st.parse_json(meta["ember.structure"], MAX_NESTING)
         root = structure["root"]
     except (KeyError, TypeError, ValueError) as e:
-        raise fail(f"the checkpoint structure in the header is unreadable ({e})") from None
+        raise fail(f"the checkpoint structure in the header is unreadable ({str(e)[:200]})") from None
     arrays = {k: raw.array(k) for k in raw.entries}
     try:
         return _decode(root, arrays, fail)
     except CheckpointError:
         raise
-    except (TypeError, ValueError, KeyError, AttributeError) as e:
-        raise fail(f"the checkpoint structure in the header is malformed ({e.__class__.__name__}: {e})") from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError, EmberError) as e:
+        raise fail(f"the checkpoint structure in the header is malformed ({e.__class__.__name__}: "
+                   f"{str(e)[:200]})") from None
 
 
 def verify(path) -> dict:
@@ -655,8 +546,10 @@ def verify(path) -> dict:
     """
     path = os.fspath(path)
     raw = _read(path, mmap=True)
+    for k in raw.entries:  # BOOL bytes
+        raw.array(k)
     want = raw.metadata.get(_SUM_KEY)
-    sha = raw.checksum()
+    sha = _file_checksum(raw)
     if want is not None and want != sha:
         raise CheckpointError(f"{path}: checksum mismatch: the file is corrupted")
     side = path + ".json"

@@ -16,8 +16,8 @@ import warnings
 import numpy as np
 
 from ._core import dtypes as dt
-from ._core.errors import AutogradError, DTypeError, EmberError, ShapeError, op_error
-from ._core.state import TLS
+from ._core.errors import AutogradError, DTypeError, EmberError, ShapeError, located, op_error
+from ._core.state import TLS, install_base_interpreter
 from .backend import Device, as_device, CPU
 from .ops.core import CUSTOM, Aval, bind
 from . import ops as _ops  # noqa: F401  (registers the primitives)
@@ -256,7 +256,18 @@ class Tensor:
         from .autograd import retain_grad
         retain_grad(self)
 
+    def __format__(self, spec: str) -> str:
+        """A 0-d tensor formats as its value (`f"{loss:.4f}"`), as in PyTorch."""
+        if self._data.__class__ is np.ndarray and self._data.ndim == 0:
+            return format(self.item(), spec)
+        if spec and self._data.__class__ is not np.ndarray:
+            self.item()  # raises: the value is not known while tracing
+        return object.__format__(self, spec)
+
     def __repr__(self) -> str:
+        if self._data.__class__ is not np.ndarray:  # a tracer's value (print inside ember.jit)
+            return (f"tensor(<traced {self._dtype.name}{list(self.shape)}: its values are not known while "
+                    "ember.jit traces; return it from the function to see them>)")
         body = np.array2string(self._data if self._dtype is not dt.bfloat16 else self._data.astype(np.float32),
                                separator=", ", prefix="tensor(", threshold=200)
         extra = ""
@@ -376,6 +387,9 @@ class EagerInterpreter:
             raise _explain(prim, args, params, e) from None
         if res.__class__ is not np.ndarray:
             res = np.asarray(res)
+        if TLS.anomaly:
+            from .anomaly import check
+            check(prim.name, datas, res)
         rd = res.dtype
         if out_dt is not None and rd is out_dt.np:
             odt = out_dt
@@ -414,7 +428,7 @@ def _coerce_operand(prim, a):
 def _explain(prim, args, params, err: Exception) -> Exception:
     """Turn a kernel's failure into an ember error naming the shapes and the user's line."""
     if isinstance(err, IndexError) and "out of bounds" in str(err) and not isinstance(err, np.exceptions.AxisError):
-        return err
+        return located(err)
     if prim.abstract is not None:
         try:
             prim.abstract(*_avals(args), **params)
@@ -438,8 +452,8 @@ def _make_view(out: Tensor, src: Tensor, prim, params):
 
 from .autograd import _record  # noqa: E402  (autograd needs Tensor defined)
 
-TLS.interpreters.append(EagerInterpreter())
-_EAGER = TLS.interpreters[0]
+_EAGER = EagerInterpreter()
+install_base_interpreter(_EAGER)
 
 
 # ---------------------------------------------------------------- creation of tensors from data

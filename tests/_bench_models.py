@@ -1,4 +1,4 @@
-"""The three models of ../shared/bench/train.py (same layers, losses and optimizers), at toy sizes
+"""The three models of bench/train.py (same layers, losses and optimizers), at toy sizes
 so that eager-vs-jit agreement runs in CI; `loss(F, P, x, y)` is the harness's `torch_api_loss`."""
 import importlib.util
 import os

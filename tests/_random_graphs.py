@@ -142,6 +142,13 @@ def b_divlike(name):  # floordiv, rem: nonzero integer divisors
     return build
 
 
+def b_check_classes(g):  # class targets: an integer value moved into [0, 7) first
+    i = g.pick(lambda t: t._dtype in P.check_classes.dtypes)
+    if i is None:
+        return None
+    return (lambda a: lax.check_classes(lax.rem(a, 7), 7, g.choice([None, -100]), "random")), [i]
+
+
 def b_pow(g):
     i = g.pick(_ok(P.pow))
     if i is None:
@@ -467,7 +474,8 @@ for _n in UNARY:
 for _n in BINARY:
     BUILDERS[_n] = b_binary(_n)
 BUILDERS.update({
-    "floordiv": b_divlike("floordiv"), "rem": b_divlike("rem"), "pow": b_pow,
+    "floordiv": b_divlike("floordiv"), "rem": b_divlike("rem"), "fmod": b_divlike("fmod"), "pow": b_pow,
+    "check_classes": b_check_classes,
     "shift_left": b_shift("shift_left"), "shift_right": b_shift("shift_right"),
     "select": b_select, "convert": b_convert, "bitcast": b_bitcast,
     "reduce_sum": b_reduce("reduce_sum"), "reduce_prod": b_reduce("reduce_prod"),

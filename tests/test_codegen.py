@@ -105,7 +105,7 @@ BINARY = {"add": (F32, F64, I32, I64, B, U8), "sub": (F32, I32, I64, I8), "mul":
           "div": (F32, F64, I32, U8), "max": (F32, F64, I64, B, I8), "min": (F32, F64, I32, U8),
           "eq": (F32, I64), "ne": (F64,), "lt": (F32, I32, U8), "le": (F64,), "gt": (I64, I16), "ge": (F32,),
           "bitwise_and": (I32, B, I16), "bitwise_or": (I64,), "bitwise_xor": (B,), "atan2": (F32, F64),
-          "floordiv": (F32, F64), "rem": (F32, F64)}
+          "floordiv": (F32, F64), "rem": (F32, F64), "fmod": (F32, F64)}
 
 
 def _values(dtype, shape, rng):

@@ -12,9 +12,10 @@ import pytest
 import ember
 from ember.data import DistributedSampler, Pipeline, PipelineError, TensorDataset
 from ember.data import transforms as T
+from _data import find, missing
 from ember.data.text import ByteTokenizer, CharTokenizer, LMBlockDataset, pack_blocks
 
-SHAKESPEARE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "tinyshakespeare.txt")
+SHAKESPEARE = find("tinyshakespeare.txt")
 CALLS = {"n": 0}
 
 
@@ -275,8 +276,8 @@ def test_random_transforms_seeded_and_match_numpy():
 # ---------------------------------------------------------------- text (DP-3)
 def test_tokenizers_and_packing_tinyshakespeare():
     """DP-3 (text): byte/char tokenizers round-trip tinyshakespeare; packing gives next-token targets."""
-    if not os.path.exists(SHAKESPEARE):
-        pytest.skip("tinyshakespeare.txt not present")
+    if SHAKESPEARE is None:
+        pytest.skip(missing("tinyshakespeare.txt"))
     text = open(SHAKESPEARE, encoding="utf-8").read()
     tok = CharTokenizer.from_text(text)
     ids = tok.encode(text)

@@ -1,21 +1,24 @@
 """DataLoader worker processes (DP-8, DP-12, DP-4): order, speed-up, errors, death, no leaks.
 
-Workers are started with forkserver; datasets used by workers live at module level so a worker can
-import them by reference.
+Workers are started with forkserver (fork for scripts that spawned workers cannot import, or on
+request); datasets used by workers live at module level so a worker can import them by reference.
 """
 import multiprocessing as mp
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import uuid
 
 import numpy as np
 import pytest
 
 import ember
 from ember.data import DataLoader, Dataset, IterableDataset, TensorDataset, WorkerError, get_worker_info
+from ember.data import shm
 from ember.data.workers import SHM_PREFIX
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -264,9 +267,20 @@ def test_iterable_dataset_workers_round_robin():
     _assert_clean()
 
 
-def test_fork_refused_and_stats():
-    with pytest.raises(ValueError, match="fork"):
-        iter(DataLoader(TensorDataset(ember.arange(4)), num_workers=1, multiprocessing_context="fork"))
+class ThreadProbe(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return np.array([ember.get_num_threads()])
+
+
+def test_fork_on_request_and_stats():
+    """multiprocessing_context="fork" works; forked workers run ember with one thread."""
+    loader = DataLoader(ThreadProbe(), batch_size=None, num_workers=2, multiprocessing_context="fork")
+    it = iter(loader)
+    assert type(it.pool.procs[0]._popen).__module__ == "multiprocessing.popen_fork"
+    assert [int(b.numpy()[0]) for b in it] == [1, 1]
     loader = DataLoader(TensorDataset(ember.arange(100)), batch_size=10, num_workers=2)
     list(loader)
     st = loader.stats()
@@ -274,3 +288,189 @@ def test_fork_refused_and_stats():
     assert sum(r.items for r in st[:2]) == 10
     assert "items/s" in str(st)
     _assert_clean()
+
+
+# ------------------------------------------------------------------ processes and blocks left behind
+def _tagged_pids(tag):
+    """Pids of live processes whose environment holds EMBER_TEST_TAG=tag (psutil-free)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/environ", "rb") as f:
+                if f"EMBER_TEST_TAG={tag}".encode() in f.read().split(b"\0"):
+                    with open(f"/proc/{d}/stat") as g:
+                        if g.read().rsplit(")", 1)[1].split()[0] != "Z":
+                            found.append(int(d))
+        except OSError:
+            pass
+    return found
+
+
+def _wait_untagged(tag, timeout=10.0):
+    deadline = time.time() + timeout
+    while _tagged_pids(tag) and time.time() < deadline:
+        time.sleep(0.1)
+    return _tagged_pids(tag)
+
+
+def _tag_env():
+    tag = uuid.uuid4().hex
+    return tag, {**os.environ, "EMBER_TEST_TAG": tag}
+
+
+_KILLED = textwrap.dedent("""
+    import faulthandler, time
+    faulthandler.dump_traceback_later(50, exit=True)
+    import numpy as np, ember
+    from ember.data import DataLoader, TensorDataset
+    # 2 MB of data: the loader puts it in a /dev/shm block that the workers map
+    ds = TensorDataset(ember.tensor(np.ones((512, 1024), np.float32)))
+    it = iter(DataLoader(ds, batch_size=16, num_workers=2))
+    next(it)
+    print("ready", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_sigkilled_main_blocks_are_swept_by_next_pool():
+    """A SIGKILLed main process leaves its /dev/shm blocks; its workers exit; the next WorkerPool (in
+    another process) unlinks the dead owner's blocks."""
+    tag, env = _tag_env()
+    p = subprocess.Popen([sys.executable, "-c", _KILLED], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=env)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 60)
+        assert ready and p.stdout.readline() == b"ready\n", p.stderr.read1().decode() if ready else "timeout"
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.stdout.close()
+        p.stderr.close()
+    prefix = f"{SHM_PREFIX}{p.pid}_"
+    assert _shm_entries(prefix), "the kill left no blocks: this test would not catch the leak"
+    assert _wait_untagged(tag) == []  # workers (and the forkserver) notice the dead main and exit
+    code = ("import ember; from ember.data import DataLoader, TensorDataset\n"
+            "print(len(list(DataLoader(TensorDataset(ember.arange(8)), batch_size=4, num_workers=1))))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.stdout.strip() == "2", r.stdout + r.stderr
+    assert _shm_entries(prefix) == []
+
+
+def test_orphan_sweep_never_touches_live_owners():
+    """sweep_orphans: dead pid or reused pid (other start time) -> removed; a live owner, another pid
+    namespace, or a name without an owner tag -> kept."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead_tag = shm.owner_tag(sleeper.pid)
+    sleeper.kill()
+    sleeper.wait()
+    live = shm.owner_tag(os.getppid())
+    ppid, start, ns = live.split("_")
+    mark = uuid.uuid4().hex[:8]
+    names = {f"{SHM_PREFIX}{dead_tag}_0_{mark}": False,  # owner dead
+             f"{SHM_PREFIX}{ppid}_{int(start) + 1}_{ns}_0_{mark}": False,  # pid reused by another process
+             f"{SHM_PREFIX}{live}_0_{mark}": True,  # owner alive
+             f"{SHM_PREFIX}{dead_tag.rsplit('_', 1)[0]}_{int(ns) + 1}_0_{mark}": True,  # other namespace
+             f"{SHM_PREFIX}{sleeper.pid}_{mark}": True}  # no owner tag: not ours to judge
+    try:
+        for n in names:
+            open(f"/dev/shm/{n}", "wb").close()
+        removed = shm.sweep_orphans()
+        for n, kept in names.items():
+            assert os.path.exists(f"/dev/shm/{n}") == kept, n
+            assert (n in removed) != kept
+    finally:
+        for n in names:
+            shm.unlink_name(n)
+
+
+_UNGUARDED = textwrap.dedent("""
+    import faulthandler, glob
+    faulthandler.dump_traceback_later(50, exit=True)
+    import numpy as np
+    from ember.data import DataLoader, Dataset
+
+    class Squares(Dataset):  # defined in __main__, used at the top level: no __name__ guard
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return np.int64(i * i)
+
+    def children():
+        return [int(c) for t in glob.glob("/proc/self/task/*/children") for c in open(t).read().split()]
+
+    for i, b in enumerate(DataLoader(Squares(), batch_size=4, num_workers=2{kw})):
+        if i == 0:
+            print("children", *children())
+        print(b.numpy().tolist())
+    print("done")
+""")
+
+
+@pytest.mark.parametrize("how,ctx", [("file", None), ("stdin", None), ("-c", None),
+                                     ("file", "spawn"), ("stdin", "forkserver")])
+def test_unguarded_and_stdin_scripts(tmp_path, how, ctx):
+    """A script without `if __name__ == "__main__":`, or read from stdin, gets its batches (fork);
+    with a start method that cannot work, one short clear error. No worker outlives the script."""
+    src = _UNGUARDED.format(kw="" if ctx is None else f", multiprocessing_context={ctx!r}")
+    tag, env = _tag_env()
+    script = tmp_path / "unguarded.py"
+    script.write_text(src)
+    cmd = {"file": [sys.executable, str(script)], "stdin": [sys.executable, "-"],
+           "-c": [sys.executable, "-c", src]}[how]
+    r = subprocess.run(cmd, input=src if how == "stdin" else None, capture_output=True, text=True,
+                       timeout=60, env=env, cwd=tmp_path)
+    assert len(r.stderr.splitlines()) < 15 and "multiprocessing/" not in r.stderr, r.stderr  # no mp traceback
+    if ctx is None:
+        assert r.returncode == 0, r.stderr
+        out = r.stdout.splitlines()
+        assert out[1:] == ["[0, 1, 4, 9]", "[16, 25, 36, 49]", "[64, 81]", "done"], r.stdout
+        workers = [int(x) for x in out[0].split()[1:]]
+        assert len(workers) >= 2, out[0]  # forked: the workers are the script's own children
+    else:
+        assert r.returncode == 1 and r.stdout == ""
+        last = r.stderr.splitlines()[-1]
+        assert last.startswith("ember.data.workers.WorkerError: DataLoader(num_workers=2) cannot start")
+        assert 'if __name__ == "__main__":' in last and 'multiprocessing_context="fork"' in last, last
+        workers = []
+    assert _wait_untagged(tag) == []
+    for pid in workers:
+        assert not os.path.exists(f"/proc/{pid}") or pid not in _tagged_pids(tag)
+
+
+_OMP_FORK = textwrap.dedent("""
+    import faulthandler
+    faulthandler.dump_traceback_later(50, exit=True)
+    import numpy as np, ember
+    from ember.data import DataLoader, Dataset
+    ember.set_num_threads(2)  # the parent's OpenMP pool now has threads that a fork does not copy
+    f = ember.jit(lambda a: (a * 2.0 + 1.0).exp().sum(), backend="native")
+    x = ember.ones(1 << 14)
+    f(x)
+
+    class Native(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return np.float32(f(x * float(i)).item())
+
+    print([round(float(v)) for b in DataLoader(Native(), batch_size=2, num_workers=2, timeout=30)
+           for v in b.numpy()])
+""")
+
+
+def test_forked_workers_run_native_kernels_after_parent_openmp():
+    """Fork after the parent ran a 2-thread OpenMP region: the workers' native kernels do not hang."""
+    from ember.codegen import build
+    if not build.available():
+        pytest.skip("no C compiler: no native kernels")
+    r = subprocess.run([sys.executable, "-"], input=_OMP_FORK, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    expected = [round(float(np.exp(np.float32(2.0 * i + 1.0))) * (1 << 14)) for i in range(4)]
+    got = eval(r.stdout.strip())
+    np.testing.assert_allclose(got, expected, rtol=1e-3)

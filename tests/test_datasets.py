@@ -15,11 +15,10 @@ import ember
 from ember.data import DataLoader, TensorDataset
 from ember.datasets import MNIST, DatasetError, FashionMNIST, read_idx
 from ember.datasets import mnist as mnist_mod
+from _data import find, missing
 
-FMNIST = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
-needs_data = pytest.mark.skipif(not (FMNIST / "t10k-images-idx3-ubyte.gz").exists(),
-                                reason=f"Fashion-MNIST files not found in {FMNIST} (the shared folder "
-                                       "beside the repository checkout)")
+FMNIST = find("fashion-mnist", "t10k-images-idx3-ubyte.gz")
+needs_data = pytest.mark.skipif(FMNIST is None, reason=missing("fashion-mnist"))
 FILES = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
          "t10k-labels-idx1-ubyte.gz"]
 

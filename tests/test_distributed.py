@@ -6,6 +6,7 @@ Skipped when mpi4py or mpiexec is missing (pip install 'ember[mpi]').
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,9 +71,15 @@ def test_ddp_equals_single_process(tmp_path, algorithm):
     assert np.all(first < ends), (first, ends)  # started while backward was still running
 
 
+def _mpich_segments():
+    return {n for n in os.listdir("/dev/shm") if n.startswith(("mpich_shm_", "mpich_vci_"))}
+
+
 def test_kill_and_resume_bit_identical(tmp_path):
     """DMLP-6: rank 1 is SIGKILLed mid-step; the survivor raises RankFailureError naming rank 1,
-    no partial checkpoint exists, and `ember launch --resume` ends bit-identical."""
+    no partial checkpoint exists, and `ember launch --resume` ends bit-identical. No job leaves
+    MPICH's start-up segment in /dev/shm (ember unlinks it once every local rank mapped it)."""
+    before = _mpich_segments()
     ref = launch("-n", 2, HERE / "resume_worker.py", tmp_path / "ref", tmp_path / "ref.npz")
     assert ref.returncode == 0, ref.stdout + ref.stderr
     # mpiexec sometimes kills the survivor before its report reaches the file `ember launch` prints
@@ -97,6 +104,13 @@ def test_kill_and_resume_bit_identical(tmp_path):
     a, b = np.load(tmp_path / "ref.npz"), np.load(tmp_path / "out.npz")
     for k in a.files:
         assert np.array_equal(a[k], b[k]), k
+    left = _mpich_segments() - before  # another job starting right now has one for a moment
+    for _ in range(30):
+        left &= _mpich_segments()
+        if not left:
+            break
+        time.sleep(0.1)
+    assert not left, f"leaked in /dev/shm: {sorted(left)}"
 
 
 def test_import_error_names_the_extra():

@@ -5,11 +5,12 @@ import pytest
 
 from ember import cli
 from ember.recipes import fashion_mnist
+from _data import find, missing
 
-DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "fashion-mnist"
+DATA = find("fashion-mnist", "t10k-images-idx3-ubyte.gz")
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"Fashion-MNIST not found at {DATA}")
+@pytest.mark.skipif(DATA is None, reason=missing("fashion-mnist"))
 def test_ember_train_one_epoch(tmp_path, monkeypatch, capsys):
     results = []
     monkeypatch.setattr(fashion_mnist, "train", lambda cfg, _t=fashion_mnist.train: results.append(_t(cfg)) or results[-1])

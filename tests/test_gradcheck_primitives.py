@@ -39,7 +39,7 @@ DIFFERENTIABLE = sorted(n for n, p in REGISTRY.items() if p.vjp is not None and 
 
 # primitives whose VJP is intentionally missing, and why
 NO_VJP = {
-    "argmax": "integer output", "argmin": "integer output",
+    "argmax": "integer output", "argmin": "integer output", "check_classes": "integer output",
     "eq": "bool output", "ne": "bool output", "lt": "bool output", "le": "bool output",
     "gt": "bool output", "ge": "bool output", "isnan": "bool output",
     "reduce_and": "bool output", "reduce_or": "bool output",
@@ -419,6 +419,7 @@ BUILDERS = {
     "pow": binary("pow", s_pos, s_any),
     "atan2": binary("atan2", s_nonzero, s_nonzero),
     "rem": binary("rem", s_any, s_nonzero, ok=_quotient_ok),
+    "fmod": binary("fmod", s_any, s_nonzero, ok=_quotient_ok),
     "floordiv": binary("floordiv", s_any, s_nonzero, ok=_quotient_ok),
     "max": b_distinct("max"), "min": b_distinct("min"),
     "select": b_select,

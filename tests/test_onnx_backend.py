@@ -1,4 +1,5 @@
-"""ONNX backend conformance (the importer's external reference, DESIGN "Tests and measurement").
+"""ONNX backend conformance: the importer's external reference (docs/design.md, "How tests and
+measurements are chosen").
 
 Runs `onnx.backend.test.BackendTest` with ember as the backend over the core subset: default-domain
 node tests, not `_expanded`, whose inputs and outputs are all float32/float64/int32/int64/bool,

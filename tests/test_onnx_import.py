@@ -155,3 +155,63 @@ def test_missing_onnx_gives_install_hint():
             "try:\n    import ember.onnx\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "pip install 'ember[onnx]'" in out.stdout, out.stdout + out.stderr
+
+
+def _tiny(nodes, inits=(), inputs=None, opset=17):
+    inputs = inputs if inputs is not None else [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])]
+    g = helper.make_graph(nodes, "tiny", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def test_md1_tensor_sizes_checked_against_the_file():
+    """MD-1: dims x itemsize must match raw_data and typed-data counts; dims must be non-negative."""
+    m = _cnn_model()
+    m.graph.initializer[1].raw_data = m.graph.initializer[1].raw_data[:12]
+    with pytest.raises(eo.OnnxError, match=r"'conv.bias'.*need 16 bytes of raw_data, the file holds 12"):
+        eo.load(m)
+    short = TensorProto(name="b", data_type=TensorProto.FLOAT, dims=[4], float_data=[1.0, 2.0, 3.0])
+    with pytest.raises(eo.OnnxError, match=r"'b'.*need 4 values in float_data, the file holds 3"):
+        eo.load(_tiny([helper.make_node("Add", ["x", "b"], ["y"])], [short]))
+    neg = TensorProto(name="b", data_type=TensorProto.FLOAT, dims=[-4], float_data=[1.0])
+    with pytest.raises(eo.OnnxError, match="negative"):
+        eo.load(_tiny([helper.make_node("Add", ["x", "b"], ["y"])], [neg]))
+    huge = TensorProto(name="", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20], raw_data=bytes(16))
+    with pytest.raises(eo.OnnxError, match=r"node 0 'k' \(Constant\).*1099511627776 elements, over the"):
+        eo.load(_tiny([helper.make_node("Constant", [], ["y"], value=huge, name="k")]))
+
+
+def test_md1_bad_nodes_raise_onnx_error_naming_the_node():
+    """MD-1: arity, attribute types and run-time failures of a node raise OnnxError naming it."""
+    with pytest.raises(eo.OnnxError, match=r"node 0 'fc' \(Gemm\).*Gemm takes 2 to 3 inputs, the node has 1"):
+        eo.load(_tiny([helper.make_node("Gemm", ["x"], ["y"], name="fc")]))
+    with pytest.raises(eo.OnnxError, match=r"node 0 \(Softmax\).*attribute 'axis' is FLOAT, Softmax wants INT"):
+        eo.load(_tiny([helper.make_node("Softmax", ["x"], ["y"], axis=1.5)]))
+    idx = numpy_helper.from_array(np.array([7], np.int64), "idx")
+    m = eo.load(_tiny([helper.make_node("Gather", ["x", "idx"], ["y"], name="pick")], [idx]))
+    with pytest.raises(eo.OnnxError, match=r"node 0 'pick' \(Gather\) of graph 'tiny'"):
+        m(np.ones((2, 3), np.float32))
+    shape = numpy_helper.from_array(np.array([-2, 3], np.int64), "s")
+    m = eo.load(_tiny([helper.make_node("Identity", ["s"], ["s2"]), helper.make_node("ConstantOfShape", ["s2"], ["y"])],
+                      [shape], inputs=[]))
+    with pytest.raises(eo.OnnxError, match=r"node 1 \(ConstantOfShape\).*negative dim"):
+        m()
+
+
+def test_md1_subgraphs_checked_at_load():
+    """MD-1: an If branch's ops, names and tensors are checked when the model loads, not when it runs."""
+    def model(branch_nodes, inits=()):
+        br = helper.make_graph(branch_nodes, "br", [], [helper.make_tensor_value_info("o", TensorProto.FLOAT, None)],
+                               list(inits))
+        flag = helper.make_tensor_value_info("flag", TensorProto.BOOL, [])
+        return _tiny([helper.make_node("If", ["flag"], ["y"], then_branch=br, else_branch=br, name="br")],
+                     inputs=[flag, helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])])
+    with pytest.raises(eo.UnsupportedOpError, match="Einsum"):
+        eo.load(model([helper.make_node("Einsum", ["x", "x"], ["o"], equation="ij,ij->ij")]))
+    with pytest.raises(eo.OnnxError, match=r"node 0 \(Relu\) of graph 'br' reads 'nowhere'"):
+        eo.load(model([helper.make_node("Relu", ["nowhere"], ["o"])]))
+    bad = TensorProto(name="t", data_type=TensorProto.FLOAT, dims=[3], raw_data=bytes(8))
+    with pytest.raises(eo.OnnxError, match=r"initializer 't'.*need 12 bytes"):
+        eo.load(model([helper.make_node("Add", ["x", "t"], ["o"])], [bad]))

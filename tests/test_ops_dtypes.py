@@ -330,6 +330,7 @@ BINARY = {
     "add": EW(np.add, "f64"), "sub": EW(np.subtract, "f64"), "mul": EW(np.multiply, "f64"),
     "div": EW(np.true_divide, "f64"),
     "floordiv": EW(np.floor_divide, cols=_nonzero_divisor), "rem": EW(torch_rem, "f64", cols=_nonzero_divisor),
+    "fmod": EW(np.fmod, "f64", cols=_nonzero_divisor),
     "pow": EW(np.power, "f64", 4, cols=_pow_cols), "max": EW(torch_max), "min": EW(torch_min),
     "atan2": EW(np.arctan2, "f64", 4),
     "eq": EW(np.equal), "ne": EW(np.not_equal), "lt": EW(np.less), "le": EW(np.less_equal),
@@ -1112,6 +1113,21 @@ def check_random_bits(name, d):
         assert r.shape == shape and r.dtype is dt.uint32
 
 
+def check_check_classes(name, d):
+    """The targets come back unchanged; one outside [0, n) that is not `ignore` is an IndexError."""
+    prim = REGISTRY[name]
+    t = np.array([[0, 3], [9, 2]], d.np)
+    for ignore in (None, 9):
+        got = prim.bind(T(t), n=10, ignore=ignore, op="nll")
+        assert_bitwise(got, t, d, f"check_classes[{d.name}]")
+    with pytest.raises(IndexError, match="target 9 is out of bounds for 9 classes"):
+        prim.bind(T(t), n=9, ignore=None, op="nll")
+    if d.kind == "i":
+        with pytest.raises(IndexError, match="target -1 is out of bounds"):
+            prim.bind(T(np.array([-1, 0], d.np)), n=2, ignore=-100, op="nll")
+    assert prim.bind(T(np.zeros(0, d.np)), n=0, ignore=None, op="nll").shape == (0,)
+
+
 # ====================================================================== the registry of checks
 CHECKS = {
     **{n: check_elementwise for n in UNARY}, **{n: check_elementwise for n in BINARY},
@@ -1123,7 +1139,7 @@ CHECKS = {
     "reduce_window_max": check_reduce_window, "reduce_window_sum": check_reduce_window,
     "select_and_scatter_add": check_select_and_scatter_add,
     "gather": check_gather, "scatter_add": check_scatter_add, "take_along_axis": check_take_along_axis,
-    "scatter_add_along_axis": check_scatter_add_along_axis,
+    "scatter_add_along_axis": check_scatter_add_along_axis, "check_classes": check_check_classes,
     "full": check_full, "iota": check_iota, "random_bits": check_random_bits,
 }
 
@@ -1167,6 +1183,7 @@ def _minimal_call(name, d):
         "random_bits": lambda: prim.bind(v((4,)), shape=(2,)),
         "convert": lambda: prim.bind(v(), dtype=dt.float32), "bitcast": lambda: prim.bind(v(), dtype=d),
         "gather": lambda: prim.bind(v(), T(np.zeros(1, np.int64)), axis=0),
+        "check_classes": lambda: prim.bind(v(), n=2, ignore=None, op="nll"),
         "take_along_axis": lambda: prim.bind(v(), T(np.zeros((1, 2), np.int64)), axis=0),
         "scatter_add": lambda: prim.bind(v(), T(np.zeros(1, np.int64)), v((1, 2)), axis=0),
         "scatter_add_along_axis": lambda: prim.bind(v(), T(np.zeros((1, 2), np.int64)), v((1, 2)), axis=0),
@@ -1212,7 +1229,7 @@ def test_binary_mixed_dtypes_and_scalars(name):
             no_kernel(lambda: prim.bind(T(x[:, None]), T(y[None, :])))
             continue
         compute, out = exp
-        if name in ("floordiv", "rem") and compute.kind != "f":
+        if name in ("floordiv", "rem", "fmod") and compute.kind != "f":
             y = y[y != 0]  # integer division by zero raises (test_integer_division_by_zero_raises)
         got = prim.bind(T(x[:, None]), T(y[None, :]))
         want = ew_reference(prim, spec, [x[:, None], y[None, :]], compute, out)
@@ -1231,7 +1248,7 @@ def test_binary_mixed_dtypes_and_scalars(name):
             rule_out = expected_dtypes(prim, want_promoted)[1]
             assert got.dtype is rule_out, f"{name}({a.name}, {kind}) -> {got.dtype.name}, want {rule_out.name}"
             rhs = spec.cols(1, a)
-            rhs = rhs[rhs != 0] if name in ("floordiv", "rem") else rhs  # (nor negative int powers)
+            rhs = rhs[rhs != 0] if name in ("floordiv", "rem", "fmod") else rhs  # (nor negative int powers)
             got_r = prim.bind(s, T(rhs[:3]))
             assert got_r.dtype is rule_out
             checked += 1
@@ -1281,7 +1298,7 @@ def test_unary_shapes(name, data):
 
 
 # ---------------------------------------------------------------- division by zero
-@pytest.mark.parametrize("name", ["floordiv", "rem"])
+@pytest.mark.parametrize("name", ["floordiv", "rem", "fmod"])
 def test_integer_division_by_zero_raises(name):
     for d in dt.INTS:
         with pytest.raises(ZeroDivisionError):
@@ -1308,7 +1325,7 @@ def _random_operands(name, compute, rng, n=64):
             return rng.integers(0, 4, n).astype(compute.np)
         lo = 0 if compute.kind == "u" else -50
         v = rng.integers(lo, 50, n).astype(compute.np)
-        if name in ("floordiv", "rem") and i == 1:
+        if name in ("floordiv", "rem", "fmod") and i == 1:
             v[v == 0] = 3
         return v
     return r

@@ -5,10 +5,14 @@ Promotion follows PyTorch's `result_type` for tensor/tensor pairs and treats Pyt
 floating tensor, and a Python float meeting an integer or bool tensor gives the default float dtype.
 float16 and bfloat16 meet in float32. Unlike PyTorch, a 0-d *tensor* is not weak: only Python
 scalars are (the IR's types carry the weak flag, not the rank).
+
+bfloat16's numpy dtype comes from `ml_dtypes`, whose import takes most of a second: it is imported
+the first time a bfloat16 value is needed (`bfloat16.np`), not by `import ember`.
 """
 from __future__ import annotations
 
-import ml_dtypes
+import sys
+
 import numpy as np
 
 
@@ -17,10 +21,11 @@ class DType:
 
     __slots__ = ("name", "np", "itemsize", "kind", "bits")
 
-    def __init__(self, name: str, np_dtype, kind: str):
+    def __init__(self, name: str, np_dtype, kind: str, itemsize: int | None = None):
         self.name = name
-        self.np = np.dtype(np_dtype)
-        self.itemsize = self.np.itemsize
+        if np_dtype is not None:
+            self.np = np.dtype(np_dtype)
+        self.itemsize = itemsize or self.np.itemsize
         self.kind = kind  # "b" bool, "u" unsigned int, "i" signed int, "f" floating
         self.bits = self.itemsize * 8
 
@@ -39,6 +44,50 @@ class DType:
         return (_by_name, (self.name,))
 
 
+_NP_SLOT = DType.__dict__["np"]
+
+
+class _LateNumpyDType(DType):
+    """bfloat16: its numpy dtype (from ml_dtypes) is made on first use."""
+
+    __slots__ = ()
+
+    @property
+    def np(self):
+        try:
+            return _NP_SLOT.__get__(self)
+        except AttributeError:
+            return _load_ml_dtypes()
+
+
+def _load_ml_dtypes():
+    import ml_dtypes
+    d = np.dtype(ml_dtypes.bfloat16)
+    _NP_SLOT.__set__(bfloat16, d)
+    _BY_NP[d] = bfloat16
+    return d
+
+
+class _ByNumpy(dict):
+    """numpy dtype -> DType; an array of bfloat16 made before ember needed one registers it."""
+
+    def __missing__(self, key):
+        if "ml_dtypes" in sys.modules and bfloat16 not in self.values():
+            _load_ml_dtypes()
+            if key in self.keys():
+                return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key):
+        if dict.__contains__(self, key):
+            return True
+        try:
+            self[key]
+        except KeyError:
+            return False
+        return True
+
+
 bool_ = DType("bool", np.bool_, "b")
 uint8 = DType("uint8", np.uint8, "u")
 uint32 = DType("uint32", np.uint32, "u")  # internal: RNG bits
@@ -47,7 +96,7 @@ int16 = DType("int16", np.int16, "i")
 int32 = DType("int32", np.int32, "i")
 int64 = DType("int64", np.int64, "i")
 float16 = DType("float16", np.float16, "f")
-bfloat16 = DType("bfloat16", ml_dtypes.bfloat16, "f")
+bfloat16 = _LateNumpyDType("bfloat16", None, "f", itemsize=2)
 float32 = DType("float32", np.float32, "f")
 float64 = DType("float64", np.float64, "f")
 
@@ -58,7 +107,7 @@ INTS = (uint8, int8, int16, int32, int64)
 
 _ALL_INTERNAL = ALL + (uint32,)
 _BY_NAME = {d.name: d for d in _ALL_INTERNAL}
-_BY_NP = {d.np: d for d in _ALL_INTERNAL}
+_BY_NP = _ByNumpy((d.np, d) for d in _ALL_INTERNAL if d is not bfloat16)
 _BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64, "int": int32,
                  "short": int16, "bool_": bool_})
 
@@ -154,12 +203,15 @@ def weak_scalar_dtype(kind: str, default_float: DType) -> DType:
     return {"b": bool_, "i": int64, "f": default_float}[kind]
 
 
-def finfo(dtype) -> "ml_dtypes.finfo":
+def finfo(dtype):
     """Floating-point limits (max, eps, tiny, smallest_subnormal) of a floating dtype."""
     d = as_dtype(dtype)
     if d.kind != "f":
         raise TypeError(f"finfo needs a floating dtype, got {d.name}")
-    return ml_dtypes.finfo(d.np)
+    if d is bfloat16:
+        import ml_dtypes
+        return ml_dtypes.finfo(d.np)
+    return np.finfo(d.np)
 
 
 def iinfo(dtype) -> np.iinfo:

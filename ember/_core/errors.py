@@ -59,3 +59,14 @@ def user_location() -> str:
 def op_error(cls, op: str, msg: str) -> EmberError:
     """Build an error for op `op` that names the user's file:line."""
     return cls(f"{op}: {msg} (at {user_location()})")
+
+
+def located(err: Exception) -> Exception:
+    """The same kind of error, its message ending with the user's file:line (once)."""
+    msg = str(err.args[0]) if err.args else str(err)
+    if "(at " in msg:
+        return err
+    try:
+        return type(err)(f"{msg} (at {user_location()})")
+    except TypeError:  # an exception type that takes other arguments: keep it as it is
+        return err

@@ -7,6 +7,8 @@
 - the default floating dtype (process-wide): `set_default_dtype`/`default_dtype`.
 - the default random generator (process-wide): created on first use, see `ember.random`.
 - the debug level: `EMBER_DEBUG` from the environment, or `debug_level(n)` for a block.
+- anomaly detection (thread-local): `ember.autograd.detect_anomaly` checks every op's result
+  for new NaN/inf (`TLS.anomaly`; `ember/anomaly.py`).
 - the trace observer (thread-local): while ember.jit traces, it learns which tensors' `.grad`
   the function reads or rebinds and which modules it calls (`TLS.observer`, None otherwise).
 - the module epoch (process-wide): a counter bumped whenever a Module's attributes or training
@@ -16,6 +18,9 @@
   Unset, it is `OMP_NUM_THREADS` or the number of CPUs this process may run on.
 - the jit backend (process-wide): "native" or "numpy", from `set_jit_backend` or
   `EMBER_JIT_BACKEND`; unset ("auto"), native when a C compiler works.
+- the trace lock (process-wide): a jitted call runs holding it shared; a trace holds it alone,
+  because tracing swaps the captured tensors' arrays for tracer values until it ends
+  (`TRACE_LOCK`). Eager ops do not take it: see docs/threads.md for what may be shared.
 - the step's BLAS (process-wide, read once): `EMBER_BLAS` names the CBLAS whose GEMMs the native
   step calls: "auto" (unset: Intel MKL when installed, else numpy's OpenBLAS), "mkl", "numpy",
   or a path or soname of any CBLAS library (`blas_choice`).
@@ -31,11 +36,18 @@ import threading
 from . import dtypes
 
 
+_base_interpreter = None  # the eager interpreter, installed once by ember.tensor
+
+
 class _Local(threading.local):
+    """Per-thread state; every thread starts with grad mode on and the eager interpreter."""
+
     def __init__(self):
         self.grad_enabled = True
-        self.interpreters = []  # filled with the eager interpreter by ember.ops.dispatch
+        self.interpreters = [] if _base_interpreter is None else [_base_interpreter]
         self.observer = None  # the tracer observing `.grad` reads and writes, while tracing
+        self.anomaly = False  # detect_anomaly: name the first op that produced a non-finite value
+        self.anomaly_node = None  # the node whose backward runs, while anomaly detection is on
 
 
 TLS = _Local()
@@ -46,6 +58,60 @@ _debug = None
 _module_epoch = 0
 _num_threads = None
 _jit_backend = None
+
+
+class SharedLock:
+    """A readers-writer lock: many `shared()` holders at once, or one `exclusive()` holder.
+    A waiting exclusive holder stops new shared ones from entering, so it cannot starve; a thread
+    already holding it exclusively may take it again either way."""
+
+    def __init__(self):
+        self._cond = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = None  # the thread holding it exclusively
+        self._depth = 0
+        self._waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self):
+        me = threading.get_ident()
+        if self._writer == me:
+            yield
+            return
+        with self._cond:
+            while self._writer is not None or self._waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        me = threading.get_ident()
+        with self._cond:
+            if self._writer != me:
+                self._waiting += 1
+                while self._writer is not None or self._readers:
+                    self._cond.wait()
+                self._waiting -= 1
+                self._writer = me
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._depth -= 1
+                if not self._depth:
+                    self._writer = None
+                    self._cond.notify_all()
+
+
+TRACE_LOCK = SharedLock()
 
 
 def module_epoch() -> int:
@@ -119,6 +185,14 @@ def default_dtype_as(dtype):
         yield
     finally:
         set_default_dtype(prev)
+
+
+def install_base_interpreter(interp) -> None:
+    """Make `interp` the bottom of every thread's interpreter stack (the eager interpreter)."""
+    global _base_interpreter
+    _base_interpreter = interp
+    if not TLS.interpreters:
+        TLS.interpreters.append(interp)
 
 
 @contextlib.contextmanager

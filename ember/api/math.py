@@ -12,6 +12,7 @@ from .._core.state import default_dtype
 from ..ops import lax
 from ..ops.core import P, bind, normalize_axes
 from ..tensor import Tensor, _wrap
+from .precision import accumulate_in_float32
 
 
 def _t(x):
@@ -51,9 +52,25 @@ def div(input, other, *, rounding_mode=None):
             a, b = _t(input), _t(other)
             r = bind(P.rem, a, b)
             return bind(P.add, bind(P.floordiv, a, b), lax.bitwise_and(lax.ne(r, 0), lax.ne(lax.lt(r, 0), lax.lt(a, 0))))
-        q = bind(P.div, _t(input), _t(other))
-        return convert(bind(P.trunc, q), _result_dtype(input, other)) if _is_intlike(input, other) else bind(P.trunc, q)
+        if _is_intlike(input, other):
+            return convert(bind(P.trunc, bind(P.div, _t(input), _t(other))), _result_dtype(input, other))
+        return _zero_grad(bind(P.trunc, bind(P.div, _detached(input), _detached(other))), input, other)
     raise ValueError(f"rounding_mode must be None, 'floor' or 'trunc', got {rounding_mode!r}")
+
+
+def _detached(x):
+    return x.detach() if isinstance(x, Tensor) else _t(x)
+
+
+def _zero_grad(out: Tensor, *xs) -> Tensor:
+    """`out`, differentiable with a zero gradient for the floating tensors among `xs` (PyTorch's
+    rule for rounding division: 0 even where the quotient is inf or NaN, so no 0 * inf)."""
+    never = None
+    for x in xs:
+        if isinstance(x, Tensor) and x.requires_grad:
+            never = lax.full(out.shape, False, dt.bool_) if never is None else never
+            out = lax.select(never, x, out)
+    return out
 
 
 def _is_intlike(*xs):
@@ -67,19 +84,8 @@ def _result_dtype(*xs):
 def floor_divide(input, other): return bind(P.floordiv, _t(input), _t(other))
 def remainder(input, other): return bind(P.rem, _t(input), _t(other))
 def fmod(input, other):
-    """C-style remainder (sign of the dividend)."""
-    input, other = _t(input), _t(other)
-    rt = result_type(input, other)
-    if rt.kind == "f":
-        # exact like C's fmod: |x| rem |y| (both >= 0, where remainder is fmod) with x's sign, also
-        # on a zero result (x * 0); (rem(x, y) - y would round)
-        x, y = convert(input, rt), convert(other, rt)
-        r = bind(P.rem, bind(P.abs, x), bind(P.abs, y))
-        r = lax.select(lax.lt(x, 0), lax.neg(r), r)
-        return lax.select(lax.eq(r, 0), lax.mul(x, 0), r)
-    r = bind(P.rem, input, other)
-    fix = lax.bitwise_and(lax.ne(r, 0), lax.ne(lax.lt(r, 0), lax.lt(input, 0)))
-    return lax.select(fix, lax.sub(r, other), r)
+    """C-style remainder (sign of the dividend); d/dx = 1 and d/dy = -trunc(x / y) (PyTorch)."""
+    return bind(P.fmod, _t(input), _t(other))
 
 
 def pow(input, exponent): return bind(P.pow, _t(input), _t(exponent))
@@ -98,12 +104,13 @@ def fmin(input, other):
 
 
 def _nan_ignoring(prim, input, other):
+    # input where it wins, ties included, or where other is NaN; else other. The gradient goes
+    # to the operand selected, all of it (PyTorch's fmax/fmin)
     input, other = _t(input), _t(other)
-    m = bind(prim, input, other)
-    if m.dtype.kind != "f":
-        return m
-    m = lax.select(bind(P.isnan, other), input, m)
-    return lax.select(bind(P.isnan, input), other, m)
+    if result_type(input, other).kind != "f":
+        return bind(prim, input, other)
+    wins = bind(P.ge if prim is P.max else P.le, input, other)
+    return lax.select(lax.bitwise_or(wins, bind(P.isnan, other)), input, other)
 
 
 def signbit(input):
@@ -276,7 +283,11 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None):
     if input.dtype.kind != "f":
         raise op_error(DTypeError, "mean", f"mean needs a floating input, got {input.dtype.name}; "
                        "pass dtype=ember.float32")
-    ax = _axes(input, dim, "mean")
+    return _mean(input, _axes(input, dim, "mean"), keepdim)
+
+
+@accumulate_in_float32("input")
+def _mean(input, ax, keepdim):
     n = int(np.prod([input.shape[a] for a in ax], dtype=np.int64))
     s = lax.reduce_sum(input, ax)
     return _keep(lax.div(s, n) if n else lax.mul(s, float("nan")), input, ax, keepdim)
@@ -346,10 +357,13 @@ def any(input, dim=None, keepdim: bool = False):
     return _keep(lax.reduce_or(convert(input, dt.bool_), ax), input, ax, keepdim)
 
 
+@accumulate_in_float32("input")
 def var(input, dim=None, *, correction=1, keepdim: bool = False, unbiased=None):
     """Variance with Bessel's correction by default (`correction=0` for the biased one)."""
     if unbiased is not None:
         correction = 1 if unbiased else 0
+    if correction is None:  # PyTorch: None means the default, 1
+        correction = 1
     ax = _axes(input, dim, "var")
     n = int(np.prod([input.shape[a] for a in ax], dtype=np.int64))
     m = mean(input, ax, keepdim=True)
@@ -365,9 +379,12 @@ def std(input, dim=None, *, correction=1, keepdim: bool = False, unbiased=None):
     return sqrt(var(input, dim, correction=correction, keepdim=keepdim, unbiased=unbiased))
 
 
+@accumulate_in_float32("input")
 def logsumexp(input, dim, keepdim: bool = False):
     """log(sum(exp(x))) over `dim`, computed stably (all -inf rows give -inf)."""
     ax = _axes(input, dim, "logsumexp")
+    if builtins.any(input.shape[a] == 0 for a in ax):  # log(sum of nothing) = -inf
+        return _keep(log(lax.reduce_sum(exp(input), ax)), input, ax, keepdim)
     m = lax.reduce_max(input, ax)
     m = lax.select(isinf(m), lax.zeros_like(m), m)  # -inf/inf rows: shift by 0
     mb = lax.expand_reduced(m, input.shape, ax)
@@ -395,6 +412,10 @@ def norm(input, p=2, dim=None, keepdim: bool = False):
     a = abs(input)
     if p == float("inf"):
         return amax(a, ax, keepdim)
+    if p == float("-inf"):
+        return amin(a, ax, keepdim)
+    if p == 0:  # the number of non-zero elements
+        return sum(convert(ne(a, 0), a.dtype), ax, keepdim)
     if p == 2:
         return sqrt(sum(mul(a, a), ax, keepdim))
     if p == 1:

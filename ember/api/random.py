@@ -12,6 +12,7 @@ step carries the state as data and every replay draws new numbers. Distributions
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 
@@ -24,9 +25,13 @@ from ..tensor import Tensor, _wrap
 
 
 class Generator:
-    """A Philox random generator; `manual_seed` resets it, `get_state`/`set_state` save it."""
+    """A Philox random generator; `manual_seed` resets it, `get_state`/`set_state` save it.
+
+    Draws from several threads are serialized by the generator's lock (as PyTorch's CPU
+    generator does), so no two draws see the same counter."""
 
     def __init__(self, device="cpu"):
+        self._lock = threading.RLock()
         self.state = _wrap(np.zeros(4, np.uint32), dt.uint32)
         self.manual_seed(0x853C49E6748FEA9B & 0xFFFFFFFFFFFFFFFF)
 
@@ -51,7 +56,7 @@ class Generator:
         """Draw uint32 bits of `shape` and advance the counter."""
         shape = tuple(shape)
         n = math.prod(shape)
-        with no_grad():
+        with self._lock, no_grad():
             bits = lax.random_bits(self.state, shape)
             blocks = -(-n // 4)
             if blocks:
@@ -65,10 +70,15 @@ class Generator:
         return bits
 
 
+_CREATE = threading.Lock()
+
+
 def default_generator() -> Generator:
     """The process-wide generator (created on first use)."""
     if _state.default_generator is None:
-        _state.default_generator = Generator()
+        with _CREATE:
+            if _state.default_generator is None:
+                _state.default_generator = Generator()
     return _state.default_generator
 
 

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from .._core import dtypes as dt
-from .._core.errors import ShapeError, data_dependent, op_error
+from .._core.errors import DTypeError, ShapeError, data_dependent, located, op_error
 from ..autograd import assign_
 from ..ops import lax
 from ..ops.core import P, bind, normalize_axes
@@ -162,8 +162,9 @@ def cat(tensors, dim: int = 0):
     tensors = [as_tensor(x) for x in tensors]
     if not tensors:
         raise ValueError("cat needs at least one tensor")
-    d = _dim(dim, tensors[0].ndim, "cat")
+    # 1-D empty tensors are skipped whatever the others' rank (PyTorch's legacy rule)
     nonempty = [x for x in tensors if not (x.ndim == 1 and x.shape[0] == 0)] or tensors[:1]
+    d = _dim(dim, nonempty[0].ndim, "cat")
     if len(nonempty) == 1:
         return nonempty[0] if nonempty[0] is not tensors[0] or len(tensors) == 1 else clone(nonempty[0])
     return lax.concatenate(nonempty, d)
@@ -184,7 +185,14 @@ def stack(tensors, dim: int = 0):
 
 
 def narrow(input, dim: int, start: int, length: int):
+    """`length` elements of `dim` from `start` (negative: counted from the end)."""
     d = _dim(dim, input.ndim, "narrow")
+    n = input.shape[d]
+    if not -n <= start <= n:
+        raise op_error(ShapeError, "narrow", f"start {start} is out of range for dim {dim} of size {n}")
+    start = start + n if start < 0 else start
+    if length < 0 or start + length > n:
+        raise op_error(ShapeError, "narrow", f"start {start} + length {length} exceeds dim {dim} of size {n}")
     start0 = [0] * input.ndim
     stop = list(input.shape)
     start0[d], stop[d] = start, start + length
@@ -246,22 +254,59 @@ def triu(input, diagonal: int = 0):
 
 
 # ---------------------------------------------------------------- gather / scatter
+def _as_1d(t: Tensor) -> Tensor:
+    return lax.reshape(t, (1,)) if isinstance(t, Tensor) and t.ndim == 0 else t
+
+
 def index_select(input, dim: int, index):
-    return lax.gather(input, _index_tensor(index), _dim(dim, input.ndim, "index_select"))
+    """The entries of `input` at `index` along `dim` (a 0-d index selects one, keeping the dim)."""
+    if input.ndim == 0:
+        return lax.reshape(index_select(lax.reshape(input, (1,)), dim, index), ())
+    return lax.gather(input, _as_1d(_index_tensor(index)), _dim(dim, input.ndim, "index_select"))
+
+
+def _index_region(x, index, d: int, op: str, limit_dim: bool):
+    """`x` cut to `index`'s extent: in dims other than `d` (PyTorch's gather/scatter input), or in
+    every dim (scatter's src); an index larger than `x` there is an error naming both shapes."""
+    if index.ndim != x.ndim:
+        raise op_error(ShapeError, op, f"index of shape {index.shape} and tensor of shape {x.shape} need the "
+                       "same number of dims")
+    stop = tuple(n if (i == d and not limit_dim) else m for i, (m, n) in enumerate(zip(index.shape, x.shape)))
+    if any(a > b for i, (a, b) in enumerate(zip(stop, x.shape))):
+        raise op_error(ShapeError, op, f"index of shape {index.shape} is larger than the tensor of shape "
+                       f"{x.shape}" + ("" if limit_dim else f" outside dim {d}"))
+    if stop == tuple(x.shape):
+        return x
+    return lax.slice(x, (0,) * x.ndim, stop, (1,) * x.ndim)
 
 
 def gather(input, dim: int, index):
     """PyTorch's gather: out[i][j] = input[i][index[i][j]] along `dim`."""
-    return lax.take_along_axis(input, _index_tensor(index), _dim(dim, input.ndim, "gather"))
+    index, d = _index_tensor(index), _dim(dim, input.ndim, "gather")
+    if input.ndim == 0:  # a 0-d tensor is a 1-element one (PyTorch)
+        return lax.reshape(gather(lax.reshape(input, (1,)), 0, _as_1d(index)), ())
+    if input.ndim:
+        input = _index_region(input, index, d, "gather", False)
+    return lax.take_along_axis(input, index, d)
 
 
 def scatter_add(input, dim: int, index, src):
-    return lax.scatter_add_along_axis(input, _index_tensor(index), src, _dim(dim, input.ndim, "scatter_add"))
+    """PyTorch's scatter_add: input[i][index[i][j]] += src[i][j] along `dim`; `index` may be smaller
+    than `input` outside `dim` and than `src` in every dim (the rest of `src` is unused)."""
+    index, d = _index_tensor(index), _dim(dim, input.ndim, "scatter_add")
+    if input.ndim == 0:
+        return lax.reshape(scatter_add(lax.reshape(input, (1,)), 0, _as_1d(index), _as_1d(src)), ())
+    if input.ndim and isinstance(src, Tensor):
+        src = _index_region(src, index, d, "scatter_add", True)
+    return lax.scatter_add_along_axis(input, index, src, d)
 
 
 def index_add(input, dim: int, index, source, *, alpha=1):
+    """`input` with `alpha * source` added at `index` along `dim`."""
     if alpha != 1:
         source = lax.mul(source, alpha)
+    if input.ndim == 0:
+        return lax.reshape(index_add(lax.reshape(input, (1,)), 0, _as_1d(_index_tensor(index)), _as_1d(source)), ())
     return lax.scatter_add(input, _index_tensor(index), source, _dim(dim, input.ndim, "index_add"))
 
 
@@ -274,7 +319,13 @@ def nonzero(input, *, as_tuple: bool = False):
     """Indices of non-zero elements (eager only: the output shape depends on the data)."""
     from ..tensor import from_numpy
     data_dependent("nonzero", input._data)
-    idx = np.nonzero(np.asarray(input._data))
+    a = np.asarray(input._data)
+    if a.ndim == 0:  # one element, no dims: a (1, 0) or (0, 0) result (PyTorch)
+        hit = 1 if a else 0
+        if as_tuple:
+            return (from_numpy(np.zeros(hit, np.int64)),)
+        return from_numpy(np.zeros((hit, 0), np.int64))
+    idx = np.nonzero(a)
     if as_tuple:
         return tuple(from_numpy(i.astype(np.int64)) for i in idx)
     return from_numpy(np.stack(idx, axis=1).astype(np.int64) if idx else np.zeros((0, 0), np.int64))
@@ -283,7 +334,7 @@ def nonzero(input, *, as_tuple: bool = False):
 def _index_tensor(idx) -> Tensor:
     if isinstance(idx, Tensor):
         if idx.dtype.kind not in "iu":
-            raise TypeError(f"indices must be an integer tensor, got {idx.dtype.name}")
+            raise op_error(DTypeError, "index", f"indices must be an integer tensor, got {idx.dtype.name}")
         return idx
     arr = np.asarray(idx)
     if arr.dtype.kind not in "iu":
@@ -358,9 +409,9 @@ def getitem(x: Tensor, key):
             try:
                 i = int(k)
             except TypeError:
-                raise IndexError(f"unsupported index {k!r}") from None
+                raise located(IndexError(f"unsupported index {k!r}")) from None
             if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for dimension {dim} with size {n}")
+                raise located(IndexError(f"index {i} is out of bounds for dimension {dim} with size {n}"))
             i %= n
             start.append(i), stop.append(i + 1), step.append(1)
             newshape.append(("drop", dim))

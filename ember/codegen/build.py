@@ -2,8 +2,17 @@
 
 The cache key hashes the source, the compiler's version, the flags and the target ISA (the
 compiler's predefined macros under `-march=native`), so a library built for another CPU or compiler
-is never loaded. Writes are atomic (compile to a temporary name, then `os.replace`). Never
-`-ffast-math`/`-Ofast`: loading such a library flushes subnormals in the whole process.
+is never loaded. Never `-ffast-math`/`-Ofast`: loading such a library flushes subnormals in the
+whole process.
+
+Loading a library runs its code, so the cache is treated as code, not data:
+- a library is compiled to a temporary name, fsync'ed, renamed into place and the directory
+  fsync'ed; beside it `KEY.so.sha256` records its size and sha256. Before a cached library is
+  loaded both are checked, and a library that does not match (truncated by a crash or a full disk,
+  empty, garbage, or with no record) is rebuilt, never loaded: mapping a truncated library kills
+  the process with SIGBUS when its missing pages are touched;
+- the cache directory must belong to this user and be writable by no one else
+  (`KernelCacheError` otherwise), or another user could plant a library that ember would load.
 `-ffp-contract=off` keeps +, -, * and / bit-identical with numpy (no FMA contraction).
 `$EMBER_CFLAGS` adds flags (part of the key), e.g. `-fsanitize=address`.
 """
@@ -13,10 +22,13 @@ import ctypes
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+
+from .._core.errors import EmberError
 
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off")
 _FORBIDDEN = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations")
@@ -24,6 +36,10 @@ _FORBIDDEN = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations")
 _toolchains: dict = {}   # CC -> (version + ISA fingerprint) or None
 _warned = False          # the "no compiler" warning is given once per process
 _loaded: dict = {}       # library path -> CDLL
+
+
+class KernelCacheError(EmberError, PermissionError):
+    """The kernel cache directory could let another user's code be loaded."""
 
 
 def compiler() -> str:
@@ -81,11 +97,56 @@ def cache_key(source: str, flags: tuple = FLAGS) -> str | None:
     return h.hexdigest()[:32]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` all or nothing (temporary file, fsync, rename, fsync the directory)."""
+    from ..serialization import atomic_write
+    atomic_write(path, lambda f: f.write(data))
+
+
+def _digest(path: Path) -> str:
+    """'SIZE SHA256' of a file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+
+
+def _verified(lib: Path) -> bool:
+    """Whether `lib` exists and matches the size and hash recorded beside it."""
+    rec = lib.with_name(lib.name + ".sha256")
+    try:
+        want = rec.read_text().strip()
+        size = int(want.split()[0])
+        if lib.stat().st_size != size:  # the cheap check first: a truncated file stops here
+            return False
+        return _digest(lib) == want
+    except (OSError, ValueError, IndexError):
+        return False
+
+
+def checked_cache_dir() -> Path:
+    """The cache directory, created private (0700); refused when another user owns it or may
+    write into it."""
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = os.stat(d)
+    why = None
+    if hasattr(os, "geteuid") and st.st_uid != os.geteuid():
+        why = f"it belongs to user id {st.st_uid}, not to this user ({os.geteuid()})"
+    elif st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        why = f"other users may write into it (mode {stat.filemode(st.st_mode)})"
+    if why:
+        raise KernelCacheError(
+            f"ember.codegen: refusing the kernel cache {d}: {why}; a library planted there would run "
+            f"inside this process. Use a private directory (chmod 700 {d}) or point EMBER_CACHE_DIR at one.")
+    return d
 
 
 def extra_flags() -> tuple:
@@ -104,13 +165,12 @@ def build_library(source: str, flags: tuple = FLAGS) -> Path | None:
     if key is None:
         _no_compiler(cc, "not found or not runnable")
         return None
-    d = cache_dir()
+    d = checked_cache_dir()
     lib = d / f"{key}.so"
-    if lib.exists():
+    if _verified(lib):
         return lib
-    d.mkdir(parents=True, exist_ok=True)
     src = d / f"{key}.c"
-    _atomic_write(src, source)
+    _atomic_write(src, source.encode())
     fd, tmp = tempfile.mkstemp(dir=d, prefix=f"{key}.", suffix=".so.tmp")
     os.close(fd)
     try:
@@ -118,7 +178,15 @@ def build_library(source: str, flags: tuple = FLAGS) -> Path | None:
                            timeout=300)
         if r.returncode != 0:
             raise RuntimeError(f"ember.codegen: {cc} failed on {src}:\n{r.stderr}")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        digest = _digest(Path(tmp))
         os.replace(tmp, lib)
+        _atomic_write(lib.with_name(lib.name + ".sha256"), (digest + "\n").encode())
+        _fsync_dir(d)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -132,5 +200,9 @@ def load_library(source: str, flags: tuple = FLAGS) -> ctypes.CDLL | None:
         return None
     key = str(path)
     if key not in _loaded:
-        _loaded[key] = ctypes.CDLL(key)
+        try:
+            _loaded[key] = ctypes.CDLL(key)
+        except OSError:  # it matched its record but does not load: rebuild it once
+            path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+            _loaded[key] = ctypes.CDLL(str(build_library(source, flags)))
     return _loaded[key]

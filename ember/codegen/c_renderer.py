@@ -119,6 +119,8 @@ def _call(op: str, args: list, t: str) -> tuple:
         return f"{op}{'f' if t == 'float32' else ''}({', '.join(x for x, _ in args)})", t
     if op in ("floordiv", "mod") and _floats(t):  # ints raise on a zero divisor: they stay on numpy
         return f"em_{op}{'f' if t == 'float32' else ''}({a}, {b})", t
+    if op == "fmod" and _floats(t):
+        return f"{'fmodf' if t == 'float32' else 'fmod'}({a}, {b})", t
     if op == "pow" and _floats(t):  # numpy's float power is libm's pow/powf
         return f"{'powf' if t == 'float32' else 'pow'}({a}, {b})", t
     if op == "sqrt" and _floats(t):
@@ -178,7 +180,8 @@ def render_eqn(eqn, names: dict) -> tuple:
     keys = [_key(a.aval) for a in eqn.inputs]
     pa = prim.promote_args
     idx = range(len(keys)) if pa is None else pa
-    compute = prim.resolve_dtypes(tuple(keys[i] for i in idx))[0].name
+    # (no operands promoted, as in convert: the op computes in its input's own dtype)
+    compute = prim.resolve_dtypes(tuple(keys[i] for i in idx))[0].name if idx else eqn.inputs[0].aval.dtype.name
     if compute not in SUPPORTED_DTYPES:
         raise Unsupported(f"{prim.name} computing in {compute}")
     ops = []

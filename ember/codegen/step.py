@@ -7,7 +7,7 @@ fixed when the step is compiled). The memory planner lays the
 units' values out in one arena; the renderer writes every unit as a loop nest (`loopnest`) or a
 BLAS call into one C function
 
-    void ember_step(char *arena, void **io, int nthreads, double *prof)
+    void ember_step(char *arena, void **io, int nthreads, double *prof, ember_ctx *ctx)
 
 that runs the whole step inside one OpenMP parallel region: each unit is worksharing with a
 static schedule followed by a barrier, so results are identical run to run at a fixed thread
@@ -24,14 +24,17 @@ then keeps the numpy arena executor.
 from __future__ import annotations
 
 import ctypes
+import functools
 import mmap
 import sys
+import weakref
 
 import numpy as np
 
 from .._core import blas
 from .._core.state import get_num_threads
 from ..ir.core import Literal, Var
+from ..jit.contexts import ContextPool
 from ..jit.memory import ACCUMULATE_PRIMS, VIEW_PRIMS, nbytes, plan
 from ..jit.passes import literal_key, params_key
 from ..ops.indexing import check_bounds
@@ -57,7 +60,8 @@ _UNITS = {**{name: "reduce" for name in _REDUCE}, "reshape": "copy", "full": "fu
           "concatenate": "concatenate", "reduce_window_max": "reduce_window",
           "reduce_window_sum": "reduce_window", "select_and_scatter_add": "select_and_scatter_add",
           "random_bits": "random_bits", "argmax": "arg_reduce", "argmin": "arg_reduce", "cumsum": "cumsum",
-          "iota": "iota", "take_along_axis": "take_along_axis", "scatter_add_along_axis": "scatter_add_along_axis"}
+          "iota": "iota", "check_classes": "check_classes", "take_along_axis": "take_along_axis",
+          "scatter_add_along_axis": "scatter_add_along_axis"}
 
 
 def _prod(xs) -> int:
@@ -433,13 +437,13 @@ class _Renderer:
                                         f"{part}[{idx[1]}] = {comb(f'{part}[{idx[1]}]', c_convert(f'{src[1]}[{idx[0]}]', xt, ot))};"]))
             dst = base(refs[u.out], const=False)
             post.append(L.Loop("r", nR, [L.Stmt(
-                f"{ct} a = (({ct}*)(WS + {at}))[r];\n"
-                f"for (int t = 1; t < nt; t++) a = {comb('a', f'(({ct}*)(WS + (size_t)t * pt + {at}))[r]')};\n"
+                f"{ct} a = (({ct}*)(C->ws + {at}))[r];\n"
+                f"for (int t = 1; t < nt; t++) a = {comb('a', f'(({ct}*)(C->ws + (size_t)t * pt + {at}))[r]')};\n"
                 f"{dst}[r] = a;")], parallel=True))
         pre_ws = []
         if per_thread:
             pre_ws = self._reserve(per_thread) + [L.Stmt(f"const size_t pt = {per_thread};  /* scratch bytes per thread */\n"
-                                                         "char* wsrow = WS + (size_t)tid * pt;")]
+                                                         "char* wsrow = C->ws + (size_t)tid * pt;")]
         body_lines = L.render(pre + pre_ws + init)
         loop = L.Loop("k", nK, row)
         if nK > 1 and nK * nR >= PAR_MIN:
@@ -683,9 +687,9 @@ class _Renderer:
                    f"{wsrc} + g * {Og} * {ws[0] if w_mat else Cg * Kn}, {lda}, col, {Pn}, 0, "
                    f"out + (b * {O} + g * {Og}) * {Pn}, {Pn});")
             loop = L.Loop("b", B, [L.Loop("g", G, fill + [L.Stmt(gem)])], parallel=True)
-            body = pre + self._reserve(per_thread) + [L.Stmt(f"{ct}* col = ({ct}*)(WS + (size_t)tid * {per_thread});")]
+            body = pre + self._reserve(per_thread) + [L.Stmt(f"{ct}* col = ({ct}*)(C->ws + (size_t)tid * {per_thread});")]
             if not w_mat:
-                body += [L.Stmt(f"{ct}* wp = ({ct}*)(WS + (size_t)tid * {per_thread} + {col});")]
+                body += [L.Stmt(f"{ct}* wp = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col});")]
                 body += self._pack(w, "win", "wp", ct)
             lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("}")])
         else:
@@ -715,20 +719,20 @@ class _Renderer:
                 f"const int64_t b = bo / {O}, oo = bo % {O};\n"
                 f"for (int64_t p = 0; p < {Pn}; p++) {{\n"
                 f"    {ct} sum = 0;\n"
-                f"    for (int t = 0; t < nt; t++) sum += (({ct}*)(WS + (size_t)t * {per_thread} + {col}))"
+                f"    for (int t = 0; t < nt; t++) sum += (({ct}*)(C->ws + (size_t)t * {per_thread} + {col}))"
                 f"[(b * {Pn} + p) * {O} + oo];\n"
                 f"    out[bo * {Pn} + p] = sum;\n}}")], parallel=True)
             body = pre + self._reserve(per_thread) + [L.Stmt(
-                f"{ct}* col = ({ct}*)(WS + (size_t)tid * {per_thread});\n"
-                f"{ct}* acc = ({ct}*)(WS + (size_t)tid * {per_thread} + {col});\n"
-                f"{ct}* wp = ({ct}*)(WS + (size_t)tid * {per_thread} + {col + acc});\n(void)wp;"), L.Stmt(rng)]
+                f"{ct}* col = ({ct}*)(C->ws + (size_t)tid * {per_thread});\n"
+                f"{ct}* acc = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col});\n"
+                f"{ct}* wp = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col + acc});\n(void)wp;"), L.Stmt(rng)]
             lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("#pragma omp barrier"), red, L.Stmt("}")])
         flops = 2 * B * O * Pn * Cg * Kn
         self.emit(("conv_general", lines, flops, nbytes(lhs.aval) + nbytes(rhs.aval) + nbytes(e.out.aval)))
 
     def _reserve(self, per_thread: int) -> list:
         """Statements making the workspace hold `per_thread` bytes for every thread."""
-        return [L.Stmt(f"#pragma omp single\nws_reserve((size_t){per_thread} * nt);\nif (!WS) return;")]
+        return [L.Stmt(f"#pragma omp single\nws_reserve(C, (size_t){per_thread} * nt);\nif (!C->ws) return;")]
 
     def _pack(self, ref: Ref, src: str, dst: str, ct: str) -> list:
         """Loops copying the strided `ref` (read through pointer `src`) into contiguous `dst`."""
@@ -854,7 +858,7 @@ class _Renderer:
         """Statements loading index `ix` from `idx_code`, counted from the end when negative;
         an index out of [-n, n) is reported (`ember_status`) and its element skipped."""
         return [L.Stmt(f"int64_t ix = (int64_t)({idx_code});\nif (ix < 0) ix += {n};\n"
-                       f"if (ix < 0 || ix >= {n}) {{ oob((int64_t)({idx_code}), {n}); continue; }}")]
+                       f"if (ix < 0 || ix >= {n}) {{ oob(C, (int64_t)({idx_code}), {n}); continue; }}")]
 
     def gather(self, e) -> None:
         """out[a, j, c] = x[a, idx[j], c] (numpy's take along `axis`)."""
@@ -1008,6 +1012,20 @@ class _Renderer:
         total = _prod(x.shape)
         self.emit((e.prim.name, self._worksharing(pre, nest, bool(kd) and total >= PAR_MIN), total,
                    nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
+
+    def check_classes(self, e) -> None:
+        """out = the targets; one outside [0, n) that is not `ignore` is reported (`ember_status`)."""
+        x, out = self.refs[e.inputs[0]], self.refs[e.out]
+        n, ignore = e.params["n"], e.params["ignore"]
+        if _prod(x.shape) == 0:
+            self.emit(("check_classes", [], 0, 0))
+            return
+
+        def body(ld):
+            bad = f"({ld[0]} < 0 || {ld[0]} >= {n})" + (f" && {ld[0]} != {int(ignore)}" if ignore is not None else "")
+            return [f"if ({bad}) oob(C, (int64_t){ld[0]}, {n});"], [ld[0]]
+        lines = L.render([L.Stmt("{")] + self.loops(list(x.shape), [out], [x], body) + [L.Stmt("}")])
+        self.emit(("check_classes", lines, 0, 2 * nbytes(e.out.aval)))
 
     def iota(self, e) -> None:
         """out = the index along `dim`, converted to the dtype."""
@@ -1315,37 +1333,36 @@ def units_of(graph, multi_tensor: bool = True) -> list:
     return _multi_tensor(graph, units) if multi_tensor else units
 
 
-_STATUS = """/* what went wrong in the last call, read and cleared by ember_status: 0 nothing,
-   1 an index out of range (value, size), 2 no memory for a unit's scratch */
-static int STATUS;
-static int64_t STATUS_ARGS[2];
-static void fail(int code, int64_t a, int64_t b)
+_STATUS = """/* one call's context (a call on each thread has its own): what went wrong, read and
+   cleared by ember_status (0 nothing, 1 an index out of range (value, size), 2 no memory for a
+   unit's scratch), and the units' scratch memory, kept for the context's next call */
+typedef struct { int status; int64_t args[2]; char* ws; size_t ws_size; } ember_ctx;
+static void fail(ember_ctx* C, int code, int64_t a, int64_t b)
 {
     #pragma omp critical(ember_status)
-    if (!STATUS) { STATUS = code; STATUS_ARGS[0] = a; STATUS_ARGS[1] = b; }
+    if (!C->status) { C->status = code; C->args[0] = a; C->args[1] = b; }
 }
-static void oob(int64_t value, int64_t size) { fail(1, value, size); }
-int ember_status(int64_t* args)
+static void oob(ember_ctx* C, int64_t value, int64_t size) { fail(C, 1, value, size); }
+int ember_status(ember_ctx* C, int64_t* args)
 {
-    const int status = STATUS;
-    args[0] = STATUS_ARGS[0]; args[1] = STATUS_ARGS[1]; STATUS = 0;
+    const int status = C->status;
+    args[0] = C->args[0]; args[1] = C->args[1]; C->status = 0;
     return status;
-}"""
+}
+size_t ember_ctx_size(void) { return sizeof(ember_ctx); }
+void ember_ctx_free(ember_ctx* C) { free(C->ws); C->ws = 0; C->ws_size = 0; }"""
 
 
-_WORKSPACE = """#include <stdlib.h>
-static char* WS;
-static size_t WS_SIZE;
-/* the units' scratch (im2col columns, per-thread partial sums): grown by one thread inside
-   `omp single`, kept for the next call */
-static void ws_reserve(size_t n)
+_WORKSPACE = """/* the units' scratch (im2col columns, per-thread partial sums): grown by one thread inside
+   `omp single`, kept in the context for its next call */
+static void ws_reserve(ember_ctx* C, size_t n)
 {
-    if (n <= WS_SIZE) return;
-    free(WS);
+    if (n <= C->ws_size) return;
+    free(C->ws);
     n = (n + 63) & ~(size_t)63;
-    WS = (char*)aligned_alloc(64, n);
-    WS_SIZE = WS ? n : 0;
-    if (!WS) fail(2, (int64_t)n, 0);  /* the unit skips its work; the call raises MemoryError */
+    C->ws = (char*)aligned_alloc(64, n);
+    C->ws_size = C->ws ? n : 0;
+    if (!C->ws) fail(C, 2, (int64_t)n, 0);  /* the unit skips its work; the call raises MemoryError */
 }
 /* dst[p] = src[(p*s + off) * xs] where 0 <= p*s + off < n, else 0 (one im2col row) */
 #define ROW(T) static inline __attribute__((always_inline)) void row_##T(T* restrict dst, const T* restrict src, int64_t np, int64_t s, \\
@@ -1391,6 +1408,7 @@ def _prelude(bits: dict) -> str:
             lines.append(f"typedef void (*{kind}gemm_t)(int, int, int, {bi}, {bi}, {bi}, {ct}, const {ct}*, {bi}, "
                          f"const {ct}*, {bi}, {ct}, {ct}*, {bi});\nstatic {kind}gemm_t {kind.upper()}GEMM;")
     lines.append("static int (*BLAS_LOCAL)(int);")
+    lines.append("#include <stdlib.h>")
     lines.append(_STATUS)
     lines.append(_WORKSPACE)
     init = ["void ember_init(void* s, void* d, void* local)", "{"]
@@ -1408,11 +1426,20 @@ def _in_place_ok(u) -> bool:
     return u.prim is None or u.prim.kind == "elementwise" or u.prim.name in ACCUMULATE_PRIMS
 
 
+class _Context:
+    """One call's working memory (see `ember.jit.contexts`)."""
+
+    __slots__ = ("map", "arena", "arena_ptr", "io", "ctx", "status_args", "pool", "__weakref__")
+
+
 class NativeExecutable:
     """`run(inputs) -> outputs` with one native call; the same contract as ArenaExecutable."""
 
     def __init__(self, graph, persistent_outputs=()):
         self.graph = graph
+        for a in graph.constvars + graph.invars + [e.out for e in graph.eqns]:  # first: the real cause
+            if a.aval.dtype.name not in CTYPE:
+                raise Unsupported(f"values of dtype {a.aval.dtype.name}")
         units = units_of(graph)
         for u in units:
             if u.prim is None:
@@ -1420,9 +1447,6 @@ class NativeExecutable:
             name = u.prim.name
             if not (name in VIEW_PRIMS or name in _UNITS):
                 raise Unsupported(name)
-        for a in graph.constvars + graph.invars + [e.out for e in graph.eqns]:
-            if a.aval.dtype.name not in CTYPE:
-                raise Unsupported(f"values of dtype {a.aval.dtype.name}")
         self.units = units
         # results the caller gets (not state, not gradients) are written straight into a new
         # array at each call, as the caller would otherwise copy them out of the arena
@@ -1476,9 +1500,13 @@ class NativeExecutable:
         check_as = {"gather": "index", "scatter_add": "index_add", "take_along_axis": "take_along_axis",
                     "scatter_add_along_axis": "scatter_add_along_axis"}
         indexing = [e for e in graph.eqns if e.prim.name in check_as]
-        self._index_checks = [(e.inputs[1], e.inputs[0].aval.shape[e.params["axis"]], check_as[e.prim.name])
+        self._index_checks = [(e.inputs[1], functools.partial(check_bounds, n=e.inputs[0].aval.shape[e.params["axis"]],
+                                                               op=check_as[e.prim.name]))
                               for e in indexing if isinstance(e.inputs[1], Var)
                               and refs[e.inputs[1]].where == "io" and refs[e.inputs[1]].at < n_in]
+        self._index_checks += [(e.inputs[0], functools.partial(e.prim.impl, **e.params)) for e in graph.eqns
+                               if e.prim.name == "check_classes" and isinstance(e.inputs[0], Var)
+                               and refs[e.inputs[0]].where == "io" and refs[e.inputs[0]].at < n_in]
         # each unit is its own function (GCC's time grows faster than linearly with a function's
         # size); its worksharing constructs bind to the step's one parallel region
         # the step walks a table: per unit its function and the addresses of its arguments
@@ -1491,8 +1519,8 @@ class NativeExecutable:
             if text not in known:
                 known[text] = f = f"unit{u}"
                 funcs += [f"/* {label} */",
-                          f"static __attribute__((noinline)) void {f}(void* const* P, const int tid, const int nt)",
-                          "{", "    (void)P; (void)tid; (void)nt;", *lines, "}"]
+                          f"static __attribute__((noinline)) void {f}(void* const* P, const int tid, const int nt, ember_ctx* C)",
+                          "{", "    (void)P; (void)tid; (void)nt; (void)C;", *lines, "}"]
             table.append((known[text], u))
             for ref in refs_u:
                 item = np.dtype(ref.dtype).itemsize
@@ -1502,12 +1530,12 @@ class NativeExecutable:
         self.source = "\n".join([
             _prelude(bits),
             *funcs,
-            "typedef void (*unit_t)(void* const*, int, int);",
+            "typedef void (*unit_t)(void* const*, int, int, ember_ctx*);",
             f"static const unit_t UNITS[] = {{{', '.join(f for f, _ in table) or '0'}}};",
             f"static const int UNIT_ID[] = {{{', '.join(str(u) for _, u in table) or '0'}}};",
             f"static const int ARG0[] = {{{', '.join(map(str, arg0))}}};",
             f"static const int64_t ARGS[][3] = {{{', '.join(args) or '{0, 0, 0}'}}};  /* in io?, arena byte or io slot, byte offset */",
-            f"void {ENTRY}(char* A, void** io, int nthreads, double* prof)",
+            f"void {ENTRY}(char* A, void** io, int nthreads, double* prof, ember_ctx* C)",
             "{",
             "    #pragma omp parallel num_threads(nthreads)",
             "    {",
@@ -1518,7 +1546,7 @@ class NativeExecutable:
             f"            void* P[{n_args}];",
             "            for (int a = ARG0[u]; a < ARG0[u + 1]; a++)",
             "                P[a - ARG0[u]] = (ARGS[a][0] ? (char*)io[ARGS[a][1]] : A + ARGS[a][1]) + ARGS[a][2];",
-            "            UNITS[u](P, tid, nt);",
+            "            UNITS[u](P, tid, nt, C);",
             "            if (prof && tid == 0) { double now = omp_get_wtime(); prof[UNIT_ID[u]] += now - t; t = now; }",
             "        }",
             "        if (BLAS_LOCAL) BLAS_LOCAL(0);",
@@ -1533,38 +1561,29 @@ class NativeExecutable:
         init.restype = None
         init(*(blas.gemm(k)[0] if k in bits else None for k in "sd"), blas.set_threads_local_address())
         self._status = lib.ember_status
-        self._status.argtypes, self._status.restype = [ctypes.c_void_p], ctypes.c_int
-        self._status_args = np.zeros(2, np.int64)
+        self._status.argtypes, self._status.restype = [ctypes.c_void_p, ctypes.c_void_p], ctypes.c_int
+        size_fn = lib.ember_ctx_size
+        size_fn.argtypes, size_fn.restype = [], ctypes.c_size_t
+        self._ctx_size = size_fn()
+        self._ctx_free = lib.ember_ctx_free
+        self._ctx_free.argtypes, self._ctx_free.restype = [ctypes.c_void_p], None
         self.fn = getattr(lib, ENTRY)
-        self.fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_void_p]
+        self.fn.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_void_p,
+                            ctypes.c_void_p]
         self.fn.restype = None
-        # the arena: one anonymous mapping, advised for transparent huge pages
-        size = max(p.peak, 1)
-        self._map = mmap.mmap(-1, (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
-        if hasattr(self._map, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
-            try:
-                self._map.madvise(mmap.MADV_HUGEPAGE)
-            except OSError:
-                pass
-        self.arena = np.frombuffer(self._map, np.uint8)[:p.peak]
-        self._arena_ptr = self.arena.ctypes.data
-        self.io = (ctypes.c_void_p * (n_in + n_const + len(persistent)))()
+        self.n_io = n_in + n_const + len(persistent)
         self.consts = [np.ascontiguousarray(c, v.aval.dtype.np) for v, c in zip(graph.constvars, graph.consts)]
-        for j, c in enumerate(self.consts):
-            self.io[n_in + j] = c.ctypes.data
         self.persistent = {}
         for o in persistent:
             if o in fresh:
                 continue
             a = graph.outvars[o]
-            arr = self.persistent[o] = np.empty(a.aval.shape, a.aval.dtype.np)
-            self.io[self.io_index[o]] = arr.ctypes.data
+            self.persistent[o] = np.empty(a.aval.shape, a.aval.dtype.np)
         self._fresh = [(o, self.io_index[o], graph.outvars[o].aval.shape, graph.outvars[o].aval.dtype.np)
                        for o in persistent if o in fresh]
         self._slot_output = {slot: o for o, slot in self.io_index.items()}
         self.n_in = n_in
         self.calls = 0
-        self._pool = {}
         self.outs = []  # what `run` returns per output, decided once
         for o, a in enumerate(graph.outvars):
             if isinstance(a, Literal):
@@ -1578,15 +1597,45 @@ class NativeExecutable:
             else:
                 self.outs.append(("copy", a))
         self._state_inputs = set(graph.aliases.values())
+        self._contexts = ContextPool(self._context)
 
-    def _array(self, v, inputs, new) -> np.ndarray:
+    def _context(self) -> "_Context":
+        """A call's own arena, `io` table (constants and persistent outputs filled in), C context
+        (status word, scratch) and recycled results."""
+        c = _Context()
+        size = max(self.plan.peak, 1)  # one anonymous mapping, advised for transparent huge pages
+        c.map = mmap.mmap(-1, (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE)
+        if hasattr(c.map, "madvise") and hasattr(mmap, "MADV_HUGEPAGE"):
+            try:
+                c.map.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass
+        c.arena = np.frombuffer(c.map, np.uint8)[:self.plan.peak]
+        c.arena_ptr = c.arena.ctypes.data
+        c.io = (ctypes.c_void_p * self.n_io)()
+        for j, a in enumerate(self.consts):
+            c.io[self.n_in + j] = a.ctypes.data
+        for o, a in self.persistent.items():
+            c.io[self.io_index[o]] = a.ctypes.data
+        c.ctx = np.zeros(-(-self._ctx_size // 8), np.int64)
+        c.status_args = np.zeros(2, np.int64)
+        c.pool = {}
+        weakref.finalize(c, self._ctx_free, c.ctx.ctypes.data)  # its scratch memory
+        return c
+
+    @property
+    def arena(self) -> np.ndarray:
+        """The first context's arena (the only one unless calls overlapped)."""
+        return self._contexts.first.arena
+
+    def _array(self, v, inputs, new, ctx) -> np.ndarray:
         """A numpy view of value `v` after a call: in the arena, an input, a constant or an output
         (`new`: this call's fresh output arrays)."""
         ref = self.refs[v]
         dt = v.aval.dtype.np
         k = ref.at
         if ref.where == "arena":
-            flat = np.frombuffer(self._map, np.uint8)[k:]
+            flat = np.frombuffer(ctx.map, np.uint8)[k:]
         else:
             if k < self.n_in:
                 src = inputs[k]
@@ -1600,11 +1649,11 @@ class NativeExecutable:
         start = ref.offset * item
         return np.lib.stride_tricks.as_strided(flat[start:].view(dt), ref.shape, [s * item for s in ref.strides])
 
-    def _output(self, o, shape, dtype) -> np.ndarray:
+    def _output(self, ctx, o, shape, dtype) -> np.ndarray:
         """An array for result `o`: one returned earlier that nothing references any more, else a
         new one. Large fresh arrays cost a page fault per page at every call; recycling the
-        previous results (at most two per output) keeps that out of the step."""
-        pool = self._pool.setdefault(o, [])
+        previous results (at most two per output and context) keeps that out of the step."""
+        pool = ctx.pool.setdefault(o, [])
         for arr in pool:
             if sys.getrefcount(arr) <= 3:  # the pool's list, this loop and getrefcount's argument
                 return arr
@@ -1616,7 +1665,18 @@ class NativeExecutable:
         return arr
 
     def run(self, inputs, prof=None):
-        io = self.io
+        """Run one call. Calls from several threads at once each use a context of their own;
+        calls writing the same state must be serialized by the caller (ember.jit does)."""
+        ctx = self._contexts.take()
+        try:
+            return self._run(ctx, inputs, prof)
+        finally:
+            for k in range(len(inputs)):
+                ctx.io[k] = None
+            self._contexts.give(ctx)
+
+    def _run(self, ctx, inputs, prof):
+        io = ctx.io
         fixed = []
         for k, x in enumerate(inputs):
             if not x.flags.c_contiguous:
@@ -1628,17 +1688,17 @@ class NativeExecutable:
             inputs = list(inputs)
             for k, _, c in fixed:
                 inputs[k] = c
-        for v, n, op in self._index_checks:
-            check_bounds(self._array(v, inputs, {}), n, op)
+        for v, check in self._index_checks:
+            check(self._array(v, inputs, {}, ctx))
         new = {}
         for o, slot, shape, dtype in self._fresh:
-            arr = new[o] = self._output(o, shape, dtype)
+            arr = new[o] = self._output(ctx, o, shape, dtype)
             io[slot] = arr.ctypes.data
-        self.fn(self._arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data)
+        self.fn(ctx.arena_ptr, io, get_num_threads(), None if prof is None else prof.ctypes.data, ctx.ctx.ctypes.data)
         self.calls += 1
-        status = self._status(self._status_args.ctypes.data)
+        status = self._status(ctx.ctx.ctypes.data, ctx.status_args.ctypes.data)
         if status:
-            a, b = self._status_args.tolist()
+            a, b = ctx.status_args.tolist()
             if status == 1:
                 raise IndexError(f"index {a} is out of bounds for a dimension of size {b} "
                                  "(computed inside the jitted step)")
@@ -1654,15 +1714,13 @@ class NativeExecutable:
             elif kind == "literal":
                 res.append(x.copy())
             elif kind == "write":
-                np.copyto(inputs[x[1]], self._array(x[0], inputs, new), casting="unsafe")
+                np.copyto(inputs[x[1]], self._array(x[0], inputs, new, ctx), casting="unsafe")
                 res.append(None)
             else:
-                res.append(np.array(self._array(x, inputs, new)))
+                res.append(np.array(self._array(x, inputs, new, ctx)))
         for k, x, c in fixed:  # a non-contiguous state input: its update goes back into the caller's view
             if k in self._state_inputs:
                 np.copyto(x, c)
-        for k in range(len(inputs)):
-            io[k] = None
         return res
 
     def profile(self, inputs, repeats: int = 10) -> list:

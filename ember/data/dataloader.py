@@ -10,7 +10,8 @@ collate and automatic batching is batched by gathering rows of the whole arrays 
 runs. It yields exactly what the general path yields: a list of Tensors, one per dataset tensor.
 
 With ``num_workers > 0`` batches are made in worker processes (`ember.data.workers`: forkserver or
-spawn, results through shared memory, strictly in order); ``loader.stats()`` reports per-worker rates.
+spawn, fork where those cannot work, results through shared memory, strictly in order);
+``loader.stats()`` reports per-worker rates.
 """
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ class DataLoader:
     `sampler` / `batch_sampler` (custom orders; mutually exclusive with `shuffle`), `drop_last`,
     `collate_fn`, `num_workers` (worker processes; see `ember.data.workers`), `timeout`,
     `worker_init_fn`, `prefetch_factor` (batches in flight per worker, default 2),
-    `persistent_workers`, `multiprocessing_context` ("forkserver" default, or "spawn"; never
+    `persistent_workers`, `multiprocessing_context` (default: "forkserver", or "fork" where the
+    main module cannot be re-imported by workers -- stdin, an unguarded script; or pass "spawn",
     "fork"). `pin_memory` is accepted for compatibility and has no effect on the CPU.
     """
 

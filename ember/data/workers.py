@@ -3,15 +3,25 @@
 How it works
 ------------
 * Workers are started with the ``forkserver`` context (``spawn`` where forkserver is missing, or
-  on request); never plain ``fork``, which hangs once OpenMP has run in the parent (DESIGN.md).
-  The forkserver preloads ``ember`` so a new worker starts in milliseconds.
+  on request). The forkserver preloads ``ember`` so a new worker starts in milliseconds. A child
+  forked from the main process instead would inherit libgomp's thread pool without its threads,
+  and hang in its first parallel region once OpenMP ran in the parent.
+* ``fork`` is used where spawn/forkserver cannot work, as PyTorch does on Linux: a main script
+  read from stdin, a DataLoader loop at the top level of a script without
+  ``if __name__ == "__main__":`` (every spawned worker would run the script again), or a dataset
+  defined in the ``__main__`` of ``python -c`` / a REPL; also on request
+  (``multiprocessing_context="fork"``). A forked worker runs ember's kernels and BLAS with one
+  thread (``set_num_threads(1)``), which never touches the inherited OpenMP pool. What fork still
+  risks is a lock held by another Python thread of the parent at that moment (accepted, as in
+  PyTorch); OpenBLAS's pool has its own fork handler. Where fork is not available, or another
+  method was asked for, these cases raise one short `WorkerError` saying what to do.
 * Each worker has its own duplex pipe. Messages on it are small JSON documents sent with
   ``send_bytes`` -- index lists, task ids, seeds, error texts, and descriptions of shared-memory
   blocks (name, dtype, shape, offset). No ``multiprocessing.Queue`` and no pickle is used for
   messages, and user data (arrays, Tensors) never goes through pickle: a worker writes every array
   of a batch into one fresh ``multiprocessing.shared_memory`` block named
-  ``ember_dl_<pid>_<loader>_<worker>_<seq>`` and sends its description; the main process copies the
-  arrays out and unlinks the block.
+  ``ember_dl_<pid>_<start>_<ns>_<loader>_<worker>_<seq>`` and sends its description; the main
+  process copies the arrays out and unlinks the block.
 * The only pickle involved is the one multiprocessing itself uses to start a process: the user's
   dataset object, collate_fn and worker_init_fn are pickled once per worker start (as PyTorch
   does; they are the user's own objects). Inside that pickle every numpy array and ember Tensor is
@@ -25,33 +35,36 @@ How it works
   and is re-raised in the main process (DP-4). A worker that dies (e.g. SIGKILL) is seen at once
   through its process sentinel: the loader raises within ~0.1 s. On exhaustion, an exception,
   KeyboardInterrupt, ``del`` or a dead worker, the loader stops all workers (stop message, then
-  terminate/kill) and unlinks every block with its prefix from ``/dev/shm``.
+  terminate/kill) and unlinks every block with its prefix from ``/dev/shm``. A worker whose main
+  process died (SIGKILL, OOM) sees its pipe close or its parent pid change and exits within ~1 s;
+  the blocks such a main process left are removed by the next `WorkerPool` (`ember.data.shm`).
 """
 from __future__ import annotations
 
+import ast
 import builtins
 import io
 import itertools
 import json
-import math
 import multiprocessing as mp
 import os
-import pickle
 import signal
+import sys
 import threading
 import time
 import traceback
 import weakref
 from dataclasses import dataclass
 from multiprocessing import connection as mpc
-from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
-__all__ = ["WorkerInfo", "get_worker_info", "WorkerError", "SHM_PREFIX"]
+from .._core.errors import EmberError
+from .shm import (SHM_PREFIX, ShmPickler, ShmUnpickler, cleanup_prefix, owner_tag, read_result,
+                  sweep_orphans, unlink_name, write_result)
 
-SHM_PREFIX = "ember_dl_"
-_ALIGN = 64
+__all__ = ["WorkerInfo", "get_worker_info", "WorkerError", "SHM_PREFIX", "cleanup_prefix"]
+
 _counter = itertools.count()
 
 
@@ -73,242 +86,8 @@ def get_worker_info() -> WorkerInfo | None:
     return _worker_info
 
 
-class WorkerError(RuntimeError):
+class WorkerError(EmberError, RuntimeError):
     """A DataLoader worker failed or died; the message names the worker, op and sample index."""
-
-
-# ------------------------------------------------------------------ shared memory helpers
-def _untrack(shm) -> None:
-    # Python < 3.13 registers every SharedMemory with the resource tracker; ember cleans up its own
-    # blocks by name prefix, so the tracker must not unlink them behind the loader's back.
-    try:
-        resource_tracker.unregister(shm._name, "shared_memory")
-    except Exception:  # pragma: no cover
-        pass
-
-
-def _create_block(name: str, size: int):
-    shm = shared_memory.SharedMemory(name=name, create=True, size=max(int(size), 1))
-    _untrack(shm)
-    return shm
-
-
-def _attach(name: str):
-    shm = shared_memory.SharedMemory(name=name, create=False)
-    _untrack(shm)
-    return shm
-
-
-def _unlink_name(name: str) -> None:
-    try:
-        os.unlink("/dev/shm/" + name)
-    except FileNotFoundError:
-        pass
-    except OSError:  # pragma: no cover - non-Linux: fall back to the portable call
-        try:
-            s = shared_memory.SharedMemory(name=name)
-            _untrack(s)
-            s.close()
-            s.unlink()
-        except Exception:
-            pass
-
-
-def cleanup_prefix(prefix: str) -> list:
-    """Unlink every /dev/shm entry starting with `prefix`; returns the names removed."""
-    removed = []
-    try:
-        names = os.listdir("/dev/shm")
-    except OSError:  # pragma: no cover
-        return removed
-    for n in names:
-        if n.startswith(prefix):
-            _unlink_name(n)
-            removed.append(n)
-    return removed
-
-
-def _np_dtype(name: str) -> np.dtype:
-    from .._core import dtypes as dt
-    d = dt._BY_NAME.get(name)
-    return np.dtype(d.np) if d is not None else np.dtype(name)
-
-
-def _dtype_name(a: np.ndarray) -> str:
-    return a.dtype.name if a.dtype.kind == "V" else a.dtype.str
-
-
-# ------------------------------------------------------------------ result encoding (JSON + shm)
-_NT_ERR = ("DataLoader worker results must be Tensors, numpy arrays, numbers, str, None, or "
-           "lists/tuples/dicts of them (nothing is pickled across processes); got {}")
-
-
-def _c(a: np.ndarray) -> np.ndarray:
-    return a if a.flags.c_contiguous else np.array(a, order="C")  # keeps 0-d arrays 0-d
-
-
-def _encode(obj, arrays: list):
-    """A JSON-able tree for `obj`; arrays and Tensors are appended to `arrays` and referenced."""
-    from ..tensor import Tensor
-    if isinstance(obj, Tensor):
-        arrays.append(_c(obj._data))
-        return {"T": len(arrays) - 1, "dt": obj.dtype.name}
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind in "OUS" or obj.dtype.fields is not None:
-            raise TypeError(_NT_ERR.format(f"a numpy array of dtype {obj.dtype}"))
-        arrays.append(_c(obj))
-        return {"A": len(arrays) - 1}
-    if isinstance(obj, np.generic) and not isinstance(obj, (np.str_, np.bytes_)):
-        arrays.append(np.asarray(obj).reshape(1))
-        return {"G": len(arrays) - 1}
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else {"F": repr(obj)}
-    if isinstance(obj, tuple):
-        if hasattr(obj, "_fields"):
-            return {"N": f"{type(obj).__module__}:{type(obj).__qualname__}",
-                    "v": [_encode(v, arrays) for v in obj]}
-        return {"U": [_encode(v, arrays) for v in obj]}
-    if isinstance(obj, list):
-        return [_encode(v, arrays) for v in obj]
-    if isinstance(obj, dict):
-        items = []
-        for k, v in obj.items():
-            if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise TypeError(_NT_ERR.format(f"a dict key of type {type(k).__name__}"))
-            items.append([k, _encode(v, arrays)])
-        return {"D": items}
-    raise TypeError(_NT_ERR.format(type(obj).__name__))
-
-
-def _decode(tree, arrays: list):
-    if isinstance(tree, list):
-        return [_decode(v, arrays) for v in tree]
-    if not isinstance(tree, dict):
-        return tree
-    if "T" in tree:
-        from .._core import dtypes as dt
-        from ..tensor import _wrap
-        return _wrap(arrays[tree["T"]], dt._by_name(tree["dt"]))
-    if "A" in tree:
-        return arrays[tree["A"]]
-    if "G" in tree:
-        return arrays[tree["G"]][0]
-    if "F" in tree:
-        return float(tree["F"])
-    if "U" in tree:
-        return tuple(_decode(v, arrays) for v in tree["U"])
-    if "D" in tree:
-        return {k: _decode(v, arrays) for k, v in tree["D"]}
-    if "N" in tree:
-        import importlib
-        mod, qual = tree["N"].split(":")
-        cls = importlib.import_module(mod)
-        for part in qual.split("."):
-            cls = getattr(cls, part)
-        return cls(*(_decode(v, arrays) for v in tree["v"]))
-    raise ValueError(f"bad worker message {tree!r}")  # pragma: no cover
-
-
-def _write_result(obj, name: str) -> dict:
-    """Encode `obj`; its arrays go into one new shared-memory block `name` (if there are any)."""
-    arrays: list = []
-    tree = _encode(obj, arrays)
-    if not arrays:
-        return {"tree": tree, "shm": None, "arrays": []}
-    layout, off = [], 0
-    for a in arrays:
-        off = -(-off // _ALIGN) * _ALIGN
-        layout.append([_dtype_name(a), list(a.shape), off])
-        off += a.nbytes
-    shm = _create_block(name, off)
-    try:
-        for a, (_, shape, o) in zip(arrays, layout):
-            if a.nbytes:
-                np.ndarray(a.shape, a.dtype, buffer=shm.buf, offset=o)[...] = a
-    finally:
-        shm.close()
-    return {"tree": tree, "shm": name, "arrays": layout}
-
-
-def _read_result(msg: dict):
-    """Copy the arrays of a result out of its block, unlink the block, rebuild the object."""
-    name = msg.get("shm")
-    arrays = []
-    if name is not None:
-        shm = _attach(name)
-        try:
-            for dts, shape, off in msg["arrays"]:
-                d = _np_dtype(dts)
-                n = math.prod(shape)
-                if n == 0:
-                    arrays.append(np.zeros(shape, d))
-                else:
-                    arrays.append(np.ndarray(shape, d, buffer=shm.buf, offset=off).copy())
-        finally:
-            shm.close()
-            _unlink_name(name)
-    return _decode(msg["tree"], arrays)
-
-
-# ------------------------------------------------------------------ shipping the dataset
-class _ShmPickler(pickle.Pickler):
-    """Pickles the worker's configuration (dataset, collate_fn, ...) with every numpy array and
-    ember Tensor of at least `min_bytes` moved into a shared-memory block and referenced by name."""
-
-    def __init__(self, f, prefix: str, blocks: list, min_bytes: int = 4096):
-        super().__init__(f, protocol=pickle.HIGHEST_PROTOCOL)
-        self.prefix, self.blocks, self.min_bytes = prefix, blocks, min_bytes
-        self._seen: dict = {}
-
-    def persistent_id(self, obj):
-        from ..tensor import Tensor
-        if isinstance(obj, Tensor):
-            arr, kind, dname = obj._data, "T", obj.dtype.name
-        elif type(obj) is np.ndarray and obj.dtype.kind not in "OUSV" and obj.dtype.fields is None:
-            arr, kind, dname = obj, "A", None
-        else:
-            return None
-        if arr.nbytes < self.min_bytes and kind == "A":
-            return None
-        key = id(obj)
-        if key not in self._seen:
-            name = f"{self.prefix}d{len(self.blocks)}"
-            shm = _create_block(name, arr.nbytes)
-            if arr.nbytes:
-                np.ndarray(arr.shape, arr.dtype, buffer=shm.buf)[...] = arr
-            shm.close()
-            self.blocks.append(name)
-            self._seen[key] = (kind, name, _dtype_name(arr), tuple(arr.shape), dname,
-                               bool(getattr(obj, "requires_grad", False)))
-        return self._seen[key]
-
-
-class _ShmUnpickler(pickle.Unpickler):
-    def __init__(self, f, keep: list):
-        super().__init__(f)
-        self.keep = keep
-
-    def persistent_load(self, pid):
-        kind, name, dts, shape, dname, rg = pid
-        shm = _attach(name)
-        d = _np_dtype(dts)
-        arr = np.ndarray(shape, d, buffer=shm.buf) if math.prod(shape) else np.zeros(shape, d)
-        if arr.nbytes < 4096:  # small (e.g. a generator's state): a private, writable copy
-            arr = arr.copy()
-            shm.close()
-        else:  # large: a read-only view shared by all workers; the mapping must outlive it
-            arr.flags.writeable = False
-            self.keep.append(shm)
-        if kind == "A":
-            return arr
-        from .._core import dtypes as dt
-        from ..tensor import _wrap
-        t = _wrap(arr, dt._by_name(dname))
-        if rg:
-            t.requires_grad_(True)
-        return t
 
 
 # ------------------------------------------------------------------ the worker process
@@ -328,13 +107,33 @@ def _seed_worker(seed: int) -> None:
     np.random.seed(seed % (2 ** 32))
 
 
-def _worker_main(payload: bytes, wid: int, nworkers: int, conn, prefix: str) -> None:
+def _recv_or_orphaned(conn, ppid: int):
+    """The next message, or None once the pipe closed or the parent died (reparented)."""
+    try:
+        while not conn.poll(1.0):
+            if os.getppid() != ppid:
+                return None
+        return _recv(conn)
+    except (EOFError, OSError):
+        return None
+
+
+def _worker_main(payload: bytes, wid: int, nworkers: int, conn, prefix: str, parent=None) -> None:
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    # `parent` is the main process's pid when forked. A forked worker also holds its siblings'
+    # pipe ends, so EOF alone may never come when the main process is SIGKILLed: the loop also
+    # watches its parent pid (see _recv_or_orphaned).
+    ppid = parent or os.getppid()
+    if parent is not None:
+        # libgomp's thread pool does not survive fork: a parallel region with >1 thread in the
+        # child hangs. One thread (as PyTorch's workers do) never touches the pool; BLAS follows.
+        from .._core.state import set_num_threads
+        set_num_threads(1)
     keep: list = []
     seq = itertools.count()
     try:
-        cfg = _ShmUnpickler(io.BytesIO(payload), keep).load()
+        cfg = ShmUnpickler(io.BytesIO(payload), keep).load()
     except Exception as e:  # pragma: no cover - reported to the main process
         _send(conn, {"id": -1, "err": {"type": type(e).__name__, "msg": str(e), "op": "worker start",
                                        "index": None, "tb": traceback.format_exc()}})
@@ -390,51 +189,56 @@ def _worker_main(payload: bytes, wid: int, nworkers: int, conn, prefix: str) -> 
         state["op"] = "collate_fn"
         return collate(batch)
 
-    while True:
-        try:
-            msg = _recv(conn)
-        except (EOFError, OSError):
-            break  # the main process went away
-        op = msg.get("op")
-        if op == "stop":
-            break
-        if op == "epoch":
-            if msg.get("init"):
-                _worker_info = WorkerInfo(wid, nworkers, msg["seed"], ds)
-                _seed_worker(msg["seed"])
-                if cfg["worker_init_fn"] is not None:
+    try:
+        while True:
+            msg = _recv_or_orphaned(conn, ppid)
+            op = None if msg is None else msg.get("op")
+            if op is None or op == "stop":
+                break  # stopped, or the main process went away
+            if op == "epoch":
+                if msg.get("init"):
+                    _worker_info = WorkerInfo(wid, nworkers, msg["seed"], ds)
+                    _seed_worker(msg["seed"])
+                    if cfg["worker_init_fn"] is not None:
+                        try:
+                            cfg["worker_init_fn"](wid)
+                        except Exception as e:
+                            _send(conn, {"id": -1, "err": {"type": type(e).__name__, "msg": str(e),
+                                                           "op": "worker_init_fn", "index": None,
+                                                           "tb": traceback.format_exc()}})
+                if cfg["iterable"]:
+                    stream, state["pos"] = iter(ds), 0
+                continue
+            tid = msg["id"]
+            t0 = time.perf_counter()
+            try:
+                if op == "next":
+                    if stream is None:
+                        _send(conn, {"id": tid, "end": True})
+                        continue
                     try:
-                        cfg["worker_init_fn"](wid)
-                    except Exception as e:
-                        _send(conn, {"id": -1, "err": {"type": type(e).__name__, "msg": str(e),
-                                                       "op": "worker_init_fn", "index": None,
-                                                       "tb": traceback.format_exc()}})
-            if cfg["iterable"]:
-                stream, state["pos"] = iter(ds), 0
-            continue
-        tid = msg["id"]
-        t0 = time.perf_counter()
-        try:
-            if op == "next":
-                if stream is None:
-                    _send(conn, {"id": tid, "end": True})
-                    continue
-                try:
-                    out = next_from_stream()
-                except StopIteration:
-                    stream = None
-                    _send(conn, {"id": tid, "end": True})
-                    continue
-            else:
-                out = fetch(msg["idx"])
-            res = _write_result(out, f"{prefix}{wid}_{next(seq)}")
-        except Exception as e:
-            _send(conn, {"id": tid, "err": {"type": type(e).__name__, "msg": str(e), "op": state["op"],
-                                            "index": state["index"], "tb": traceback.format_exc()}})
-            continue
-        busy += time.perf_counter() - t0
-        res["id"], res["busy"] = tid, busy
-        _send(conn, res)
+                        out = next_from_stream()
+                    except StopIteration:
+                        stream = None
+                        _send(conn, {"id": tid, "end": True})
+                        continue
+                else:
+                    out = fetch(msg["idx"])
+                res = write_result(out, f"{prefix}{wid}_{next(seq)}")
+            except Exception as e:
+                _send(conn, {"id": tid, "err": {"type": type(e).__name__, "msg": str(e), "op": state["op"],
+                                                "index": state["index"], "tb": traceback.format_exc()}})
+                continue
+            busy += time.perf_counter() - t0
+            res["id"], res["busy"] = tid, busy
+            try:
+                _send(conn, res)
+            except OSError:  # the main process is gone: nobody will unlink this block
+                if res["shm"]:
+                    unlink_name(res["shm"])
+                break
+    except OSError:  # a send failed: the main process went away
+        pass
     for shm in keep:
         try:
             shm.close()
@@ -446,18 +250,81 @@ def _worker_main(payload: bytes, wid: int, nworkers: int, conn, prefix: str) -> 
 _LIVE_POOLS: "weakref.WeakSet" = weakref.WeakSet()
 
 
-def _context(name):
-    if name is None:
-        name = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    if isinstance(name, str):
-        if name == "fork":
-            raise ValueError("DataLoader: the 'fork' start method is not allowed (a forked child of a "
-                             "process that ran OpenMP hangs); use 'forkserver' or 'spawn'")
-        ctx = mp.get_context(name)
+_EXIT_REIMPORT = 87  # a spawned/forkserver worker found itself re-running an unguarded script
+_FIX = ('put the DataLoader loop in a script file under `if __name__ == "__main__":`, or pass '
+        'multiprocessing_context="fork"')
+
+
+def _is_main_guard(node) -> bool:
+    t = getattr(node, "test", None)
+    if not isinstance(node, ast.If) or not isinstance(t, ast.Compare) or len(t.ops) != 1 \
+            or not isinstance(t.ops[0], ast.Eq):
+        return False
+    sides = [t.left, t.comparators[0]]
+    return any(isinstance(a, ast.Name) and a.id == "__name__" for a in sides) and \
+        any(isinstance(a, ast.Constant) and a.value == "__main__" for a in sides)
+
+
+def _unguarded_call(main, path: str) -> bool:
+    """True if __main__'s top-level code is running now outside an ``if __name__ == "__main__":``."""
+    for f in (sys._getframe(1), sys._current_frames().get(threading.main_thread().ident)):
+        while f is not None and not (f.f_code.co_name == "<module>" and f.f_globals is main.__dict__):
+            f = f.f_back
+        if f is not None:
+            break
     else:
-        ctx = name
-        if ctx.get_start_method() == "fork":
-            raise ValueError("DataLoader: the 'fork' start method is not allowed; use 'forkserver' or 'spawn'")
+        return False  # the script's top level is not running (e.g. a call from a REPL)
+    try:
+        with open(path, "rb") as fh:
+            tree = ast.parse(fh.read())
+    except (OSError, SyntaxError, ValueError):
+        return False  # cannot tell; a re-run is still caught in the worker (_EXIT_REIMPORT)
+    line = f.f_lineno
+    return not any(_is_main_guard(n) and n.lineno <= line <= n.end_lineno for n in tree.body)
+
+
+def _main_issue(uses_main: bool) -> str | None:
+    """Why spawn/forkserver workers cannot start from this __main__ (mirrors multiprocessing.spawn)."""
+    main = sys.modules.get("__main__")
+    spec = getattr(getattr(main, "__spec__", None), "name", None)
+    path = getattr(main, "__file__", None)
+    if spec is not None:  # python -m pkg.mod: re-imported by name, except a package's __main__
+        rerun = not (spec == "__main__" or spec.endswith(".__main__"))
+    elif path is None or os.path.splitext(os.path.basename(path))[0] == "ipython":
+        rerun = False  # python -c, a REPL, a notebook: the workers never see __main__
+    elif not os.path.isfile(os.path.join(mp.process.ORIGINAL_DIR or "", path)):
+        return ("the main script was read from stdin (or is not a file), so worker processes cannot "
+                "import it")
+    else:
+        rerun = True
+    if rerun and path is not None and _unguarded_call(main, path):
+        return ('the loop runs at the top level of the main script, not under `if __name__ == '
+                '"__main__":`, so every worker process would run the script again')
+    if not rerun and uses_main:
+        return ("the dataset, collate_fn or worker_init_fn is defined in the __main__ of python -c, a "
+                "REPL or a notebook, which worker processes cannot import")
+    return None
+
+
+def _start_error(n: int, why: str) -> WorkerError:
+    e = WorkerError(f"DataLoader(num_workers={n}) cannot start worker processes: {why}. "
+                    f"To fix it, {_FIX}.")
+    e.start_method_error = True  # mp_iter drops ember's own frames from its traceback
+    return e
+
+
+def _context(name, n: int = 1, uses_main: bool = False):
+    """The multiprocessing context for the workers (module docstring: why forkserver, when fork)."""
+    method = name if name is None or isinstance(name, str) else name.get_start_method()
+    issue = None if method == "fork" else _main_issue(uses_main)
+    if name is None:
+        if issue is not None and "fork" in mp.get_all_start_methods():
+            name, issue = "fork", None
+        elif issue is None:
+            name = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    if issue is not None:
+        raise _start_error(n, issue)
+    ctx = mp.get_context(name) if isinstance(name, str) else name
     if ctx.get_start_method() == "forkserver":
         try:
             ctx.set_forkserver_preload(["ember", "ember.data.workers"])
@@ -470,9 +337,9 @@ class WorkerPool:
     """`num_workers` worker processes serving one DataLoader (kept across epochs when persistent)."""
 
     def __init__(self, loader, mp_context=None):
-        ctx = _context(mp_context)  # before any block exists: a refused context leaks nothing
+        sweep_orphans()  # blocks left behind by SIGKILLed / OOM-killed loaders (see .shm)
         self.n = loader.num_workers
-        self.prefix = f"{SHM_PREFIX}{os.getpid()}_{next(_counter)}_"
+        self.prefix = f"{SHM_PREFIX}{owner_tag()}_{next(_counter)}_"
         self.blocks: list = []
         self.closed = False
         self.procs, self.conns = [], []
@@ -485,19 +352,26 @@ class WorkerPool:
                "custom_collate": loader._custom_collate, "iterable": loader._iterable,
                "batch_size": loader.batch_size, "drop_last": loader.drop_last}
         buf = io.BytesIO()
+        pickler = ShmPickler(buf, self.prefix, self.blocks)
         try:
-            _ShmPickler(buf, self.prefix, self.blocks).dump(cfg)
+            pickler.dump(cfg)
         except Exception as e:
             cleanup_prefix(self.prefix)
             raise TypeError(f"DataLoader(num_workers={self.n}): the dataset, collate_fn and "
                             f"worker_init_fn must be picklable to start worker processes "
                             f"(define them at module level): {e}") from e
+        try:
+            ctx = _context(mp_context, self.n, pickler.uses_main)
+        except BaseException:
+            cleanup_prefix(self.prefix)  # a refused context leaks nothing
+            raise
+        parent = os.getpid() if ctx.get_start_method() == "fork" else None
         payload = buf.getvalue()
         _LIVE_POOLS.add(self)
         try:
             for w in range(self.n):
                 a, b = ctx.Pipe(duplex=True)
-                p = ctx.Process(target=_worker_main, args=(payload, w, self.n, b, self.prefix),
+                p = ctx.Process(target=_worker_main, args=(payload, w, self.n, b, self.prefix, parent),
                                 name=f"ember-dataloader-{w}", daemon=True)
                 p.start()
                 b.close()
@@ -546,6 +420,9 @@ class WorkerPool:
         why = f"killed by signal {signal.Signals(-code).name}" if code is not None and code < 0 else \
             f"exit code {code}"
         self.shutdown()
+        if code == _EXIT_REIMPORT:
+            raise _start_error(self.n, f"worker {w} ran the main script again and reached its DataLoader "
+                                       "loop (it is not under `if __name__ == \"__main__\":`)")
         raise WorkerError(f"DataLoader worker {w} (pid {p.pid}) exited unexpectedly ({why})")
 
     def recv(self, w: int, timeout: float | None):
@@ -579,7 +456,7 @@ class WorkerPool:
             while self.outstanding[w] > 0 and not self.closed:
                 msg = self.recv(w, 10.0)
                 if msg.get("shm"):
-                    _unlink_name(msg["shm"])
+                    unlink_name(msg["shm"])
 
     def shutdown(self) -> None:
         if self.closed:
@@ -702,7 +579,7 @@ class MultiProcessIter:
     def _result(self, w, msg):
         self.pool.busy[w] = msg.get("busy", 0.0)
         self.pool.items[w] += 1
-        out = _read_result(msg)
+        out = read_result(msg)
         _record_stats(self.loader, self)
         return out
 
@@ -741,10 +618,19 @@ class MultiProcessIter:
 
 def mp_iter(loader) -> MultiProcessIter:
     """The DataLoader's iterator when ``num_workers > 0``."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        # a spawn/forkserver worker importing an unguarded main script has reached its loop again:
+        # leave quietly, the main process turns the exit code into one clear error (WorkerPool._dead)
+        os._exit(_EXIT_REIMPORT)
     pool = loader._pool
     first = False
     if pool is None or pool.closed or not loader.persistent_workers:
-        pool = WorkerPool(loader, loader.multiprocessing_context)
+        try:
+            pool = WorkerPool(loader, loader.multiprocessing_context)
+        except WorkerError as e:
+            if getattr(e, "start_method_error", False):  # a usage error: the message says it all
+                raise e.with_traceback(None) from None
+            raise
         first = True
         if loader.persistent_workers:
             loader._pool = pool

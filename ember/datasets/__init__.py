@@ -6,6 +6,7 @@
     loader = DataLoader(TensorDataset(*train.as_tensors()), batch_size=128, shuffle=True)
 """
 from .mnist import MNIST, FashionMNIST
+from .synthetic import spiral
 from .utils import DatasetError, download_file, read_idx
 
-__all__ = ["MNIST", "FashionMNIST", "DatasetError", "read_idx", "download_file"]
+__all__ = ["MNIST", "FashionMNIST", "DatasetError", "read_idx", "download_file", "spiral"]

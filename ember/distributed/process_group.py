@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import socket
 import sys
 import time
@@ -32,6 +33,7 @@ __all__ = ["ProcessGroup", "init_process_group", "destroy_process_group", "is_in
 
 _GROUP = None
 _FAILED = False
+_MPICH_SEG = re.compile(r"mpich_(shm|vci)_[0-9a-f]+_\d+")
 
 
 def _mpi():
@@ -53,6 +55,30 @@ def _pid_dead(pid: int) -> bool:
         return False
 
 
+def _mpich_init_segments() -> list:
+    """Names of the MPICH start-up segments (/dev/shm/mpich_shm_<world>_<node>) this process maps."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if "/dev/shm/mpich_" in line}
+    except OSError:
+        return []
+    return sorted(os.path.basename(p) for p in paths if _MPICH_SEG.fullmatch(os.path.basename(p)))
+
+
+def _unlink_segments(names) -> None:
+    # MPICH (>= 4.2, MPL_initshm) keeps this segment's name for the whole job and only the rank
+    # that created it unlinks it, in MPI_Finalize: a SIGKILLed rank, or a survivor leaving with
+    # os._exit after RankFailureError, leaves ~2 MB in /dev/shm per job. The name is needed only
+    # until every local rank has mapped the segment, which the Allgather above proves; removing it
+    # now (as POSIX allows: the mappings stay valid) means no kill can leak it. MPI_Finalize's own
+    # shm_unlink then finds nothing, which MPICH ignores. One rank per host does it.
+    for n in names:
+        try:
+            os.unlink(os.path.join("/dev/shm", n))
+        except OSError:
+            pass
+
+
 class ProcessGroup:
     """All ranks of the job. `stats` counts what ember's algorithms sent (DT-8/DT-9 tests read it)."""
 
@@ -69,12 +95,18 @@ class ProcessGroup:
         self.seq = 0
         self.tag_ub = min(int(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767), 1 << 20)
         self.stats = Counter()  # bytes_sent, messages_sent, calls:<op>:<algorithm>
-        # who is where: (pid, host hash) of every rank, exchanged with a buffer Allgather
-        me = np.array([os.getpid(), zlib.crc32(socket.gethostname().encode())], np.int64)
-        allv = np.empty((self.size, 2), np.int64)
+        # who is where: (pid, host hash, hash of the MPICH segments it maps) of every rank,
+        # exchanged with a buffer Allgather
+        segs = _mpich_init_segments() if comm is None else []
+        me = np.array([os.getpid(), zlib.crc32(socket.gethostname().encode()),
+                       zlib.crc32(" ".join(segs).encode()) + 1 if segs else 0], np.int64)
+        allv = np.empty((self.size, 3), np.int64)
         self.comm.Allgather(me, allv)
         self.pids = allv[:, 0].tolist()
         self.same_host = (allv[:, 1] == me[1]).tolist()
+        local = [r for r in range(self.size) if self.same_host[r]]
+        if segs and self.rank == local[0] and all(allv[r, 2] == me[2] for r in local):
+            _unlink_segments(segs)
         # Hydra (mpiexec -disable-auto-cleanup, as `ember launch` runs it) tells the survivors of a
         # dead rank with SIGUSR1, whose default action kills them silently: turn it into an error.
         import signal
@@ -175,6 +207,13 @@ class ProcessGroup:
 
 
 def _atexit():
+    # A normal exit without destroy_process_group: Hydra may signal SIGUSR1 while the ranks leave
+    # one by one, which must not turn a finished job into a failure.
+    if not _FAILED:
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # After a RankFailureError, MPI_Finalize would wait for the dead peer forever: leave at once.
     if _FAILED:
         try:

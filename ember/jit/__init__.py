@@ -22,9 +22,13 @@ user's line. Outputs are plain tensors that do not require grad.
 from __future__ import annotations
 
 import sys
+import threading
 import types
 
-from .._core.state import TLS, debug_level, jit_backend, module_epoch
+import numpy as np
+
+from .._core.errors import located
+from .._core.state import TLS, TRACE_LOCK, debug_level, jit_backend, module_epoch
 from ..tensor import Tensor, _wrap  # noqa: F401
 from .arena import ArenaExecutable
 from .executor import Executable, run_graph  # noqa: F401
@@ -122,6 +126,10 @@ class _Entry:
         self.captured = [(i, s[1]) for i, s in enumerate(traced.sources) if s[0] == "obj"]
         self.grad_inputs = any(s[0] == "grad" for s in traced.sources)
         self.arg_leaves = [s[1] for s in traced.sources if s[0] == "arg"]
+        # a step that writes state or gradients runs one call at a time (two calls at once would
+        # race on the same buffers); a pure function's calls run in parallel, each on its own arena
+        self.lock = threading.Lock() if g.aliases or traced.grads else None
+        self.checker = None  # the reference executor anomaly mode runs the graph on
 
     def check(self, leaves) -> str | None:
         """None when this trace may run for these arguments, else why not."""
@@ -169,8 +177,29 @@ class _Entry:
         return [leaves[i]._data for i in self.arg_leaves] + [x._data for _, x in self.captured]
 
     def run(self, leaves):
+        if self.lock is None:
+            return self._run(leaves)
+        with self.lock:
+            return self._run(leaves)
+
+    def _checked(self, inputs) -> list:
+        """The outputs computed equation by equation, each result checked for new NaN/inf
+        (anomaly mode); the state is written only when no anomaly was found."""
+        from ..anomaly import check
+        if self.checker is None:
+            self.checker = Executable(self.graph)
+        outs = self.checker.run(inputs, lambda e, vals, res: check(e.prim.name, vals, res, e.loc))
+        for o, i in self.graph.aliases.items():
+            np.copyto(inputs[i], outs[o], casting="unsafe")
+        return outs
+
+    def _run(self, leaves):
         t = self.traced
-        outs = self.exe.run(self.inputs(leaves))
+        try:
+            inputs = self.inputs(leaves)
+            outs = self._checked(inputs) if TLS.anomaly else self.exe.run(inputs)
+        except IndexError as e:  # an index or class target out of range: name the call's line
+            raise located(e) from None
         for _, src in self.writes:  # the executor wrote them in place
             _buffer(src, leaves)._ensure_storage().version += 1
         for target, action, v in t.grads:
@@ -237,18 +266,28 @@ class Jitted:
     def lower(self, *args, **kwargs):
         """The optimized Graph for these arguments (traced if not cached)."""
         leaves, treedef, paths, sig = _signature(args, kwargs)
-        return self._entry(leaves, treedef, paths, sig, args, kwargs).graph
+        with TRACE_LOCK.exclusive():
+            return self._entry(leaves, treedef, paths, sig, args, kwargs).graph
+
+    def _hit(self, leaves, treedef, paths, sig):
+        """(the cached entry for this call or None, why it cannot be used)."""
+        grad_mode = TLS.grad_enabled
+        ent = self.cache.get((treedef, sig, grad_mode))
+        if ent is None:
+            return None, None
+        why = ent.check(leaves)
+        if why is not None:
+            return None, why
+        self._last = (treedef, paths, sig, grad_mode)
+        return ent, None
 
     def _entry(self, leaves, treedef, paths, sig, args, kwargs):
+        """The entry for this call, traced if needed (the caller holds TRACE_LOCK exclusively)."""
+        ent, why = self._hit(leaves, treedef, paths, sig)
+        if ent is not None:
+            return ent
         grad_mode = TLS.grad_enabled
         key = (treedef, sig, grad_mode)
-        ent = self.cache.get(key)
-        why = None
-        if ent is not None:
-            why = ent.check(leaves)
-            if why is None:
-                self._last = (treedef, paths, sig, grad_mode)
-                return ent
         self.explain.extend([why] if why else self._reasons(treedef, paths, sig, grad_mode))
         backend = self.backend or jit_backend()
         if backend == "auto":
@@ -268,8 +307,13 @@ class Jitted:
         if TLS.interpreters[-1].level:
             return self.fn(*args, **kwargs)  # called inside another trace: inline it
         leaves, treedef, paths, sig = _signature(args, kwargs)
-        ent = self._entry(leaves, treedef, paths, sig, args, kwargs)
-        return unflatten(ent.traced.out_def, ent.run(leaves))
+        with TRACE_LOCK.shared():  # no trace swaps the arrays of captured tensors meanwhile
+            ent = self._hit(leaves, treedef, paths, sig)[0]
+            if ent is not None:
+                return unflatten(ent.traced.out_def, ent.run(leaves))
+        with TRACE_LOCK.exclusive():  # a trace: every other jitted call waits until it ends
+            ent = self._entry(leaves, treedef, paths, sig, args, kwargs)
+            return unflatten(ent.traced.out_def, ent.run(leaves))
 
     def __repr__(self):
         return f"<ember.jit of {self.fn!r}: {len(self.cache)} cached graph(s)>"

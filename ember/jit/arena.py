@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import Literal, Var
+from .contexts import ContextPool
 from .executor import apply
 from .memory import VIEW_PRIMS, plan
 
@@ -48,11 +49,70 @@ def _single_ufunc(e) -> bool:
 
 
 class ArenaExecutable:
-    """`run(inputs) -> outputs` over one arena; `graph.aliases` outputs are written into inputs."""
+    """`run(inputs) -> outputs` over one arena; `graph.aliases` outputs are written into inputs.
+
+    The plan, the constants and the persistent outputs are the executable's; the arena and the
+    steps bound to it are a context (`_Steps`), one per call running at the same time, so calls
+    from several threads do not share memory. Calls writing the same state must be serialized by
+    the caller (ember.jit does)."""
 
     def __init__(self, graph, persistent_outputs=()):
         self.graph = graph
         self.plan = p = plan(graph, set(persistent_outputs), elementwise=_single_ufunc)
+        self.persistent = {o: np.empty(graph.outvars[o].aval.shape, graph.outvars[o].aval.dtype.np)
+                           for o in p.pinned if o not in graph.aliases}
+        self._contexts = ContextPool(lambda: _Steps(self))
+        slot = self._contexts.first.slot
+        outs = []
+        for o, a in enumerate(graph.outvars):
+            if isinstance(a, Literal):
+                outs.append(("literal", np.asarray(a.value, a.aval.dtype.np)))
+            elif o in p.pinned:
+                outs.append(("donated" if o in graph.aliases else "persistent", slot[a]))
+            elif o in graph.aliases:
+                outs.append(("write", slot[a]))
+            else:
+                outs.append(("copy", slot[a]))
+        self.outs = outs
+
+    @property
+    def arena(self) -> np.ndarray:
+        """The first context's arena (the only one unless calls overlapped)."""
+        return self._contexts.first.arena
+
+    @property
+    def steps(self) -> list:
+        return self._contexts.first.steps
+
+    @property
+    def step_eqns(self) -> list:
+        return self._contexts.first.step_eqns
+
+    def run(self, inputs):
+        ctx = self._contexts.take()
+        try:
+            return ctx.run(inputs, self.outs)
+        finally:
+            self._contexts.give(ctx)
+
+    def allocations(self, inputs) -> list:
+        """Run the steps once, measuring what each allocates: [(step index, primitive, bytes > 0)].
+
+        Like `run`, this writes the state updates that steps make in place into `inputs`."""
+        ctx = self._contexts.take()
+        try:
+            return ctx.allocations(inputs)
+        finally:
+            self._contexts.give(ctx)
+
+
+class _Steps:
+    """One context of an ArenaExecutable: its arena, the value slots (`env`) and the steps, each a
+    closure calling a numpy kernel that writes into its planned block."""
+
+    def __init__(self, exe: ArenaExecutable):
+        graph, p = exe.graph, exe.plan
+        self.graph = graph
         raw = np.empty(p.peak + 64, np.uint8)
         start = (-raw.ctypes.data) % 64
         self.arena = raw[start:start + p.peak]
@@ -65,9 +125,7 @@ class ArenaExecutable:
         env = self.env = [None] * len(slot)
         for v, c in zip(graph.constvars, graph.consts):
             env[slot[v]] = c
-        self.n_const = len(graph.constvars)
         self.in_slots = [slot[v] for v in graph.invars]
-        self.persistent = {}
         dynamic = set(graph.invars)
         self.donated = []  # (slot, input position): bound to the input array at each call
         for o, i in p.pinned.items():
@@ -76,7 +134,7 @@ class ArenaExecutable:
                 self.donated.append((slot[v], graph.aliases[o]))
                 dynamic.add(v)
             else:
-                env[slot[v]] = self.persistent[o] = np.empty(v.aval.shape, v.aval.dtype.np)
+                env[slot[v]] = exe.persistent[o]
         steps, step_eqns = [], []
         for i, e in enumerate(graph.eqns):
             v = e.out
@@ -96,17 +154,6 @@ class ArenaExecutable:
             steps.append(self._step(e, i))
             step_eqns.append(e)
         self.steps, self.step_eqns = steps, step_eqns  # the equation each step runs
-        outs = []
-        for o, a in enumerate(graph.outvars):
-            if isinstance(a, Literal):
-                outs.append(("literal", np.asarray(a.value, a.aval.dtype.np)))
-            elif o in p.pinned:
-                outs.append(("donated" if o in graph.aliases else "persistent", slot[a]))
-            elif o in graph.aliases:
-                outs.append(("write", slot[a]))
-            else:
-                outs.append(("copy", slot[a]))
-        self.outs = outs
 
     # ---- steps
     def _view_step(self, e):
@@ -270,26 +317,28 @@ class ArenaExecutable:
             env[s] = inputs[i]
         return env
 
-    def run(self, inputs):
+    def run(self, inputs, outs):
         env = self._bind(inputs)
-        for step in self.steps:
-            step()
-        res = []
-        aliases = self.graph.aliases
-        for o, (kind, s) in enumerate(self.outs):
-            if kind == "copy":
-                res.append(env[s].copy())
-            elif kind == "persistent":
-                res.append(env[s])
-            elif kind == "literal":
-                res.append(s.copy())
-            elif kind == "write":
-                np.copyto(inputs[aliases[o]], env[s], casting="unsafe")
-                res.append(None)
-            else:
-                res.append(None)
-        self._unbind()
-        return res
+        try:
+            for step in self.steps:
+                step()
+            res = []
+            aliases = self.graph.aliases
+            for o, (kind, s) in enumerate(outs):
+                if kind == "copy":
+                    res.append(env[s].copy())
+                elif kind == "persistent":
+                    res.append(env[s])
+                elif kind == "literal":
+                    res.append(s.copy())
+                elif kind == "write":
+                    np.copyto(inputs[aliases[o]], env[s], casting="unsafe")
+                    res.append(None)
+                else:
+                    res.append(None)
+            return res
+        finally:
+            self._unbind()
 
     def _unbind(self):
         env = self.env
@@ -299,9 +348,7 @@ class ArenaExecutable:
             env[s] = None
 
     def allocations(self, inputs) -> list:
-        """Run the steps once, measuring what each allocates: [(step index, primitive, bytes > 0)].
-
-        Like `run`, this writes the state updates that steps make in place into `inputs`."""
+        """See `ArenaExecutable.allocations`."""
         import tracemalloc
         self._bind(inputs)
         out = []

@@ -65,11 +65,14 @@ class Executable:
         if any(c is None for c in self.consts):
             raise ValueError("this graph has constants without values (parsed from text?)")
 
-    def run(self, inputs):
+    def run(self, inputs, check=None):
+        """The outputs for these inputs; `check(eqn, values, result)` sees every step's result."""
         env = self.consts + list(inputs)
-        for prim, refs, avals, params, out_aval in self.steps:
+        for e, (prim, refs, avals, params, out_aval) in zip(self.graph.eqns, self.steps):
             vals = [r if lit else env[r] for lit, r in refs]
             env.append(apply(prim, vals, avals, params, out_aval))
+            if check is not None:
+                check(e, vals, env[-1])
         return [env[r] if not copy else (r if r.__class__ is not int else env[r]).copy()
                 for copy, r in self.outs]
 

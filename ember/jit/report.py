@@ -75,11 +75,12 @@ def report(name, traced, entry, explain=(), leaves=None) -> Report:
 
 def inspect(f, *args, **kwargs) -> Report:
     """Trace `f` (a function or an `ember.jit` of one) at these arguments and show every stage."""
-    from . import Jitted, _signature
+    from . import TRACE_LOCK, Jitted, _signature
     j = f if isinstance(f, Jitted) else Jitted(f)
     leaves, treedef, paths, sig = _signature(args, kwargs)
-    ent = j._entry(leaves, treedef, paths, sig, args, kwargs)
-    return report(j.__name__, ent.traced, ent, j.explain, leaves)
+    with TRACE_LOCK.exclusive():
+        ent = j._entry(leaves, treedef, paths, sig, args, kwargs)
+        return report(j.__name__, ent.traced, ent, j.explain, leaves)
 
 
 def dump(rep: Report) -> None:

@@ -4,7 +4,7 @@ Traced values are ordinary ember Tensors whose `_data` is an IR `Var` (no Tensor
 recording (`_record`) happens exactly as in eager mode, so `loss.backward()` inside a traced function
 records its backward ops into the same graph.
 
-Mutation becomes data flow (DESIGN.md). Every buffer that outlives the trace is a *root*: the
+Mutation becomes data flow (docs/design.md). Every buffer that outlives the trace is a *root*: the
 function's tensor arguments, and any tensor that existed before the trace and that the function
 touches (parameters, gradients, optimizer state, BatchNorm statistics, RNG state). A root enters the
 graph as an input; the tracer keeps, per storage, the SSA value the storage currently holds, so an

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import api as E
+from ..api.precision import accumulate_in_float32
 from .._core import dtypes as dt
 from .._core.errors import ShapeError, op_error
 from ..ops import lax
@@ -17,7 +18,10 @@ from ..tensor import Tensor
 
 
 def _pair(v, n=2) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+    """An int or a sequence as n values; a one-element sequence repeats (PyTorch)."""
+    if isinstance(v, (tuple, list)):
+        return tuple(v) * n if len(v) == 1 else tuple(v)
+    return (v,) * n
 
 
 # ---------------------------------------------------------------- activations
@@ -75,10 +79,13 @@ def _shifted(input: Tensor, dim, dtype):
     if dim is None:
         raise TypeError("softmax needs dim=")
     d = E.shape._dim(dim, input.ndim, "softmax")
+    if input.shape[d] == 0:  # nothing to shift (and no max of nothing)
+        return input, d
     m = lax.reduce_max(input, (d,)).detach()
     return lax.sub(input, lax.keepdims(m, (d,))), d
 
 
+@accumulate_in_float32("input")
 def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """exp(x - max) / sum(exp(x - max)) along `dim`."""
     if input.ndim == 0:
@@ -88,6 +95,7 @@ def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     return lax.div(e, lax.keepdims(lax.reduce_sum(e, (d,)), (d,)))
 
 
+@accumulate_in_float32("input")
 def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
     """x - max - log(sum(exp(x - max))) along `dim`."""
     if input.ndim == 0:
@@ -98,6 +106,7 @@ def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
 
 
 # ---------------------------------------------------------------- normalisation and dropout
+@accumulate_in_float32("input", "weight", "bias")
 def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: float = 1e-5) -> Tensor:
     """Normalise over the trailing `normalized_shape` dims, then scale and shift."""
     ns = _pair(normalized_shape, 1)
@@ -117,6 +126,7 @@ def layer_norm(input: Tensor, normalized_shape, weight=None, bias=None, eps: flo
     return out
 
 
+@accumulate_in_float32("input", "weight", "bias")
 def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None, training: bool = False,
                momentum=0.1, eps: float = 1e-5) -> Tensor:
     """Normalise over every dim but the channel dim 1, then scale and shift per channel.
@@ -129,11 +139,18 @@ def batch_norm(input: Tensor, running_mean, running_var, weight=None, bias=None,
     if input.ndim < 2:
         raise op_error(ShapeError, "batch_norm", f"expects an input with a channel dim 1, got shape {input.shape}")
     C = input.shape[1]
+    for what, t in (("running_mean", running_mean), ("running_var", running_var), ("weight", weight), ("bias", bias)):
+        if isinstance(t, Tensor) and tuple(t.shape) != (C,):
+            built = t.shape[0] if t.ndim else t.shape
+            raise op_error(ShapeError, "batch_norm", f"input of shape {input.shape} has {C} channels (dim 1), but "
+                           f"{what} has shape {t.shape}: the layer was built for num_features={built}")
     cshape = (C,) + (1,) * (input.ndim - 2)
     ax = (0,) + tuple(range(2, input.ndim))
     n = input.numel() // C if C else 0
-    if training:
-        if n <= 1:
+    if training and n == 0:  # an empty batch: nothing to normalise, no statistics to update
+        xc, var = input, lax.full((C,), 1.0, input.dtype)
+    elif training:
+        if n == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.shape}")
         mean = lax.div(lax.reduce_sum(input, ax), n)
         xc = lax.sub(input, lax.reshape(mean, cshape))
@@ -348,7 +365,7 @@ def _class_loss(z, lse, target, weight, ignore_index, reduction, label_smoothing
     if target.shape != want:
         raise op_error(ShapeError, op, f"target of shape {target.shape} does not match input {z.shape} "
                        f"(expected {want})")
-    _check_classes(target, C, ignore_index, op)
+    target = lax.check_classes(target, C, ignore_index, op)  # also inside ember.jit
     valid = lax.ne(target, ignore_index)
     tcol = lax.reshape(target, want[:1] + (1,) + want[1:])
     onehot = lax.eq(lax.iota((1, C) + (1,) * (z.ndim - 2), 1, target.dtype), tcol)
@@ -374,14 +391,6 @@ def _class_loss(z, lse, target, weight, ignore_index, reduction, label_smoothing
     return _reduce(loss, reduction)
 
 
-def _check_classes(target: Tensor, C: int, ignore_index: int, op: str) -> None:
-    data = getattr(target, "_data", None)
-    if isinstance(data, np.ndarray) and data.size and (data.min() < 0 or data.max() >= C):  # not traced
-        bad = data[((data < 0) | (data >= C)) & (data != ignore_index)].ravel()
-        if bad.size:
-            raise IndexError(f"{op}: target {bad[0]} is out of bounds for {C} classes")
-
-
 def _channels_first(input: Tensor, op: str) -> Tensor:
     if input.ndim == 1:
         return lax.reshape(input, (1,) + input.shape)
@@ -390,6 +399,7 @@ def _channels_first(input: Tensor, op: str) -> Tensor:
     return input
 
 
+@accumulate_in_float32("input", "weight")
 def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
              reduction: str = "mean") -> Tensor:
     """Negative log-likelihood of class targets given log-probabilities (N, C, ...)."""
@@ -400,6 +410,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -10
     return lax.reshape(out, ()) if unb and reduction == "none" else out
 
 
+@accumulate_in_float32("input", "weight")
 def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
     """Softmax cross-entropy over dim 1, with class-index or class-probability targets."""

@@ -101,6 +101,12 @@ def _floordiv(ctx, eqn, x, y):
     return ctx.node("Cast", [ctx.node("Floor", [ctx.node("Div", [fx, fy])])], to=ctx.onnx_type(ctx.np_dtype(x)))
 
 
+@converter("fmod")
+def _fmod(ctx, eqn, x, y):
+    _elementwise_dyn(ctx, eqn)
+    return ctx.node("Mod", [x, y], fmod=1)
+
+
 @converter("rem")
 def _rem(ctx, eqn, x, y):
     _elementwise_dyn(ctx, eqn)
@@ -135,6 +141,12 @@ def _select(ctx, eqn, c, x, y):
 def _convert(ctx, eqn, x):
     _elementwise_dyn(ctx, eqn)
     return ctx.node("Cast", [x], to=ctx.onnx_type(eqn.out.aval.dtype.np))
+
+
+@converter("check_classes")
+def _check_classes(ctx, eqn, x):  # ONNX has no assertion: the targets pass through
+    _elementwise_dyn(ctx, eqn)
+    return ctx.node("Identity", [x])
 
 
 # ---------------------------------------------------------------- reductions

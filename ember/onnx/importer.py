@@ -10,9 +10,11 @@ from onnx import numpy_helper
 
 from ..tensor import from_numpy as _from_numpy
 from .._core import dtypes as dt
+from .._core.errors import ConcretizationError
 from ..nn.module import Module
 from ..nn.parameter import Parameter
 from ..tensor import Tensor
+from . import checks
 from .errors import OnnxError, UnsupportedOpError
 from .ops import Ctx, lookup
 
@@ -54,34 +56,8 @@ def load_model_proto(src) -> onnx.ModelProto:
             raise OnnxError(f"{what} is truncated or corrupted: protobuf could not parse it ({e})") from None
         except Exception as e:  # noqa: BLE001 - onnx raises many types for damaged files / external data
             raise OnnxError(f"{what} could not be read: {type(e).__name__}: {e}") from None
-    _validate(model, what)
+    checks.check_model(model, what, _opsets(model))
     return model
-
-
-def _validate(model: onnx.ModelProto, what: str) -> None:
-    """Structural checks that catch a file that parsed but is not (all of) an ONNX model."""
-    if not model.HasField("graph") or model.ir_version <= 0:
-        raise OnnxError(f"{what} is not an ONNX model (no graph or IR version; truncated or corrupted?)")
-    g = model.graph
-    if len(g.output) == 0:
-        raise OnnxError(f"{what}: the graph has no outputs (truncated or corrupted?)")
-    known = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
-    known |= {i.values.name for i in g.sparse_initializer}
-    for n in g.node:
-        for name in n.input:
-            if name not in known:
-                raise OnnxError(f"{what}: node {n.name or n.op_type!r} ({n.op_type}) reads {name!r}, which "
-                                "no input, initializer or earlier node defines (truncated or corrupted?)")
-        known.update(n.output)
-    for o in g.output:
-        if o.name not in known:
-            raise OnnxError(f"{what}: graph output {o.name!r} is never produced (truncated or corrupted?)")
-    for init in g.initializer:
-        try:
-            numpy_helper.to_array(init)
-        except Exception as e:  # noqa: BLE001
-            raise OnnxError(f"{what}: initializer {init.name!r} cannot be decoded "
-                            f"({type(e).__name__}: {e}); truncated or corrupted?") from None
 
 
 def _opsets(model: onnx.ModelProto) -> dict:
@@ -94,11 +70,11 @@ def _opsets(model: onnx.ModelProto) -> dict:
     return out
 
 
-def to_tensor(arr: np.ndarray) -> Tensor:
+def to_tensor(arr: np.ndarray, what: str = "ONNX tensor") -> Tensor:
     """An ember tensor holding a copy of a numpy array (dtype kept)."""
     arr = np.array(arr, copy=True, order="C")
     if arr.dtype not in dt._BY_NP:
-        raise OnnxError(f"ONNX tensor dtype {arr.dtype} has no ember dtype")
+        raise OnnxError(f"{what}: dtype {arr.dtype} has no ember dtype")
     return _from_numpy(arr)
 
 
@@ -120,25 +96,27 @@ class OnnxModule(Module):
         d["opsets"] = _opsets(model)
         g = model.graph
         try:
-            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-            vis = list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input)
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
         except Exception:  # noqa: BLE001 - inference is advisory
-            vis = list(g.value_info) + list(g.output) + list(g.input)
-        d["value_info"] = {v.name: v.type for v in vis}
+            inferred = None
+        if inferred is not None:
+            checks.check_inferred(g, inferred, source)
+        vis = inferred if inferred is not None else g
+        d["value_info"] = {v.name: v.type for v in list(vis.value_info) + list(vis.output) + list(vis.input)}
         inits = {i.name for i in g.initializer}
         d["input_names"] = [i.name for i in g.input if i.name not in inits]
         d["output_names"] = [o.name for o in g.output]
         d["onnx_names"] = {}
         used = set()
-        for init in g.initializer:
-            self._add_initializer(init.name, numpy_helper.to_array(init), used)
-        for sp in g.sparse_initializer:
-            self._add_initializer(sp.values.name, numpy_helper.to_array(onnx.helper.make_tensor(
-                sp.values.name, sp.values.data_type, list(sp.dims),
-                _sparse_dense(sp).ravel().tolist())), used)
-        d["handlers"] = []
-        for n in g.node:
-            d["handlers"].append(self._handler(n) if check_ops else None)
+        for name, arr in graph_arrays(g, source):
+            self._add_initializer(name, arr, used)
+        d["consts"] = {id(sub): (sub, _graph_tensors(sub, source)) for sub in checks.subgraphs(g)}
+        d["handlers"] = [self._handler(n, checks.node_label(n, i, g)) if check_ops else None
+                         for i, n in enumerate(g.node)]
+        if check_ops:
+            for sub in checks.subgraphs(g):
+                for i, n in enumerate(sub.node):
+                    self._handler(n, checks.node_label(n, i, sub))
 
     def _add_initializer(self, name: str, arr: np.ndarray, used: set) -> None:
         attr = re.sub(r"\W", "_", name) or "_"
@@ -149,18 +127,19 @@ class OnnxModule(Module):
             attr, k = f"{base}_{k}", k + 1
         used.add(attr)
         self.onnx_names[name] = attr
-        t = to_tensor(arr)
+        t = to_tensor(arr, f"{self.source}: initializer {name!r}")
         if t.dtype.kind == "f":
             self.register_parameter(attr, Parameter(t))
         else:
             self.register_buffer(attr, t)
 
-    def _handler(self, node: onnx.NodeProto):
+    def _handler(self, node: onnx.NodeProto, label: str):
         dom = "" if node.domain in DEFAULT_DOMAINS else node.domain
         opset = self.opsets.get(dom)
         fn = lookup(dom, node.op_type, opset if opset is not None else 1)
         if fn is None:
             raise UnsupportedOpError(node.op_type, dom, opset)
+        checks.check_arity(fn, node, f"{self.source}: {label}", opset)
         return fn
 
     # ------------------------------------------------------------------ running
@@ -186,7 +165,7 @@ class OnnxModule(Module):
         for onnx_name, attr in self.onnx_names.items():
             env[onnx_name] = getattr(self, attr)
         env.update(self._bind_inputs(args, kwargs))
-        run_graph(self.model.graph, env, self.opsets, self.handlers, self.value_info)
+        run_graph(self.model.graph, env, self.opsets, self.handlers, self.value_info, self.consts)
         outs = tuple(env[n] for n in self.output_names)
         return outs[0] if len(outs) == 1 else outs
 
@@ -204,8 +183,29 @@ def _sparse_dense(sp) -> np.ndarray:
     return out.reshape(tuple(sp.dims))
 
 
-def run_graph(graph, env: dict, opsets: dict, handlers=None, value_info=None) -> dict:
-    """Run the nodes of `graph` in order over `env` (name -> Tensor), adding their outputs."""
+def graph_arrays(g, what: str):
+    """(name, numpy array) for each initializer (dense and sparse) of graph `g`; OnnxError if one is bad."""
+    tensors = [(t.name, t) for t in g.initializer] + [(sp.values.name, sp) for sp in g.sparse_initializer]
+    out = []
+    for name, t in tensors:
+        try:
+            out.append((name, _sparse_dense(t) if isinstance(t, onnx.SparseTensorProto) else numpy_helper.to_array(t)))
+        except Exception as e:  # noqa: BLE001 - sizes were checked; anything else is a damaged tensor
+            raise OnnxError(f"{what}: initializer {name!r} of graph {g.name!r} cannot be decoded "
+                            f"({type(e).__name__}: {e}); truncated or corrupted?") from None
+    return out
+
+
+def _graph_tensors(g, what: str) -> dict:
+    return {k: to_tensor(v, f"{what}: initializer {k!r} of graph {g.name!r}") for k, v in graph_arrays(g, what)}
+
+
+def run_graph(graph, env: dict, opsets: dict, handlers=None, value_info=None, consts=None) -> dict:
+    """Run the nodes of `graph` in order over `env` (name -> Tensor), adding their outputs.
+
+    Each node's sizes are checked (`checks.precheck`) before its handler runs; anything a handler
+    raises other than an OnnxError becomes one naming the node (ConcretizationError passes, for jit).
+    """
     for i, node in enumerate(graph.node):
         dom = "" if node.domain in DEFAULT_DOMAINS else node.domain
         opset = opsets.get(dom, 1)
@@ -214,22 +214,42 @@ def run_graph(graph, env: dict, opsets: dict, handlers=None, value_info=None) ->
             fn = lookup(dom, node.op_type, opset)
             if fn is None:
                 raise UnsupportedOpError(node.op_type, dom, opset)
-        ins = [env[n] if n else None for n in node.input]
-        ctx = Ctx(node, opset, opsets, value_info or {}, env)
-        outs = fn(ctx, *ins)
+        label = checks.node_label(node, i, graph)
+        try:
+            ins = [env[n] if n else None for n in node.input]
+            ctx = Ctx(node, opset, opsets, value_info or {}, env, consts)
+            checks.precheck(ctx, ins, label)
+            outs = fn(ctx, *ins)
+        except (OnnxError, ConcretizationError):
+            raise
+        except Exception as e:  # noqa: BLE001 - a malformed node must not escape as TypeError/IndexError...
+            raise checks.node_error(label, e) from e
         if not isinstance(outs, (tuple, list)):
             outs = (outs,)
+        if len(outs) < len(node.output) and any(node.output[len(outs):]):
+            raise OnnxError(f"{label}: gives {len(outs)} outputs, the model reads {len(node.output)}")
         for name, val in zip(node.output, outs):
             if name:
                 env[name] = val
     return env
 
 
+def run_subgraph(ctx, graph) -> tuple:
+    """Run a subgraph (an If branch) over the outer scope plus its own initializers; return its outputs."""
+    env = dict(ctx.env)
+    hit = (ctx.consts or {}).get(id(graph))  # (graph, tensors) decoded at load; the graph kept alive with them
+    env.update(hit[1] if hit is not None and hit[0] is graph else _graph_tensors(graph, "subgraph"))
+    run_graph(graph, env, ctx.opsets, None, ctx.value_info, ctx.consts)
+    return tuple(env[o.name] for o in graph.output)
+
+
 def load(src, *, check_ops: bool = True) -> OnnxModule:
     """Import an ONNX model (a path, the file's bytes, or an `onnx.ModelProto`) as an OnnxModule.
 
-    Raises `OnnxError` for a file that is missing, empty, truncated or corrupted, and
-    `UnsupportedOpError` (naming op, domain and opset) for an op ember does not implement.
+    Raises `OnnxError` for a file that is missing, empty, truncated or corrupted, or whose graph or
+    tensor sizes do not hold together (`ember.onnx.checks`), and `UnsupportedOpError` (naming op,
+    domain and opset) for an op ember does not implement. Running the module raises OnnxError
+    naming the node for a node that fails or asks for more than `checks.MAX_ELEMENTS` elements.
     """
     model = load_model_proto(src)
     return OnnxModule(model, source=_describe(src), check_ops=check_ops)

@@ -62,21 +62,19 @@ def _div_int_checked(ufunc):
     return impl
 
 
-def _max_vjp(g, out, x, y):
-    # ties share the gradient equally (PyTorch's rule); NaN goes to the operand that holds it
-    gx = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.ge(x, y), g, _zero(g))) \
-        if _is_float(x) else None
-    gy = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.ge(x, y), _zero(g), g)) \
-        if _is_float(y) else None
-    return lax.unbroadcast(gx, _shape(x)), lax.unbroadcast(gy, _shape(y))
+def _extreme_vjp(lose_x, lose_y):
+    # PyTorch's rule: ties share the gradient equally; an operand gets nothing only where it
+    # loses, so with a NaN (no operand loses) both get all of it
+    def vjp(g, out, x, y):
+        g_or_half = lax.select(lax.eq(x, y), lax.mul(g, 0.5), g)
+        gx = lax.select(lose_x(x, y), _zero(g), g_or_half) if _is_float(x) else None
+        gy = lax.select(lose_y(x, y), _zero(g), g_or_half) if _is_float(y) else None
+        return lax.unbroadcast(gx, _shape(x)), lax.unbroadcast(gy, _shape(y))
+    return vjp
 
 
-def _min_vjp(g, out, x, y):
-    gx = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.le(x, y), g, _zero(g))) \
-        if _is_float(x) else None
-    gy = lax.select(lax.eq(x, y), lax.mul(g, 0.5), lax.select(lax.le(x, y), _zero(g), g)) \
-        if _is_float(y) else None
-    return lax.unbroadcast(gx, _shape(x)), lax.unbroadcast(gy, _shape(y))
+_max_vjp = _extreme_vjp(lax.lt, lax.gt)
+_min_vjp = _extreme_vjp(lax.gt, lax.lt)
 
 
 def _pow_vjp(g, out, x, y):
@@ -95,8 +93,10 @@ def _pow_vjp(g, out, x, y):
 
 def _atan2_vjp(g, out, y, x):
     den = lax.add(lax.mul(x, x), lax.mul(y, y))
-    return (lax.unbroadcast(lax.mul(g, lax.div(x, den)), _shape(y)) if _is_float(y) else None,
-            lax.unbroadcast(lax.neg(lax.mul(g, lax.div(y, den))), _shape(x)) if _is_float(x) else None)
+    recip = lax.div(1.0, den)
+    recip = lax.select(lax.eq(den, 0), lax.zeros_like(recip), recip)  # 0 at the origin (PyTorch)
+    return (lax.unbroadcast(lax.mul(g, lax.mul(x, recip)), _shape(y)) if _is_float(y) else None,
+            lax.unbroadcast(lax.neg(lax.mul(g, lax.mul(y, recip))), _shape(x)) if _is_float(x) else None)
 
 
 _elementwise("add", np.add, dtypes=WITH_U32, lowering=_binary_lowering("add"),
@@ -126,6 +126,10 @@ def _remainder(x, y):
 _elementwise("rem", _div_int_checked(_remainder), dtypes=NUMERIC + (dt.uint32,), lowering=_binary_lowering("mod"),
              vjp=lambda g, out, x, y: (lax.unbroadcast(g, _shape(x)),
                                        lax.unbroadcast(lax.neg(lax.mul(g, lax.floordiv(x, y))), _shape(y))))
+_elementwise("fmod", _div_int_checked(np.fmod), dtypes=NUMERIC, lowering=_binary_lowering("fmod"),
+             vjp=lambda g, out, x, y: (  # PyTorch: d/dx = 1, d/dy = -trunc(x / y)
+                 lax.unbroadcast(g, _shape(x)) if _is_float(x) else None,
+                 lax.unbroadcast(lax.neg(lax.mul(g, lax.trunc(lax.div(x, y)))), _shape(y)) if _is_float(y) else None))
 _elementwise("pow", np.power, dtypes=NUMERIC, lowering=_binary_lowering("pow"), vjp=_pow_vjp,
              needs_out=True)
 def _first_on_ties(ufunc):
@@ -285,7 +289,7 @@ def _select_impl(c, x, y):
     # one or a +0 scalar, a bitwise blend through an integer view is exact (it moves bits, NaN and
     # -0.0 included) and several times faster
     full, other, take = (x, y, True) if x.shape == c.shape else (y, x, False)
-    if full.shape == c.shape and full.dtype.itemsize in (4, 8) and full.flags.c_contiguous:
+    if full.shape == c.shape and c.ndim and full.dtype.itemsize in (4, 8) and full.flags.c_contiguous:
         it = _INT_OF_SIZE[full.dtype.itemsize]
         m = c.astype(it)
         if take:
@@ -311,7 +315,8 @@ def _convert_abstract(x: Aval, *, dtype) -> Aval:
 
 
 def _convert_impl(x, *, dtype):
-    if dtype.kind in "iu" and (x.dtype.kind == "f" or x.dtype == dt.bfloat16.np):
+    x = np.asarray(x)  # a Python scalar keeps its full precision (float64/int64) until the cast
+    if dtype.kind in "iu" and (x.dtype.kind == "f" or x.dtype.name == "bfloat16"):
         # float -> int truncates toward zero; NaN/inf give the C cast's undefined value in numpy,
         # so make it deterministic (0) instead
         with np.errstate(invalid="ignore"):
@@ -327,7 +332,7 @@ def _convert_vjp(g, out, x, *, dtype):
 
 register(Primitive("convert", impl=_convert_impl, abstract=_convert_abstract, vjp=_convert_vjp,
                    lowering=lambda x, *, dtype: E.cast(x, dtype.name), dtype_rule=CUSTOM,
-                   kind="elementwise", promote_args=(0,), half_in_f32=False, dtypes=dt.ALL + (dt.uint32,)))
+                   kind="elementwise", promote_args=(), half_in_f32=False, dtypes=dt.ALL + (dt.uint32,)))
 
 
 def _bitcast_abstract(x: Aval, *, dtype) -> Aval:

@@ -94,8 +94,19 @@ def _tal_impl(x, idx, *, axis):
 
 
 def _sal_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
-    _tal_abstract(x, idx, axis=axis)
+    # as PyTorch's scatter_add: the updates may cover less than x in dims other than `axis`
+    _check_index("scatter_add_along_axis", x, idx, axis)
+    if len(upd.shape) != len(x.shape) or len(idx.shape) != len(x.shape) or any(
+            i != u and i != 1 or d != axis and u > n for d, (i, u, n) in enumerate(zip(idx.shape, upd.shape, x.shape))):
+        raise op_error(ShapeError, "scatter_add_along_axis", f"indices {idx.shape} and updates {upd.shape} do "
+                       f"not fit tensor {x.shape} along axis {axis}")
     return _updated("scatter_add_along_axis", x, upd)
+
+
+def _sal_vjp(g, out, x, idx, upd, *, axis):
+    shape = tuple(g.shape[d] if d == axis else n for d, n in enumerate(upd.shape))
+    gu = g if shape == tuple(g.shape) else lax.slice(g, (0,) * len(shape), shape, (1,) * len(shape))
+    return g, None, lax.take_along_axis(gu, idx, axis)
 
 
 def _sal_impl(x, idx, upd, *, axis):
@@ -113,5 +124,26 @@ register(Primitive("take_along_axis", impl=_tal_impl, abstract=_tal_abstract, ki
                    vjp=lambda g, out, x, idx, *, axis: (
                        lax.scatter_add_along_axis(lax.zeros_like(x), idx, g, axis), None)))
 register(Primitive("scatter_add_along_axis", impl=_sal_impl, abstract=_sal_abstract, kind="index",
-                   promote_args=(0, 2), dtypes=ALL_DTYPES,
-                   vjp=lambda g, out, x, idx, upd, *, axis: (g, None, lax.take_along_axis(g, idx, axis))))
+                   promote_args=(0, 2), dtypes=ALL_DTYPES, vjp=_sal_vjp))
+
+
+def _classes_abstract(t: Aval, *, n, ignore, op) -> Aval:
+    if t.dtype not in INDEX_DTYPES:
+        raise op_error(DTypeError, op, f"class targets must be integers, got {t.dtype.name}")
+    return Aval(t.shape, t.dtype)
+
+
+def _classes_impl(t, *, n, ignore, op):
+    bad = (t < 0) | (t >= n)
+    if ignore is not None:
+        bad &= t != ignore
+    if bad.any():
+        raise IndexError(f"{op}: target {t[bad].ravel()[0]} is out of bounds for {n} classes")
+    return t
+
+
+# the same bounds check eagerly and in a compiled step: its result is the target itself, so the
+# check stays in the graph as long as the target is used
+register(Primitive("check_classes", impl=_classes_impl, abstract=_classes_abstract, kind="index",
+                   dtypes=INDEX_DTYPES, half_in_f32=False,
+                   doc="class targets unchanged; IndexError for one outside [0, n) that is not `ignore`"))

@@ -2,57 +2,79 @@
 
 VJP rules are written with these, so they run through `bind` like any user op: under the eager
 interpreter they compute, under a tracer they record, and with `create_graph` they are
-differentiated again. The names follow the primitives (JAX's `lax`), not PyTorch's Tensor API;
-that lives in layer 3.
+differentiated again. An elementwise op whose operands are all Python scalars folds to a Python
+scalar computed in float64/int64, so weak scalars keep their precision. The names follow the
+primitives (JAX's `lax`), not PyTorch's Tensor API; that lives in layer 3.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .core import P, bind
+
+_PY = frozenset((bool, int, float))
+
+
+def _ew(prim, *xs):
+    """An elementwise primitive; on Python scalars only, folded to a Python scalar.
+
+    Weak scalars keep their full precision: `y - 1` for a Python float exponent inside pow's VJP
+    is a float64 value, not a float32 tensor of the default dtype."""
+    for x in xs:
+        if x.__class__ not in _PY:
+            return bind(prim, *xs)
+    kinds = {x.__class__ for x in xs}
+    arrays = [np.asarray(x, np.float64 if float in kinds else np.int64 if int in kinds else np.bool_) for x in xs]
+    with np.errstate(all="ignore"):
+        return np.asarray(prim.impl(*arrays)).item()
 
 
 # ---- elementwise
-def add(x, y): return bind(P.add, x, y)
-def sub(x, y): return bind(P.sub, x, y)
-def mul(x, y): return bind(P.mul, x, y)
-def div(x, y): return bind(P.div, x, y)
-def floordiv(x, y): return bind(P.floordiv, x, y)
-def rem(x, y): return bind(P.rem, x, y)
-def pow(x, y): return bind(P.pow, x, y)
-def max(x, y): return bind(P.max, x, y)
-def min(x, y): return bind(P.min, x, y)
-def atan2(x, y): return bind(P.atan2, x, y)
-def neg(x): return bind(P.neg, x)
-def abs(x): return bind(P.abs, x)
-def sign(x): return bind(P.sign, x)
-def exp(x): return bind(P.exp, x)
-def log(x): return bind(P.log, x)
-def log1p(x): return bind(P.log1p, x)
-def expm1(x): return bind(P.expm1, x)
-def sqrt(x): return bind(P.sqrt, x)
-def rsqrt(x): return bind(P.rsqrt, x)
-def sin(x): return bind(P.sin, x)
-def cos(x): return bind(P.cos, x)
-def tanh(x): return bind(P.tanh, x)
-def erf(x): return bind(P.erf, x)
-def logistic(x): return bind(P.logistic, x)
-def floor(x): return bind(P.floor, x)
-def ceil(x): return bind(P.ceil, x)
-def round(x): return bind(P.round, x)
-def trunc(x): return bind(P.trunc, x)
-def isnan(x): return bind(P.isnan, x)
-def eq(x, y): return bind(P.eq, x, y)
-def ne(x, y): return bind(P.ne, x, y)
-def lt(x, y): return bind(P.lt, x, y)
-def le(x, y): return bind(P.le, x, y)
-def gt(x, y): return bind(P.gt, x, y)
-def ge(x, y): return bind(P.ge, x, y)
-def bitwise_and(x, y): return bind(P.bitwise_and, x, y)
-def bitwise_or(x, y): return bind(P.bitwise_or, x, y)
-def bitwise_xor(x, y): return bind(P.bitwise_xor, x, y)
-def bitwise_not(x): return bind(P.bitwise_not, x)
-def shift_left(x, y): return bind(P.shift_left, x, y)
-def shift_right(x, y): return bind(P.shift_right, x, y)
-def select(c, x, y): return bind(P.select, c, x, y)
+def add(x, y): return _ew(P.add, x, y)
+def sub(x, y): return _ew(P.sub, x, y)
+def mul(x, y): return _ew(P.mul, x, y)
+def div(x, y): return _ew(P.div, x, y)
+def floordiv(x, y): return _ew(P.floordiv, x, y)
+def rem(x, y): return _ew(P.rem, x, y)
+def pow(x, y): return _ew(P.pow, x, y)
+def max(x, y): return _ew(P.max, x, y)
+def min(x, y): return _ew(P.min, x, y)
+def atan2(x, y): return _ew(P.atan2, x, y)
+def neg(x): return _ew(P.neg, x)
+def abs(x): return _ew(P.abs, x)
+def sign(x): return _ew(P.sign, x)
+def exp(x): return _ew(P.exp, x)
+def log(x): return _ew(P.log, x)
+def log1p(x): return _ew(P.log1p, x)
+def expm1(x): return _ew(P.expm1, x)
+def sqrt(x): return _ew(P.sqrt, x)
+def rsqrt(x): return _ew(P.rsqrt, x)
+def sin(x): return _ew(P.sin, x)
+def cos(x): return _ew(P.cos, x)
+def tanh(x): return _ew(P.tanh, x)
+def erf(x): return _ew(P.erf, x)
+def logistic(x): return _ew(P.logistic, x)
+def floor(x): return _ew(P.floor, x)
+def ceil(x): return _ew(P.ceil, x)
+def round(x): return _ew(P.round, x)
+def trunc(x): return _ew(P.trunc, x)
+def isnan(x): return _ew(P.isnan, x)
+def eq(x, y): return _ew(P.eq, x, y)
+def ne(x, y): return _ew(P.ne, x, y)
+def lt(x, y): return _ew(P.lt, x, y)
+def le(x, y): return _ew(P.le, x, y)
+def gt(x, y): return _ew(P.gt, x, y)
+def ge(x, y): return _ew(P.ge, x, y)
+def bitwise_and(x, y): return _ew(P.bitwise_and, x, y)
+def bitwise_or(x, y): return _ew(P.bitwise_or, x, y)
+def bitwise_xor(x, y): return _ew(P.bitwise_xor, x, y)
+def bitwise_not(x): return _ew(P.bitwise_not, x)
+def shift_left(x, y): return _ew(P.shift_left, x, y)
+def shift_right(x, y): return _ew(P.shift_right, x, y)
+def select(c, x, y):
+    if c.__class__ is bool:  # a condition folded from Python scalars
+        c = np.asarray(c)
+    return bind(P.select, c, x, y)
 def convert(x, dtype): return bind(P.convert, x, dtype=dtype)
 def bitcast(x, dtype): return bind(P.bitcast, x, dtype=dtype)
 
@@ -116,6 +138,7 @@ def scatter_add(x, idx, upd, axis): return bind(P.scatter_add, x, idx, upd, axis
 def take_along_axis(x, idx, axis): return bind(P.take_along_axis, x, idx, axis=axis)
 def scatter_add_along_axis(x, idx, upd, axis): return bind(P.scatter_add_along_axis, x, idx, upd, axis=axis)
 def random_bits(key, shape): return bind(P.random_bits, key, shape=tuple(shape))
+def check_classes(t, n, ignore, op): return bind(P.check_classes, t, n=int(n), ignore=ignore, op=op)
 
 
 # ---- helpers for VJPs

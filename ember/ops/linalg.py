@@ -47,7 +47,7 @@ def _dot_impl(x, y, *, contract, batch):
     if not xb and y.ndim == 2 and len(xc) == 1 and xc[0] == x.ndim - 1:
         # (..., k) x (k, n) or (n, k): fold the leading dims into the GEMM rows
         lead = x.shape[:-1]
-        out = np.matmul(x.reshape(-1, x.shape[-1]), y if yc[0] == 0 else y.T)
+        out = np.matmul(x.reshape(math.prod(lead), x.shape[-1]), y if yc[0] == 0 else y.T)  # not -1: k may be 0
         return out.reshape(lead + out.shape[-1:])
     xf, yf = _free(x.ndim, xc, xb), _free(y.ndim, yc, yb)
     nb = math.prod(x.shape[i] for i in xb)

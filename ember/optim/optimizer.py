@@ -1,7 +1,7 @@
 """The `Optimizer` base class: parameter groups, per-parameter state, state dicts.
 
 Everything an update reads or writes is a tensor, so that `ember.jit` can trace `opt.step()` into
-the training step (DESIGN.md, "State that must be traceable is tensors"):
+the training step (docs/design.md, "State that must be traceable is tensors"):
 
 - each parameter group's learning rate is a 0-d float64 tensor, created once; `group["lr"] = x`
   and the schedulers *write into* it (the tensor keeps its identity, so a traced step that reads
