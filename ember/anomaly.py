@@ -69,10 +69,10 @@ def check(op: str, inputs, result, loc: str | None = None) -> None:
     if not all(_finite(x) for x in inputs):
         return
     what = " and ".join(w for w, f in (("nan", np.isnan), ("inf", np.isinf)) if f(result).any())
-    node = getattr(TLS, "anomaly_node", None)
+    node = TLS.anomaly_node
     ctx = ""
     if node is not None:
         ctx = f", in the backward of {node.prim.name if node.prim is not None else node.name}"
-        if getattr(node, "loc", None):
+        if node.loc:
             ctx += f" (whose forward ran at {node.loc})"
     raise AnomalyError(f"anomaly: {op} produced {what} from finite inputs{ctx} (at {loc or user_location()})")

@@ -51,7 +51,6 @@ def test_damaged_library_is_rebuilt(tmp_path, damage):
         rec.write_text(f"{len(data)} {'0' * 64}\n")
     again = _run(cache, 7)
     assert again.returncode == 0 and again.stdout.strip() == "13", (damage, again.returncode, again.stderr[-2000:])
-    assert lib.read_bytes() == data or build._verified(lib)
     assert build._verified(lib)
 
 

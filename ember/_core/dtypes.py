@@ -72,11 +72,10 @@ class _ByNumpy(dict):
     """numpy dtype -> DType; an array of bfloat16 made before ember needed one registers it."""
 
     def __missing__(self, key):
-        if "ml_dtypes" in sys.modules and bfloat16 not in self.values():
-            _load_ml_dtypes()
-            if key in self.keys():
-                return dict.__getitem__(self, key)
-        raise KeyError(key)
+        if "ml_dtypes" not in sys.modules or bfloat16 in self.values():
+            raise KeyError(key)
+        _load_ml_dtypes()
+        return self[key]  # found now, or KeyError (bfloat16 is registered from here on)
 
     def __contains__(self, key):
         if dict.__contains__(self, key):

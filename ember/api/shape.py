@@ -272,7 +272,7 @@ def _index_region(x, index, d: int, op: str, limit_dim: bool):
         raise op_error(ShapeError, op, f"index of shape {index.shape} and tensor of shape {x.shape} need the "
                        "same number of dims")
     stop = tuple(n if (i == d and not limit_dim) else m for i, (m, n) in enumerate(zip(index.shape, x.shape)))
-    if any(a > b for i, (a, b) in enumerate(zip(stop, x.shape))):
+    if any(a > b for a, b in zip(stop, x.shape)):
         raise op_error(ShapeError, op, f"index of shape {index.shape} is larger than the tensor of shape "
                        f"{x.shape}" + ("" if limit_dim else f" outside dim {d}"))
     if stop == tuple(x.shape):
@@ -285,9 +285,7 @@ def gather(input, dim: int, index):
     index, d = _index_tensor(index), _dim(dim, input.ndim, "gather")
     if input.ndim == 0:  # a 0-d tensor is a 1-element one (PyTorch)
         return lax.reshape(gather(lax.reshape(input, (1,)), 0, _as_1d(index)), ())
-    if input.ndim:
-        input = _index_region(input, index, d, "gather", False)
-    return lax.take_along_axis(input, index, d)
+    return lax.take_along_axis(_index_region(input, index, d, "gather", False), index, d)
 
 
 def scatter_add(input, dim: int, index, src):
@@ -296,7 +294,7 @@ def scatter_add(input, dim: int, index, src):
     index, d = _index_tensor(index), _dim(dim, input.ndim, "scatter_add")
     if input.ndim == 0:
         return lax.reshape(scatter_add(lax.reshape(input, (1,)), 0, _as_1d(index), _as_1d(src)), ())
-    if input.ndim and isinstance(src, Tensor):
+    if isinstance(src, Tensor):
         src = _index_region(src, index, d, "scatter_add", True)
     return lax.scatter_add_along_axis(input, index, src, d)
 

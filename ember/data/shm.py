@@ -20,6 +20,12 @@ uses (CPython gh-82300); a result block is created in a worker and unlinked in t
 which the tracker cannot express; it costs a message per block (one per batch); and it does not
 help when the whole process group or cgroup is killed, tracker included (an OOM kill of a job).
 The sweep covers all of these; its cost is one directory listing per pool start.
+
+The one pickle in the DataLoader is here (`ShmPickler`): a worker's configuration (the user's own
+dataset object, collate_fn and worker_init_fn) must be pickled once per worker start, as
+multiprocessing does for PyTorch too, and every array in it travels as a shared-memory block
+instead. No model, checkpoint, batch or control message is ever pickled: batches are blocks and
+messages are JSON.
 """
 from __future__ import annotations
 

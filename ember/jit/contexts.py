@@ -22,13 +22,11 @@ class ContextPool(Generic[C]):
         self._lock = threading.Lock()
         self.first = make()
         self._free = [self.first]
-        self.made = 1
 
     def take(self) -> C:
         with self._lock:
             if self._free:
                 return self._free.pop()
-            self.made += 1
         return self._make()
 
     def give(self, ctx: C) -> None:
