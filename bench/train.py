@@ -192,7 +192,7 @@ def build_ember():
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
     import ember
     import ember.nn.functional as F
-    from ember._core import blas
+    from ember.backend.cpu import blas
     extra.update(ember_version=ember.__version__, ember_mode="jit" if a.framework == "ember_jit" else "eager",
                  ember_blas=blas.describe())
     P = {}

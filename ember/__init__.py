@@ -1,8 +1,8 @@
 """ember: a machine learning system one person can read end to end.
 
 Layers (lower never imports higher): `_core` (dtypes, errors, global state) -> `backend` (devices)
--> `ops` (the primitive registry and `bind`) -> `tensor`/`autograd`/`api` (eager tensors and the
-PyTorch-style API) -> `nn`. See docs/architecture.md.
+-> `ops` (the primitive registry and `bind`) -> `tensor`/`autograd`/`eager`/`api` (eager tensors and
+the PyTorch-style API) -> `nn`. See docs/architecture.md.
 """
 from ._core.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, float64, iinfo,  # noqa: F401
                            int8, int16, int32, int64, promote_types, uint8)
@@ -12,6 +12,7 @@ from ._core.state import (default_dtype as get_default_dtype, enable_grad, is_gr
                           set_grad_enabled, set_jit_backend, set_num_threads)
 from .backend import Device as device  # noqa: F401
 from .tensor import Tensor, as_tensor, from_dlpack, from_numpy, tensor  # noqa: F401
+from . import eager as _eager  # noqa: F401  (installs the eager interpreter)
 from . import autograd  # noqa: F401
 from .autograd import Function, grad_fn as grad, value_and_grad  # noqa: F401
 from .api import *  # noqa: F401,F403

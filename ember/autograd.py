@@ -24,7 +24,7 @@ from ._core.errors import AutogradError, user_location
 from ._core.state import TLS, enable_grad, no_grad, set_grad_enabled
 from .ops import lax
 from .ops.core import Aval
-from .tensor import Tensor, _wrap
+from .tensor import Tensor, from_array
 
 _seq = itertools.count()
 
@@ -96,7 +96,7 @@ class Node:
 
     def _output(self) -> Tensor:
         """The primal output, rebuilt with this node as its history (no reference cycle kept)."""
-        t = _wrap(self.out_data, self.out_dtype)
+        t = from_array(self.out_data, self.out_dtype)
         t._storage = self.out_storage
         t._node = self
         t._rg = True
@@ -151,7 +151,7 @@ def _edge(t: Tensor):
     return acc
 
 
-def _record(prim, args, params, out: Tensor) -> None:
+def record(prim, args, params, out: Tensor) -> None:
     """Record `out = prim(*args)` on the tape."""
     edges = []
     saved = []
@@ -193,7 +193,7 @@ def _refresh_view(v: Tensor) -> None:
     ex["view_version"] = v._storage.version
 
 
-def _scatter_into_base(base: Tensor, view_fn, new: Tensor) -> Tensor:
+def scatter_into_base(base: Tensor, view_fn, new: Tensor) -> Tensor:
     """base with the positions that `view_fn` selects replaced by `new`, as differentiable ops."""
     avals = [Aval(base.shape, base._dtype)]
     for prim, params in view_fn:
@@ -254,7 +254,7 @@ def rewrite_history(t: Tensor, new: Tensor, recording: bool, st, new_base: Tenso
             t._node = new._node
             t._rg = new._rg
         else:
-            nb = new_base if new_base is not None else _scatter_into_base(base, t._extra["view_fn"], new)
+            nb = new_base if new_base is not None else scatter_into_base(base, t._extra["view_fn"], new)
             base._node = nb._node
             base._rg = True
             t._extra["view_version"] = -1  # rebuilt from the base when next used
@@ -452,11 +452,11 @@ def _run(roots, retain_graph: bool, create_graph: bool, capture=None, accumulate
 
 def _accumulate(acc: LeafAcc, g: Tensor, create_graph: bool, owned: bool = False) -> None:
     t = acc.tensor
-    if not isinstance(g._data, np.ndarray) or (t.grad is not None and not isinstance(t.grad._data, np.ndarray)):
-        # traced by ember.jit: gradients are SSA values, accumulated out of place
+    if TLS.interpreters[-1].level:
+        # ember.jit is tracing: gradients are SSA values, accumulated out of place
         t.grad = g if t.grad is None else lax.add(t.grad, g)
         if not create_graph:
-            t.grad = _wrap(t.grad._data, t.grad._dtype)
+            t.grad = from_array(t.grad._data, t.grad._dtype)
         for h in acc.post_hooks:
             h(t)
         return
@@ -464,13 +464,13 @@ def _accumulate(acc: LeafAcc, g: Tensor, create_graph: bool, owned: bool = False
         if create_graph:
             t.grad = g
         else:
-            t.grad = _wrap(g._data if owned else np.array(g._data, copy=True), g._dtype)
+            t.grad = from_array(g._data if owned else np.array(g._data, copy=True), g._dtype)
     elif create_graph:
         t.grad = lax.add(t.grad, g)
     else:
         gd = t.grad._data
         if not gd.flags.writeable:
-            t.grad = _wrap(gd + g._data, t.grad._dtype)
+            t.grad = from_array(gd + g._data, t.grad._dtype)
         else:
             np.add(gd, g._data, out=gd, casting="unsafe")
             t.grad._ensure_storage().version += 1
@@ -487,9 +487,9 @@ def _root_grads(tensors, grad_tensors):
             if t._data.size != 1:
                 raise AutogradError(f"grad can be implicitly created only for scalar outputs; got shape "
                                     f"{t.shape}: pass gradient=")
-            g = _wrap(np.ones(t.shape, t._dtype.np), t._dtype)
+            g = from_array(np.ones(t.shape, t._dtype.np), t._dtype)
         elif not isinstance(g, Tensor):
-            g = _wrap(np.asarray(g, t._dtype.np), t._dtype)
+            g = from_array(np.asarray(g, t._dtype.np), t._dtype)
         if g.shape != t.shape:
             raise AutogradError(f"gradient of shape {g.shape} does not match the output shape {t.shape}")
         roots.append((_edge(t), g))
@@ -592,7 +592,7 @@ class Function:
             raise TypeError(f"{cls.__name__}.forward must return one Tensor, got {type(out).__name__}")
         if TLS.grad_enabled and any(ctx.needs_input_grad) and out._dtype.kind == "f":
             if out._node is not None or out._storage is not None:
-                out = _wrap(out._data, out._dtype)
+                out = from_array(out._data, out._dtype)
             edges = [_edge(a) if isinstance(a, Tensor) and a._rg else None for a in args]
             node = Node(None, {}, (), (), edges, out)
             node.saved = ()
@@ -637,7 +637,7 @@ def value_and_grad(fn: Callable, argnums=0, has_aux: bool = False) -> Callable:
             gs = grad(out, tracked, create_graph=outer, allow_unused=True)
         else:
             gs = (None,) * len(tracked)
-        gs = tuple(g if g is not None else _wrap(np.zeros(t.shape, t._dtype.np), t._dtype)
+        gs = tuple(g if g is not None else from_array(np.zeros(t.shape, t._dtype.np), t._dtype)
                    for g, t in zip(gs, tracked))
         g = gs[0] if isinstance(argnums, int) else gs
         value = out if outer else out.detach()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import serialization as _ser
+from ._core.files import remove_stale_temp_files
 from .serialization import CheckpointError
 
 __all__ = ["CheckpointManager", "CheckpointError"]
@@ -103,7 +104,7 @@ class CheckpointManager:
 
     def cleanup(self) -> list:
         """Remove temporary files of interrupted saves and sidecars whose checkpoint is gone."""
-        removed = _ser.remove_stale_temp_files(self.directory, name_prefix=self.prefix + "-")
+        removed = remove_stale_temp_files(self.directory, name_prefix=self.prefix + "-")
         for n in os.listdir(self.directory):
             if n.endswith(_SUFFIX + ".json") and self._re.match(n[:-5]) \
                     and not (self.directory / n[:-5]).exists():

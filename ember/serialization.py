@@ -31,11 +31,12 @@ ember lists the tensors in the safetensors library's order (decreasing alignment
 both write byte-identical files and, with the 8-aligned data start, every tensor is naturally
 aligned (a memory map gives aligned arrays).
 
-Atomic writes: the file is written to ``.<name>.tmp-<pid>-<random>`` in the same directory,
-flushed and fsync'ed, renamed over the final name with `os.replace` and the directory fsync'ed.
-Before each write, `remove_stale_temp_files` deletes the temporaries of the same target that a
-killed writer left behind (dead pid, this process's own pid but not being written, or untouched
-for 15 minutes); a live writer's temp file is never touched.
+Atomic writes (`ember._core.files`, re-exported here as `atomic_write` and
+`remove_stale_temp_files`): the file is written to ``.<name>.tmp-<pid>-<random>`` in the same
+directory, flushed and fsync'ed, renamed over the final name with `os.replace` and the directory
+fsync'ed. Before each write the temporaries of the same target that a killed writer left behind
+are deleted (dead pid, this process's own pid but not being written, or untouched for 15
+minutes); a live writer's temp file is never touched.
 
 Reading (`ember._safetensors`) validates before it uses: a path that is not a regular file is
 refused without a blocking open, the header is read and checked first (types, ranks, offsets,
@@ -48,19 +49,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 import os
-import re
-import secrets
 import sys
-import time
 from typing import Any
 
 import numpy as np
 
-from . import _safetensors as _st
+from . import _safetensors as _st, codec
 from ._core import dtypes as dt
 from ._core.errors import EmberError
+from ._core.files import atomic_write, remove_stale_temp_files
 from ._safetensors import DTYPE_TO_ST, ST_TO_DTYPE, CheckpointError, Raw as _Raw
 
 __all__ = ["CheckpointError", "save", "load", "save_safetensors", "load_safetensors", "verify",
@@ -69,107 +67,6 @@ __all__ = ["CheckpointError", "save", "load", "save_safetensors", "load_safetens
 
 #: the checkpoint format version this ember writes (and the newest it reads)
 FORMAT_VERSION = 1
-
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<pid>\d+)-[0-9a-f]{8}$")
-_STALE_AGE_S = 15 * 60  # a temp file untouched this long is abandoned even if its pid is alive
-_ACTIVE_TMP: set = set()  # temp files this process is writing right now
-
-
-# ---------------------------------------------------------------- atomic writes
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(path: str) -> str:
-    d, base = os.path.split(os.path.abspath(path))
-    return os.path.join(d, f".{base}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-
-
-def atomic_write(path, write_fn) -> None:
-    """Write `path` atomically through ``write_fn(fileobj)`` (temp file, fsync, rename, fsync the
-    directory); first remove the temp files that killed writers of `path` left behind."""
-    path = os.fspath(path)
-    directory, base = os.path.split(os.path.abspath(path))
-    remove_stale_temp_files(directory, target=base)
-    tmp = _tmp_name(path)
-    _ACTIVE_TMP.add(os.path.basename(tmp))
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    finally:
-        _ACTIVE_TMP.discard(os.path.basename(tmp))
-    _fsync_dir(directory)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OverflowError, ValueError):  # no process can have this pid
-        return False
-    except OSError:  # e.g. PermissionError: it exists, owned by someone else
-        return True
-    return True
-
-
-def remove_stale_temp_files(directory, name_prefix: str = "", *, target: str | None = None) -> list:
-    """Delete temporary files an interrupted `atomic_write` left in `directory`; return their paths.
-
-    A temp file ``.<name>.tmp-<pid>-<hex>`` (with ``<name>`` starting with `name_prefix`, or equal
-    to `target` when given) is stale when this process is not writing it and its writer is gone:
-    the pid is dead, the pid is this process's own (a previous run that got the same pid, as happens
-    in containers), or the file has not been touched for 15 minutes. Files that cannot be removed
-    (permissions) are left alone.
-    """
-    directory = os.fspath(directory)
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return removed
-    now = time.time()
-    for n in names:
-        m = _TMP_RE.match(n)
-        if not m or (m.group("name") != target if target is not None
-                     else not m.group("name").startswith(name_prefix)):
-            continue
-        if n in _ACTIVE_TMP:  # another thread of this process is writing it
-            continue
-        p = os.path.join(directory, n)
-        pid = int(m.group("pid"))
-        try:
-            age = now - os.stat(p).st_mtime
-        except OSError:
-            continue
-        if pid == os.getpid() or not _pid_alive(pid) or age > _STALE_AGE_S:
-            try:
-                os.unlink(p)
-                removed.append(p)
-            except OSError:
-                pass
-    return removed
 
 
 # ---------------------------------------------------------------- safetensors: writing
@@ -323,117 +220,19 @@ def read_safetensors_metadata(path) -> dict:
 
 
 # ---------------------------------------------------------------- nested objects
-_SCALAR_KEYS = (str, int, float, bool, type(None))
 #: how deep a checkpoint's structure JSON may nest (save refuses deeper objects, load deeper files)
-MAX_NESTING = 200
+MAX_NESTING = codec.MAX_DEPTH
 
 
-class _Encoder:
-    """Turns a nested object into a JSON structure plus a flat dict of arrays."""
-
-    def __init__(self):
-        self.arrays: dict = {}
-        self.seen: dict = {}  # id(tensor) -> name, so one tensor stored twice is stored once
-
-    def name_for(self, path: list) -> str:
-        base = ".".join(str(p) for p in path) or "tensor"
-        name, i = base, 1
-        while name in self.arrays or name == "__metadata__":
-            name, i = f"{base}~{i}", i + 1
-        return name
-
-    def enc(self, v, path: list):
-        from .tensor import Tensor
-        if len(path) > MAX_NESTING:
-            raise ValueError(f"ember.save cannot store this object: nesting deeper than {MAX_NESTING} "
-                             "levels")
-        if isinstance(v, Tensor) or isinstance(v, (np.ndarray, np.generic)) and not isinstance(v, (np.str_, np.bytes_)):
-            tag = "$tensor" if isinstance(v, Tensor) else "$ndarray" if isinstance(v, np.ndarray) else "$npscalar"
-            key = self.seen.get(id(v))
-            if key is None:
-                key = self.name_for(path)
-                self.arrays[key] = _as_array(key, v)
-                self.seen[id(v)] = key  # `obj` keeps v alive, so ids stay unique meanwhile
-            node = {tag: key}
-            if isinstance(v, Tensor) and v.requires_grad:
-                node["requires_grad"] = True
-            return node
-        if v is None or isinstance(v, (bool, str)):
-            return v
-        if isinstance(v, int):
-            return int(v)
-        if isinstance(v, float):
-            return float(v) if math.isfinite(v) else {"$float": repr(float(v))}
-        if isinstance(v, dict):
-            if all(type(k) is str for k in v):
-                return {"$dict": {k: self.enc(x, path + [k]) for k, x in v.items()}}
-            items = []
-            for k, x in v.items():
-                items.append([self.key(k, path), self.enc(x, path + [k])])
-            return {"$items": items}
-        if isinstance(v, list):
-            return [self.enc(x, path + [i]) for i, x in enumerate(v)]
-        if isinstance(v, tuple):
-            return {"$tuple": [self.enc(x, path + [i]) for i, x in enumerate(v)]}
-        where = "obj" + "".join(f"[{p!r}]" for p in path)
-        raise TypeError(f"ember.save cannot store a {type(v).__module__}.{type(v).__qualname__} at "
-                        f"{where}: checkpoints hold tensors, numpy arrays, dicts, lists, tuples, str, "
-                        "int, float, bool and None (no pickle)")
-
-    def key(self, k, path):
-        if isinstance(k, tuple):
-            return {"$tuple": [self.key(x, path) for x in k]}
-        if isinstance(k, _SCALAR_KEYS):
-            return self.enc(k, path)
-        raise TypeError(f"ember.save cannot store dict key {k!r} ({type(k).__name__}) at "
-                        f"obj{''.join(f'[{p!r}]' for p in path)}: keys must be str, int, float, bool, "
-                        "None or tuples of them")
-
-
-def _decode(node, arrays: dict, fail):
-    from .tensor import from_numpy
-    if node is None or isinstance(node, (bool, int, float, str)):
-        return node
-    if isinstance(node, list):
-        return [_decode(x, arrays, fail) for x in node]
-    if not isinstance(node, dict) or len(node) < 1:
-        raise fail(f"unexpected node {_st._short(node)} in the structure")
-    if "$dict" in node:
-        return {k: _decode(x, arrays, fail) for k, x in node["$dict"].items()}
-    if "$items" in node:
-        return {_decode_key(k, fail): _decode(x, arrays, fail) for k, x in node["$items"]}
-    if "$tuple" in node:
-        return tuple(_decode(x, arrays, fail) for x in node["$tuple"])
-    if "$float" in node:
-        return float(node["$float"])
-    for tag in ("$tensor", "$ndarray", "$npscalar"):
-        if tag in node:
-            key = node[tag]
-            if not isinstance(key, str) or key not in arrays:
-                raise fail(f"the structure refers to tensor {_st._short(key)}, which the file does not hold")
-            a = arrays[key]
-            if tag == "$ndarray":
-                return a
-            if tag == "$npscalar":
-                return a[()]
-            t = arrays.get(("$tensor", key))  # one tensor stored under two paths comes back as one
-            if t is None:
-                t = arrays[("$tensor", key)] = from_numpy(a)
-                if node.get("requires_grad"):
-                    t.requires_grad_(True)
-            return t
-    raise fail(f"unknown node {_st._short(node)} in the structure")
-
-
-def _decode_key(k, fail):
-    """A dict key as `_Encoder.key` writes it: a JSON scalar, a non-finite float or a tuple of keys."""
-    if k is None or isinstance(k, (bool, int, float, str)):
-        return k
-    if isinstance(k, dict) and len(k) == 1 and isinstance(k.get("$tuple"), list):
-        return tuple(_decode_key(x, fail) for x in k["$tuple"])
-    if isinstance(k, dict) and len(k) == 1 and isinstance(k.get("$float"), str):
-        return float(k["$float"])
-    raise fail(f"bad dict key {_st._short(k)} in the structure")
+def _encode(obj):
+    """(structure root, {name: array}) of `obj`, by the shared codec (`ember.codec`)."""
+    try:
+        root, arrays = codec.encode(obj, named=True, reserved=("__metadata__",), max_depth=MAX_NESTING)
+    except codec.CodecError as e:
+        raise ValueError(f"ember.save cannot store this object: {e}") from None
+    except TypeError as e:
+        raise TypeError(f"ember.save {e}") from None
+    return root, {k: _as_array(k, a) for k, a in arrays.items()}
 
 
 def _sidecar_text(path: str, hb: bytes, items, structure, sha: str) -> str:
@@ -459,8 +258,7 @@ def save(obj: Any, path, *, sidecar: bool = True, metadata: dict | None = None) 
     `sidecar` a readable ``path + ".json"`` is written after it. `metadata` adds str->str entries to
     the safetensors ``__metadata__``. `path` may also be a binary file object (written in place).
     """
-    e = _Encoder()
-    root = e.enc(obj, [])
+    root, arrays = _encode(obj)
     structure = {"format": "ember.checkpoint", "version": FORMAT_VERSION, "root": root}
     try:  # never write what `load` would refuse
         _st.check_json(structure, MAX_NESTING)
@@ -470,7 +268,7 @@ def save(obj: Any, path, *, sidecar: bool = True, metadata: dict | None = None) 
     for k in user_meta:
         if k.startswith("ember."):
             raise ValueError(f"metadata key {k!r}: the 'ember.' prefix is reserved")
-    items = _order(e.arrays)
+    items = _order(arrays)
     user_meta.update({"ember.format": "checkpoint", "ember.format_version": str(FORMAT_VERSION),
                       "ember.structure": json.dumps(structure, separators=(",", ":"), ensure_ascii=False)})
     header = _header_dict(items, user_meta)
@@ -530,9 +328,9 @@ def load(path, map_location=None, *, mmap: bool = False, verify: bool = True) ->
         raise fail(f"the checkpoint structure in the header is unreadable ({str(e)[:200]})") from None
     arrays = {k: raw.array(k) for k in raw.entries}
     try:
-        return _decode(root, arrays, fail)
-    except CheckpointError:
-        raise
+        return codec.decode(root, arrays)
+    except codec.CodecError as e:
+        raise fail(f"the checkpoint structure in the header is malformed: {str(e)[:200]}") from None
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError, EmberError) as e:
         raise fail(f"the checkpoint structure in the header is malformed ({e.__class__.__name__}: "
                    f"{str(e)[:200]})") from None

@@ -1,25 +1,25 @@
-"""Layer 3: the Tensor, its storage, and the eager interpreter behind `bind`.
+"""Layer 3: the Tensor, its storage, and its constructors.
 
 A Tensor is a view onto a Storage. numpy does the striding (the payload `_data` is an ndarray that
 may be a view), ember keeps the aliasing: every Tensor that shares memory shares one Storage,
 whose version counter is bumped by every in-place write. Autograd compares versions to catch a
 saved tensor that changed; the tracer uses the same facts to turn mutation into data flow.
 
-The eager interpreter evaluates a primitive with its numpy kernel, wraps the result and, when grad
-mode is on and an input requires grad, records a tape node (see `autograd.py`).
+Constructors: `from_array` wraps an array as it is (no copy, no checks: ember's own code, on
+arrays it made); `tensor`, `as_tensor`, `from_numpy` and `from_dlpack` build tensors from user
+data. The eager interpreter that runs ops on tensors is `ember.eager`; the tape is `ember.autograd`
+(this module imports neither: Tensor's autograd methods import it when they run).
 """
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
 
 from ._core import dtypes as dt
-from ._core.errors import AutogradError, DTypeError, EmberError, ShapeError, located, op_error
-from ._core.state import TLS, install_base_interpreter
-from .backend import Device, as_device, CPU
-from .ops.core import CUSTOM, Aval, bind
+from ._core.errors import AutogradError, DTypeError
+from ._core.state import TLS
+from .backend import CPU, Device, as_device
 from . import ops as _ops  # noqa: F401  (registers the primitives)
 
 # numpy reports overflow/invalid/divide through warnings; ember follows PyTorch and stays silent
@@ -27,7 +27,6 @@ from . import ops as _ops  # noqa: F401  (registers the primitives)
 warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"ember\.")
 
 _BY_NP = dt._BY_NP
-_DType = dt.DType
 
 
 class Storage:
@@ -76,6 +75,9 @@ class Tensor:
 
     @property
     def device(self) -> Device:
+        """Where the data lives. It follows from the payload, so it is not stored per tensor: a
+        numpy array (or a trace's value, which the CPU executors run) is on the CPU, the only
+        device so far."""
         return CPU
 
     @property
@@ -137,10 +139,6 @@ class Tensor:
         self._dtype = value._dtype
         self._storage = value._storage
 
-    @property
-    def is_contiguous_(self) -> bool:
-        return self._data.flags.c_contiguous
-
     def is_contiguous(self) -> bool:
         """True when the elements are laid out in row-major order without gaps."""
         return self._data.flags.c_contiguous
@@ -194,17 +192,19 @@ class Tensor:
     def __dlpack_device__(self):
         return self._data.__dlpack_device__()
 
-    def to(self, *args, dtype=None, device=None, copy: bool = False) -> "Tensor":
-        """Convert dtype and/or device: `t.to(ember.float64)`, `t.to("cpu")`, `t.to(other)`."""
+    def to(self, *args, dtype=None, device=None, non_blocking: bool = False, copy: bool = False) -> "Tensor":
+        """Convert dtype and/or device, as in PyTorch: `t.to(ember.float64)`, `t.to("cpu")`,
+        `t.to(device, dtype)`, `t.to(other)` (other's device and dtype). Returns `self` when nothing
+        changes, unless `copy`. A device that is not available raises `EmberError`."""
         for a in args:
             if isinstance(a, Tensor):
-                dtype, device = a.dtype, a.device
-            elif isinstance(a, (Device,)) or (isinstance(a, str) and a.split(":")[0] in ("cpu", "cuda")):
+                dtype, device = a._dtype, a.device
+            elif isinstance(a, (Device, int)) and not isinstance(a, bool) or isinstance(a, str) and not _is_dtype(a):
                 device = a
             else:
                 dtype = a
         if device is not None:
-            as_device(device)  # validates; only the CPU exists so far
+            as_device(device)  # the tensor is on the CPU, the only device so far: nothing to move
         out = self
         if dtype is not None and dt.as_dtype(dtype) is not self._dtype:
             from .api.math import convert
@@ -214,11 +214,21 @@ class Tensor:
         return out
 
     def cpu(self) -> "Tensor":
+        """This tensor on the CPU (itself: ember's tensors live there)."""
         return self
+
+    def cuda(self, device=None) -> "Tensor":
+        """This tensor on a CUDA device (raises: no CUDA backend is available)."""
+        return self.to(as_device("cuda" if device is None else device))
+
+    @property
+    def is_cuda(self) -> bool:
+        """Whether the tensor is on a CUDA device (never, so far)."""
+        return False
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's storage but outside the autograd graph."""
-        t = _wrap(self._data, self._dtype)
+        t = from_array(self._data, self._dtype)
         t._storage = self._ensure_storage()
         return t
 
@@ -304,156 +314,45 @@ class Tensor:
 _new = object.__new__
 
 
-def _wrap(arr: np.ndarray, dtype: dt.DType) -> Tensor:
+def _is_dtype(name: str) -> bool:
+    try:
+        dt.as_dtype(name)
+    except TypeError:
+        return False
+    return True
+
+
+def from_array(data, dtype: dt.DType | None = None, requires_grad: bool = False) -> Tensor:
+    """A new tensor holding `data` itself: no copy, no conversion, outside any autograd graph.
+
+    `data` is an ndarray whose numpy dtype is `dtype`'s (taken from it when `dtype` is None), or,
+    while ember.jit traces, a tracer's value. This is the constructor for arrays ember made itself
+    (kernel results, gradients, batches); user data goes through `tensor`, `as_tensor` or
+    `from_numpy`, which also make it a constant of a trace in progress.
+    """
     t = _new(Tensor)
-    t._data = arr
-    t._dtype = dtype
+    t._data = data
+    t._dtype = dt.from_numpy_dtype(data.dtype) if dtype is None else dtype
     t._storage = None
     t._rg = False
     t._node = None
     t._grad = None
     t._base = None
     t._extra = None
+    if requires_grad:
+        t.requires_grad_(True)
     return t
 
 
-def _scalar_key(a):
-    if isinstance(a, bool):
-        return "b"
-    if isinstance(a, int):
-        return "i"
-    if isinstance(a, float):
-        return "f"
-    return None
-
-
-def _avals(args):
-    out = []
-    for a in args:
-        if isinstance(a, Tensor):
-            out.append(Aval(a.shape, a._dtype))
-        else:
-            k = _scalar_key(a)
-            out.append(Aval((), dt.weak_scalar_dtype(k, dt.float32), True) if k else a)
-    return out
-
-
-class EagerInterpreter:
-    """Runs each primitive at once with its numpy kernel and records the autograd tape."""
-
-    level = 0
-
-    def process(self, prim, args, params):
-        datas = []
-        keys = []
-        for a in args:
-            c = a.__class__
-            if c is Tensor:
-                datas.append(a._data)
-                keys.append(a._dtype)
-            elif c is float:
-                datas.append(a)
-                keys.append("f")
-            else:
-                k = _scalar_key(a)
-                if k is not None:
-                    datas.append(a)
-                    keys.append(k)
-                else:
-                    if not isinstance(a, Tensor):
-                        a = _coerce_operand(prim, a)
-                    datas.append(a._data)
-                    keys.append(a._dtype)
-        pa = prim.promote_args
-        out_dt = None
-        if pa or (pa is None and args):
-            idx = range(len(args)) if pa is None else pa
-            key = tuple(keys) if pa is None else tuple([keys[i] for i in pa])
-            compute, out_dt = prim._dtype_cache.get(key) or prim.resolve_dtypes(key)
-            cnp = compute.np
-            for i in (idx if key.count(compute) != len(key) else ()):  # skip when no cast is due
-                d = datas[i]
-                if keys[i].__class__ is _DType:
-                    dd = d.dtype
-                    if dd is not cnp and dd != cnp:
-                        datas[i] = d.astype(cnp)
-                else:
-                    datas[i] = cnp.type(d)
-        if prim.eager_checks:
-            prim.abstract(*_avals(args), **params)
-        try:
-            res = prim.impl(*datas, **params) if params else prim.impl(*datas)
-        except (ValueError, TypeError, IndexError) as e:
-            raise _explain(prim, args, params, e) from None
-        if res.__class__ is not np.ndarray:
-            res = np.asarray(res)
-        if TLS.anomaly:
-            from .anomaly import check
-            check(prim.name, datas, res)
-        rd = res.dtype
-        if out_dt is not None and rd is out_dt.np:
-            odt = out_dt
-        else:
-            if out_dt is not None and prim.dtype_rule is not CUSTOM and rd != out_dt.np:
-                res = res.astype(out_dt.np)
-            odt = _BY_NP[res.dtype]
-        out = _new(Tensor)
-        out._data = res
-        out._dtype = odt
-        out._storage = None
-        out._rg = False
-        out._node = None
-        out._grad = None
-        out._base = None
-        out._extra = None
-        if prim.is_view and res.base is not None and np.may_share_memory(res, datas[0]):
-            _make_view(out, args[0], prim, params)
-        if TLS.grad_enabled and odt.kind == "f":
-            for a in args:
-                if a.__class__ is Tensor or isinstance(a, Tensor):
-                    if a._rg:
-                        _record(prim, args, params, out)
-                        break
-        return out
-
-
-def _coerce_operand(prim, a):
-    if isinstance(a, np.ndarray) or isinstance(a, np.generic):
-        return from_numpy(np.asarray(a))
-    if isinstance(a, numbers.Number):
-        return tensor(a)
-    raise op_error(TypeError, prim.name, f"expected a Tensor or a Python number, got {type(a).__name__}")
-
-
-def _explain(prim, args, params, err: Exception) -> Exception:
-    """Turn a kernel's failure into an ember error naming the shapes and the user's line."""
-    if isinstance(err, IndexError) and "out of bounds" in str(err) and not isinstance(err, np.exceptions.AxisError):
-        return located(err)
-    if prim.abstract is not None:
-        try:
-            prim.abstract(*_avals(args), **params)
-        except EmberError as e:
-            return e
-        except Exception:  # noqa: BLE001 - fall through to the kernel's own message
-            pass
-    shapes = ", ".join(str(tuple(a.shape)) if isinstance(a, Tensor) else repr(a) for a in args)
-    return op_error(ShapeError if isinstance(err, ValueError) else DTypeError, prim.name,
-                    f"{err} (operands {shapes})")
-
-
-def _make_view(out: Tensor, src: Tensor, prim, params):
+def make_view(out: Tensor, src: Tensor, prim, params) -> None:
+    """Record that `out`, the result of view primitive `prim` on `src`, shares `src`'s memory: one
+    Storage, the base tensor, and the chain of view primitives that rebuilds `out` from the base."""
     base = src._base if src._base is not None else src
     out._storage = src._ensure_storage()
     out._base = base
     parent = src._extra.get("view_fn") if src._extra and src._base is not None else None
     step = (prim, params)
     out._extra = {"view_fn": (parent or ()) + (step,), "view_version": out._storage.version}
-
-
-from .autograd import _record  # noqa: E402  (autograd needs Tensor defined)
-
-_EAGER = EagerInterpreter()
-install_base_interpreter(_EAGER)
 
 
 # ---------------------------------------------------------------- creation of tensors from data
@@ -466,14 +365,15 @@ def tensor(data, *, dtype=None, device=None, requires_grad: bool = False) -> Ten
         arr = data._data.astype((d or data._dtype).np, copy=True)
     else:
         arr = _to_array(data, d)
-    t = _traced_const(_wrap(arr, _BY_NP[arr.dtype]))
+    t = trace_constant(from_array(arr, _BY_NP[arr.dtype]))
     if requires_grad:
         t.requires_grad_(True)
     return t
 
 
-def _traced_const(t: Tensor) -> Tensor:
-    """A tensor created while a function is traced is a constant of the trace, not outside state."""
+def trace_constant(t: Tensor) -> Tensor:
+    """`t`, just made from data: while ember.jit traces a function, it becomes a constant of the
+    trace (not outside state the function reads). Returns `t`."""
     interp = TLS.interpreters[-1]
     if interp.level:
         t._data = interp.const(t._data, t._dtype)
@@ -515,11 +415,13 @@ def from_numpy(arr: np.ndarray) -> Tensor:
     """A tensor sharing memory with a numpy array (its dtype must be one ember supports)."""
     if not isinstance(arr, np.ndarray):
         arr = np.asarray(arr)
-    return _traced_const(_wrap(arr, dt.from_numpy_dtype(arr.dtype)))
+    return trace_constant(from_array(arr, dt.from_numpy_dtype(arr.dtype)))
 
 
 def as_tensor(data, dtype=None, device=None) -> Tensor:
     """Like `tensor`, but shares memory with a tensor or numpy array when no conversion is needed."""
+    if device is not None:
+        as_device(device)
     if isinstance(data, Tensor):
         return data if dtype is None else data.to(dtype)
     if isinstance(data, np.ndarray) and (dtype is None or dt.as_dtype(dtype).np == data.dtype) \

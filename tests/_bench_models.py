@@ -17,8 +17,9 @@ CFGS = {
 }
 
 
-def init_params(model, rng):
-    cfg = CFGS[model]
+def init_params(model, rng, cfg=None):
+    """The model's parameters as numpy arrays (PyTorch's default initialisation)."""
+    cfg = cfg or CFGS[model]
     P = {}
 
     def lin(name, fin, fout, bias=True, std=None):
@@ -58,8 +59,9 @@ def init_params(model, rng):
     return P
 
 
-def make_data(model, rng, n=4):
-    cfg = CFGS[model]
+def make_data(model, rng, n=4, cfg=None):
+    """`n` (x, y) batches."""
+    cfg = cfg or CFGS[model]
     B = cfg["batch"]
     out = []
     for _ in range(n):
@@ -76,17 +78,19 @@ def make_data(model, rng, n=4):
     return out
 
 
-def loss(model, F, P, x, y):
+def loss(model, F, P, x, y, cfg=None):
     """The harness's loss (bench/bench_models.py), with PyTorch's functional API."""
-    return _models.loss(model, CFGS[model], F, P, x, y)
+    return _models.loss(model, cfg or CFGS[model], F, P, x, y)
 
 
-def build(model, ember, opt_name=None):
-    """(params dict, optimizer, data, step(x, y) -> loss) for ember, eager."""
+def build(model, ember, opt_name=None, cfg=None, seed=0, momentum=0.0):
+    """(params dict, optimizer, data, step(x, y) -> loss) for ember, eager; `cfg` replaces the
+    model's toy configuration, `seed` the seeds of its parameters (`seed`) and data (`seed + 1`)."""
     import ember.nn.functional as F
-    cfg = CFGS[model]
-    P = {k: ember.tensor(v, requires_grad=True) for k, v in init_params(model, np.random.default_rng(0)).items()}
-    data = [(ember.tensor(x), ember.tensor(y)) for x, y in make_data(model, np.random.default_rng(1))]
+    cfg = cfg or CFGS[model]
+    P = {k: ember.tensor(v, requires_grad=True)
+         for k, v in init_params(model, np.random.default_rng(seed), cfg).items()}
+    data = [(ember.tensor(x), ember.tensor(y)) for x, y in make_data(model, np.random.default_rng(seed + 1), cfg=cfg)]
     opt_name = opt_name or cfg["opt"]
     params = list(P.values())
     if opt_name == "adam":
@@ -94,11 +98,11 @@ def build(model, ember, opt_name=None):
     elif opt_name == "adamw":
         opt = ember.optim.AdamW(params, lr=cfg["lr"], weight_decay=cfg["wd"])
     else:
-        opt = ember.optim.SGD(params, lr=cfg["lr"])
+        opt = ember.optim.SGD(params, lr=cfg["lr"], momentum=momentum)
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
-        out = loss(model, F, P, x, y)
+        out = loss(model, F, P, x, y, cfg)
         out.backward()
         opt.step()
         return out

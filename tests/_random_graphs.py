@@ -30,7 +30,7 @@ INPUT_KINDS = [((3, 4), F32), ((4,), F32), ((2, 3, 4), F64), ((3, 4), dt.int32),
 
 UNARY = ["neg", "abs", "sign", "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tanh",
          "erf", "logistic", "floor", "ceil", "round", "trunc", "isnan", "bitwise_not"]
-BINARY = ["add", "sub", "mul", "div", "max", "min", "atan2", "eq", "ne", "lt", "le", "gt", "ge",
+BINARY = ["add", "sub", "mul", "div", "max", "min", "atan2", "logaddexp", "eq", "ne", "lt", "le", "gt", "ge",
           "bitwise_and", "bitwise_or", "bitwise_xor"]
 
 

@@ -7,9 +7,9 @@ import pytest
 
 import ember
 from ember.autograd import AnomalyError, detect_anomaly, is_anomaly_enabled, set_detect_anomaly
-from ember.codegen import build
+from ember.backend.cpu import compiler
 
-BACKENDS = ["numpy"] + (["native"] if build.available() else [])
+BACKENDS = ["numpy"] + (["native"] if compiler.available() else [])
 
 
 def test_forward_op_and_line():

@@ -11,10 +11,10 @@ import pytest
 
 import ember
 import ember.nn.functional as F
-from ember._core import blas
-from ember.codegen import build
+from ember.backend.cpu import blas
+from ember.backend.cpu import compiler
 
-pytestmark = pytest.mark.skipif(not build.available(), reason="needs a C compiler")
+pytestmark = pytest.mark.skipif(not compiler.available(), reason="needs a C compiler")
 
 # a CBLAS of ember's own for the test: a plain triple loop that counts its calls
 FAKE_CBLAS = r"""
@@ -41,7 +41,7 @@ GEMM(cblas_dgemm, double)
 
 STEP = """
 import ctypes, sys, numpy as np, ember
-from ember._core import blas
+from ember.backend.cpu import blas
 rng = np.random.default_rng(0)
 out = {}
 for dt in (np.float32, np.float64):
@@ -66,7 +66,7 @@ def test_be16_ember_blas_path_routes_the_steps_gemms_to_that_library(tmp_path):
     src = tmp_path / "fake_cblas.c"
     src.write_text(FAKE_CBLAS)
     lib = tmp_path / "libfakecblas.so"
-    subprocess.run([build.compiler(), "-O1", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
+    subprocess.run([compiler.compiler(), "-O1", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True)
     code = STEP + f"print('calls', ctypes.c_long.in_dll(ctypes.CDLL({str(lib)!r}), 'fake_calls').value)\n"
     r = _run(code, EMBER_BLAS=str(lib))
     assert r.returncode == 0, r.stderr
@@ -88,7 +88,7 @@ def test_be16_ember_blas_that_does_not_load_is_a_clear_error():
 
 
 def _mkl_installed() -> bool:
-    return blas._load(blas._mkl_candidates())[0] is not None
+    return blas.load(blas.mkl_candidates())[0] is not None
 
 
 def test_be16_mkl_when_installed_else_the_error_names_the_extra():

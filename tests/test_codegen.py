@@ -1,4 +1,5 @@
-"""BE-1 (book ch. 5.4): fused elementwise C kernels match the numpy executor."""
+"""BE-1 (book ch. 5.4): fused elementwise C kernels (the CPU target's lowering of a Group) match
+the numpy executor."""
 from __future__ import annotations
 
 import ctypes
@@ -9,15 +10,18 @@ import numpy as np
 import pytest
 
 import ember
-from ember import codegen
 from ember._core import dtypes as dt
-from ember.codegen import build, cmath
-from ember.codegen.c_renderer import render_group
+from ember.backend.contract import Unsupported
+from ember.backend.cpu import CpuTarget, cmath, compiler as build
+from ember.backend.cpu.c_expr import eqn_supported
+from ember.backend.cpu.program import FLAGS
 from ember.ir.core import Eqn, Graph, Literal, Var
 from ember.jit import run_graph
 from ember.ops import REGISTRY
 from ember.ops.core import Aval
 from ember.ops.elementwise import _erf as erf64
+from ember.runtime import fusion
+from ember.runtime.step import StepExecutable
 
 needs_cc = pytest.mark.skipif(not build.available(), reason="no working C compiler (set CC)")
 
@@ -134,12 +138,18 @@ def _graph(prim, avals, params=None):
 LIBM_LIKE = ("exp", "log", "tanh", "erf", "logistic", "sin", "cos", "log1p", "expm1", "atan2")
 
 
+def _step(graph) -> StepExecutable:
+    """The graph as a native step whose one unit is a fused group the CPU lowered."""
+    exe = StepExecutable(graph, CpuTarget())
+    assert [type(u) for u in exe.units] == [fusion.Group] and not exe.host_units, exe.units
+    return exe
+
+
 def _check(graph, arrays):
-    groups = codegen.compile_graph_groups(graph)
-    assert len(groups) == 1 and groups[0][1] is not None, groups
+    exe = _step(graph)
     with np.errstate(all="ignore"):
         want = run_graph(graph, arrays)
-        got = codegen.run_graph(graph, arrays, groups)
+        got = exe.run([np.asarray(a) for a in arrays])
     for w, g in zip(want, got):
         assert w.dtype == g.dtype and w.shape == g.shape
         if w.dtype.kind == "f" and graph.eqns[-1].prim.name in LIBM_LIKE:
@@ -203,7 +213,6 @@ def test_be1_convert_matches_numpy(src, dst):
 
 
 @needs_cc
-@needs_cc
 @pytest.mark.parametrize("src,dst", [(F32, I32), (I32, F32), (F64, I64), (I64, F64), (dt.uint32, F32)])
 def test_be1_bitcast_matches_numpy(src, dst):
     """BE-1: a bitcast reads the same bytes as the other type (NaN payloads and -0.0 included)."""
@@ -224,7 +233,7 @@ def test_be1_select_with_broadcast():
 def test_be1_unsupported_prims_stay_outside():
     """BE-1: integer floordiv (raises on zero in ember) is never fused."""
     g = _graph(REGISTRY["floordiv"], [Aval((7,), I32), Aval((7,), I32)])
-    assert codegen.elementwise_groups(g) == []
+    assert fusion.elementwise_groups(g, eqn_supported) == []
 
 
 # ---------------------------------------------------------------- fusion
@@ -238,15 +247,15 @@ def _chain_graph():
 def test_be1_fused_chain_is_one_kernel():
     """BE-1: tanh(x*2+y)*sigmoid(x) is one group, one kernel, and matches numpy."""
     g = _chain_graph()
-    groups = codegen.compile_graph_groups(g)
-    assert len(groups) == 1
-    group, kernel = groups[0]
+    exe = _step(g)
+    group = exe.units[0]
     assert [e.prim.name for e in group.eqns] == ["mul", "add", "tanh", "logistic", "mul"]
     assert group.inputs == g.invars and group.outputs == g.outvars
+    assert len(exe.kernels) == 1
     rng = np.random.default_rng(5)
     x, y = _values(F32, (5, 7), rng), _values(F32, (7,), rng)
     with np.errstate(all="ignore"):
-        np.testing.assert_allclose(kernel(x, y)[0], run_graph(g, [x, y])[0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(exe.run([x, y])[0], run_graph(g, [x, y])[0], rtol=1e-6, atol=1e-7)
 
 
 def test_be1_intermediate_used_outside_is_output():
@@ -256,10 +265,10 @@ def test_be1_intermediate_used_outside_is_output():
         s = a.sum()           # a reduction reads the intermediate
         return ember.tanh(a) + 1, s
     g = ember.make_ir(f)(ember.tensor(np.ones((4,), np.float32)))
-    groups = codegen.elementwise_groups(g)
+    groups = fusion.elementwise_groups(g, eqn_supported)
     assert len(groups) == 1
     assert groups[0].eqns[0].out in groups[0].outputs
-    order = codegen.schedule(g, groups)
+    order = fusion.schedule(g, groups)
     assert len(order) == len(g.eqns) - len(groups[0].eqns) + 1
 
 
@@ -269,11 +278,13 @@ def test_be1_no_group_through_an_outside_op():
         a = ember.exp(x)
         return a * 2 + a.sum()
     g = ember.make_ir(f)(ember.tensor(np.ones((4,), np.float32)))
-    groups = codegen.elementwise_groups(g)
-    codegen.schedule(g, groups)  # raises on a cycle
+    groups = fusion.elementwise_groups(g, eqn_supported)
+    fusion.schedule(g, groups)  # raises on a cycle
     if build.available():
         x = np.linspace(-1, 1, 4, dtype=np.float32)
-        np.testing.assert_allclose(codegen.run_graph(g, [x])[0], run_graph(g, [x])[0], rtol=1e-6)
+        exe = StepExecutable(g, CpuTarget())
+        assert sum(isinstance(u, fusion.Group) for u in exe.units) == 2
+        np.testing.assert_allclose(exe.run([x])[0], run_graph(g, [x])[0], rtol=1e-6)
 
 
 # ---------------------------------------------------------------- build
@@ -283,10 +294,9 @@ def test_be1_hot_loop_vectorises(tmp_path):
     out = subprocess.run(["gcc", "--version"], capture_output=True, text=True)
     if out.returncode != 0 or "GCC" not in out.stdout + out.stderr and "gcc" not in out.stdout:
         pytest.skip("needs gcc for -fopt-info")
-    g = _chain_graph()
     src = tmp_path / "k.c"
-    src.write_text(render_group(codegen.elementwise_groups(g)[0]))
-    r = subprocess.run(["gcc", *build.FLAGS, "-fopt-info-vec-optimized", "-o", str(tmp_path / "k.so"),
+    src.write_text(_step(_chain_graph()).source)
+    r = subprocess.run(["gcc", *FLAGS, "-fopt-info-vec-optimized", "-o", str(tmp_path / "k.so"),
                         str(src), "-lm"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "loop vectorized" in r.stderr, r.stderr
@@ -295,7 +305,7 @@ def test_be1_hot_loop_vectorises(tmp_path):
 @needs_cc
 def test_be1_loading_kernels_keeps_subnormals():
     """BE-1: no -ffast-math: after loading a kernel library numpy still produces subnormals."""
-    assert codegen.compile_graph_groups(_chain_graph())[0][1] is not None
+    _step(_chain_graph())
     tiny = np.finfo(np.float32).smallest_subnormal
     r = np.array([tiny], np.float32) * np.float32(1.0)
     assert r[0] == tiny and r[0] != 0
@@ -305,11 +315,10 @@ def test_be1_loading_kernels_keeps_subnormals():
 def test_be1_cache_is_reused(tmp_path, monkeypatch):
     """BE-1: a second compile of the same source hits the content-hashed cache."""
     monkeypatch.setenv("EMBER_CACHE_DIR", str(tmp_path / "c"))
-    g = _chain_graph()
-    group = codegen.elementwise_groups(g)[0]
-    p1 = build.build_library(render_group(group))
+    source = _step(_chain_graph()).source
+    p1 = build.build_library(source, FLAGS)
     mtime = p1.stat().st_mtime_ns
-    assert build.build_library(render_group(group)) == p1 and p1.stat().st_mtime_ns == mtime
+    assert build.build_library(source, FLAGS) == p1 and p1.stat().st_mtime_ns == mtime
     assert not list((tmp_path / "c").glob("*.tmp"))
 
 
@@ -320,12 +329,14 @@ def test_be1_unsafe_flags_refused():
 
 
 def test_be1_no_compiler_warns_once(monkeypatch):
-    """BE-1: CC=/nonexistent -> compile_group returns None with exactly one warning."""
+    """BE-1: CC=/nonexistent -> the CPU target cannot compile (ember.jit then keeps the numpy
+    executor), with exactly one warning."""
     monkeypatch.setenv("CC", "/nonexistent")
     monkeypatch.setattr(build, "_warned", False)
-    group = codegen.elementwise_groups(_chain_graph())[0]
+    g = _chain_graph()
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        assert codegen.compile_group(group) is None
-        assert codegen.compile_group(group) is None
+        for _ in range(2):
+            with pytest.raises(Unsupported, match="no working C compiler"):
+                StepExecutable(g, CpuTarget())
     assert len(w) == 1 and "falling back to numpy" in str(w[0].message)

@@ -466,8 +466,8 @@ _OMP_FORK = textwrap.dedent("""
 
 def test_forked_workers_run_native_kernels_after_parent_openmp():
     """Fork after the parent ran a 2-thread OpenMP region: the workers' native kernels do not hang."""
-    from ember.codegen import build
-    if not build.available():
+    from ember.backend.cpu import compiler
+    if not compiler.available():
         pytest.skip("no C compiler: no native kernels")
     r = subprocess.run([sys.executable, "-"], input=_OMP_FORK, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -11,13 +11,13 @@ from safetensors.numpy import load_file
 
 import ember
 import ember.nn.functional as F
-from ember.codegen import build
+from ember.backend.cpu import compiler
 from _edge_cases import CASES
 
 HERE = os.path.join(os.path.dirname(__file__), "fixtures")
 REF = load_file(os.path.join(HERE, "edge.safetensors"))
 META = {c["name"]: c for c in json.load(open(os.path.join(HERE, "edge.json")))["cases"]}
-BACKENDS = ["numpy"] + (["native"] if build.available() else [])
+BACKENDS = ["numpy"] + (["native"] if compiler.available() else [])
 TOL = {np.float16: 2e-3, np.float32: 2e-6, np.float64: 1e-14}
 
 

@@ -54,7 +54,7 @@ NO_VJP = {
 # primitives whose second derivative is not identically zero
 SECOND_ORDER = {
     "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "logistic",
-    "mul", "div", "pow", "atan2", "dot_general", "conv_general", "reduce_prod",
+    "mul", "div", "pow", "atan2", "logaddexp", "dot_general", "conv_general", "reduce_prod",
 }
 # differentiable once only: their VJP uses a primitive without a VJP
 NO_DOUBLE_BACKWARD = {"reduce_window_max": "VJP is select_and_scatter_add"}
@@ -418,6 +418,7 @@ BUILDERS = {
     "mul": binary("mul", s_any, s_any), "div": binary("div", s_any, s_nonzero),
     "pow": binary("pow", s_pos, s_any),
     "atan2": binary("atan2", s_nonzero, s_nonzero),
+    "logaddexp": binary("logaddexp", s_any, s_any),
     "rem": binary("rem", s_any, s_nonzero, ok=_quotient_ok),
     "fmod": binary("fmod", s_any, s_nonzero, ok=_quotient_ok),
     "floordiv": binary("floordiv", s_any, s_nonzero, ok=_quotient_ok),

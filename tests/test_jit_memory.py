@@ -6,8 +6,8 @@ from hypothesis import given, settings, strategies as st
 import ember
 import ember.nn.functional as F
 from ember.jit import run_graph, _buffer
-from ember.jit.arena import ArenaExecutable
-from ember.jit.memory import check_no_overlap, nbytes, plan
+from ember.runtime.arena import ArenaExecutable
+from ember.runtime.memory import check_no_overlap, nbytes, plan
 from _bench_models import build
 
 

@@ -8,9 +8,9 @@ import textwrap
 
 import pytest
 
-from ember.codegen import build
+from ember.backend.cpu import compiler
 
-pytestmark = pytest.mark.skipif(not build.available(), reason="no C compiler")
+pytestmark = pytest.mark.skipif(not compiler.available(), reason="no C compiler")
 
 SOURCE = "int ember_cache_probe(int x) { return x * 3 + %d; }\n"
 
@@ -18,8 +18,8 @@ SOURCE = "int ember_cache_probe(int x) { return x * 3 + %d; }\n"
 def _run(cache, n):
     """Load the probe library in a fresh process (a SIGBUS there cannot kill the test)."""
     code = textwrap.dedent(f"""
-        from ember.codegen import build
-        lib = build.load_library({SOURCE!r} % {n}, build.FLAGS)
+        from ember.backend.cpu import compiler
+        lib = compiler.load_library({SOURCE!r} % {n}, compiler.FLAGS)
         print(lib.ember_cache_probe(2))
     """)
     env = dict(os.environ, EMBER_CACHE_DIR=str(cache))
@@ -27,7 +27,7 @@ def _run(cache, n):
 
 
 def _lib(cache, n):
-    key = build.cache_key(SOURCE % n, build.FLAGS + build.extra_flags())
+    key = compiler.cache_key(SOURCE % n, compiler.FLAGS + compiler.extra_flags())
     return cache / f"{key}.so"
 
 
@@ -51,7 +51,7 @@ def test_damaged_library_is_rebuilt(tmp_path, damage):
         rec.write_text(f"{len(data)} {'0' * 64}\n")
     again = _run(cache, 7)
     assert again.returncode == 0 and again.stdout.strip() == "13", (damage, again.returncode, again.stderr[-2000:])
-    assert build._verified(lib)
+    assert compiler._verified(lib)
 
 
 def test_cache_writable_by_others_is_refused(tmp_path, monkeypatch):
@@ -59,10 +59,10 @@ def test_cache_writable_by_others_is_refused(tmp_path, monkeypatch):
     cache.mkdir()
     cache.chmod(0o777)
     monkeypatch.setenv("EMBER_CACHE_DIR", str(cache))
-    with pytest.raises(build.KernelCacheError, match="other users may write"):
-        build.load_library(SOURCE % 11, build.FLAGS)
+    with pytest.raises(compiler.KernelCacheError, match="other users may write"):
+        compiler.load_library(SOURCE % 11, compiler.FLAGS)
     cache.chmod(0o700)
-    assert build.load_library(SOURCE % 11, build.FLAGS).ember_cache_probe(1) == 14
+    assert compiler.load_library(SOURCE % 11, compiler.FLAGS).ember_cache_probe(1) == 14
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to chown")
@@ -71,15 +71,15 @@ def test_cache_owned_by_another_user_is_refused(tmp_path, monkeypatch):
     cache.mkdir(mode=0o700)
     os.chown(cache, 65534, 65534)
     monkeypatch.setenv("EMBER_CACHE_DIR", str(cache))
-    with pytest.raises(build.KernelCacheError, match="belongs to user id 65534"):
-        build.load_library(SOURCE % 12, build.FLAGS)
+    with pytest.raises(compiler.KernelCacheError, match="belongs to user id 65534"):
+        compiler.load_library(SOURCE % 12, compiler.FLAGS)
 
 
 def test_new_cache_directory_is_private(tmp_path, monkeypatch):
     cache = tmp_path / "a" / "b"
     monkeypatch.setenv("EMBER_CACHE_DIR", str(cache))
-    build.load_library(SOURCE % 13, build.FLAGS)
+    compiler.load_library(SOURCE % 13, compiler.FLAGS)
     assert stat.S_IMODE(os.stat(cache).st_mode) & 0o077 == 0
     libs = [p for p in cache.iterdir() if p.suffix == ".so"]
-    assert len(libs) == 1 and build._verified(libs[0])
+    assert len(libs) == 1 and compiler._verified(libs[0])
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]

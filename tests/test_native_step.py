@@ -11,13 +11,15 @@ import pytest
 
 import ember
 import ember.nn.functional as F
-from ember.codegen import build
+from ember.backend.cpu import compiler
 from ember.ir.core import Var
-from ember.codegen.fusion import Group, RowGroup
-from ember.codegen.step import MultiGroup, NativeExecutable, units_of
+from ember.backend.cpu import CpuTarget
+from ember.runtime.fusion import Group, RowGroup
+from ember.runtime.step import StepExecutable
+from ember.runtime.units import MultiGroup, units_of
 from _bench_models import build as build_model
 
-pytestmark = pytest.mark.skipif(not build.available(), reason="needs a C compiler")
+pytestmark = pytest.mark.skipif(not compiler.available(), reason="needs a C compiler")
 
 
 def _entry(j):
@@ -25,9 +27,9 @@ def _entry(j):
     return ent
 
 
-def _native(j) -> NativeExecutable:
+def _native(j) -> StepExecutable:
     exe = _entry(j).exe
-    assert isinstance(exe, NativeExecutable), j.explain
+    assert isinstance(exe, StepExecutable) and exe.target.name == "cpu" and not exe.host_units, j.explain
     return exe
 
 
@@ -86,11 +88,16 @@ def test_be16_cnn_step_native_matches_eager_and_numpy_executor():
         np.testing.assert_allclose(pc[k], pe[k], rtol=1e-4, atol=1e-6, err_msg=k)
 
 
-def test_be16_graphs_without_a_native_form_fall_back_and_say_why():
+def test_be16_units_without_a_native_form_fall_back_and_say_why():
+    """CMU-4: the units the CPU cannot lower (float16 values) run on the host between native
+    kernels; the rest of the step stays native, and `explain` names what fell back."""
     f = ember.jit(lambda x: (x * 2).to(ember.float16) + 1, backend="native")
     x = ember.tensor(np.arange(5, dtype=np.float32))
     np.testing.assert_array_equal(f(x).numpy(), (np.arange(5) * 2).astype(np.float16) + 1)
-    assert "numpy executor: no native form for" in f.explain[0]
+    assert f.explain == ["traced: first call (on the host, with numpy: convert, add (values of dtype float16))"]
+    exe = _entry(f).exe
+    assert exe.host_units == ["host: convert", "host: add"]
+    assert [k[0] for k in exe.kernels] == ["mul", "host: convert", "host: add"]
 
 
 def test_be16_layers_share_their_kernels():
@@ -517,7 +524,7 @@ def test_be1_groups_with_an_outside_path_through_other_groups_still_schedule():
     x = rng.standard_normal((6, 10)).astype(np.float32)
     y = rng.integers(-1, 3, (6,))
     g = ember.jit(f).lower(ember.tensor(x), ember.tensor(y))
-    order = units_of(g)
+    order = units_of(g, CpuTarget().fusible)
     done = set(g.invars) | set(g.constvars)
     for u in order:
         assert all(a in done for a in u.inputs if isinstance(a, Var))
@@ -557,7 +564,7 @@ def test_be16_the_default_backend_is_one_setting():
         ember.set_jit_backend("numpy")
         j = ember.jit(step)
         j(*data[0])
-        assert not isinstance(_entry(j).exe, NativeExecutable)
+        assert not isinstance(_entry(j).exe, StepExecutable)
         ember.set_jit_backend("native")
         j = ember.jit(step)
         j(*data[0])
@@ -624,7 +631,7 @@ def test_be16_inspect_shows_units_source_and_kernel_table():
 # ---------------------------------------------------------------- AddressSanitizer
 def _libasan():
     try:
-        r = subprocess.run([build.compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True,
+        r = subprocess.run([compiler.compiler(), "-print-file-name=libasan.so"], capture_output=True, text=True,
                            timeout=60)
     except OSError:
         return None
@@ -672,9 +679,10 @@ def test_be1_scratch_allocation_failure_raises_memory_error():
     MemoryError (the address space is limited in a subprocess after the step is compiled)."""
     script = textwrap.dedent("""
         import os, resource, ember, ember.nn.functional as F
-        from ember.codegen.step import NativeExecutable
+        from ember.backend.cpu import CpuTarget
+        from ember.runtime.step import StepExecutable
         x, w = ember.zeros(1, 1, 3000, 3000), ember.zeros(1, 1, 3, 3)
-        exe = NativeExecutable(ember.jit(lambda x, w: F.conv2d(x, w)).lower(x, w))
+        exe = StepExecutable(ember.jit(lambda x, w: F.conv2d(x, w)).lower(x, w), CpuTarget())
         used = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
         try:

@@ -10,7 +10,7 @@ import json, os, sys, threading
 import ember
 out = {"ml_dtypes": "ml_dtypes" in sys.modules, "threads": threading.active_count(),
        "heavy": sorted(m for m in ("onnx", "mpi4py", "tqdm", "safetensors", "ember.jit", "ember.nn",
-                                   "ember.codegen") if m in sys.modules)}
+                                   "ember.backend.cpu") if m in sys.modules)}
 x = ember.ones(3) * 2  # float32 work still needs no ml_dtypes
 out["after_f32"] = "ml_dtypes" in sys.modules
 b = ember.ones(3, dtype=ember.bfloat16) + 1
@@ -40,3 +40,34 @@ def test_bfloat16_arrays_made_before_ember_needs_them():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["ember.bfloat16"] * 3
+
+
+# ---------------------------------------------------------------- no import cycle tensor <-> autograd
+_BARE = """
+import importlib, sys, types
+pkg = types.ModuleType("ember")  # the package without its __init__: nothing imported in its order
+pkg.__path__ = [sys.argv[1]]
+sys.modules["ember"] = pkg
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+import ember.eager  # installs the eager interpreter
+import ember.api  # Tensor's operators
+from ember.tensor import tensor
+x = tensor([1.0, 2.0], requires_grad=True)
+(x * x).sum().backward()
+print(x.grad.tolist())
+"""
+
+
+def test_tensor_and_autograd_import_first_in_any_order():
+    """ember.tensor, ember.autograd and ember.eager import in any order, even before the package's
+    __init__ ran its imports: no module-level cycle between them."""
+    for mod in ("ember.autograd", "ember.tensor", "ember.eager"):
+        r = subprocess.run([sys.executable, "-c", f"import {mod}"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+    pkg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ember")
+    for order in (["ember.autograd"], ["ember.tensor"], ["ember.eager"], ["ember.autograd", "ember.tensor"],
+                  ["ember.tensor", "ember.autograd"]):
+        r = subprocess.run([sys.executable, "-c", _BARE, pkg, *order], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (order, r.stderr)
+        assert r.stdout.split() == ["[2.0,", "4.0]"], (order, r.stdout)

@@ -7,9 +7,9 @@ import pytest
 
 import ember
 import ember.nn.functional as F
-from ember.codegen import build
+from ember.backend.cpu import compiler
 
-BACKENDS = ["numpy"] + (["native"] if build.available() else [])
+BACKENDS = ["numpy"] + (["native"] if compiler.available() else [])
 
 
 def _run_threads(fn, n=4):

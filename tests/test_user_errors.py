@@ -6,9 +6,9 @@ import pytest
 import ember
 import ember.nn as nn
 import ember.nn.functional as F
-from ember.codegen import build
+from ember.backend.cpu import compiler
 
-BACKENDS = ["numpy"] + (["native"] if build.available() else [])
+BACKENDS = ["numpy"] + (["native"] if compiler.available() else [])
 HERE = __file__
 
 
@@ -64,7 +64,11 @@ def test_float16_retrace_names_the_dtype():
         opt.step()
         return loss
     step(ember.randn(8, 4).to(ember.float16), ember.randint(0, 3, (8,)))
-    assert step.explain == ["traced: first call (numpy executor: no native form for values of dtype float16)"]
+    (why,) = step.explain
+    if compiler.available():  # the units C has no type for run with numpy, and explain says why
+        assert why.startswith("traced: first call (") and why.endswith("(values of dtype float16))"), why
+    else:
+        assert why == "traced: first call"
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -103,7 +107,7 @@ def test_computed_class_targets_are_checked_inside_the_step(backend):
         f(ember.randn(3, 10), ember.tensor([0, 2, 1]))
 
 
-@pytest.mark.skipif(not build.available(), reason="no C compiler")
+@pytest.mark.skipif(not compiler.available(), reason="no C compiler")
 def test_native_tanh_saturates_exactly():
     x = ember.tensor([np.inf, 100.0, 89.0, 9.011, 9.5, -9.5, -89.0, -np.inf, np.nan, 0.5, -0.0])
     got = ember.jit(lambda x: ember.tanh(x), backend="native")(x).numpy()

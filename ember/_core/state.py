@@ -275,17 +275,17 @@ def blas_choice() -> str:
 
 
 def jit_backend() -> str:
-    """The executor ember.jit builds by default: "native", "numpy" or "auto" (native when a C
+    """The executor ember.jit builds by default: "native", "numpy", "sim" or "auto" (native when a C
     compiler works)."""
     if _jit_backend is not None:
         return _jit_backend
     env = os.environ.get("EMBER_JIT_BACKEND", "").strip().lower()
-    return env if env in ("native", "numpy") else "auto"
+    return env if env in ("native", "numpy", "sim") else "auto"
 
 
 def set_jit_backend(name: str) -> None:
-    """Make ember.jit build "native", "numpy" or "auto" executors by default."""
+    """Make ember.jit build "native", "numpy", "sim" or "auto" executors by default."""
     global _jit_backend
-    if name not in ("native", "numpy", "auto"):
-        raise ValueError(f"jit backend must be 'native', 'numpy' or 'auto', got {name!r}")
+    if name not in ("native", "numpy", "sim", "auto"):
+        raise ValueError(f"jit backend must be 'native', 'numpy', 'sim' or 'auto', got {name!r}")
     _jit_backend = name

@@ -65,7 +65,7 @@ _METHODS = {
     "sqrt": M.sqrt, "rsqrt": M.rsqrt, "sin": M.sin, "cos": M.cos, "tanh": M.tanh, "erf": M.erf,
     "sigmoid": M.sigmoid, "floor": M.floor, "ceil": M.ceil, "round": M.round, "trunc": M.trunc,
     "square": M.square, "reciprocal": M.reciprocal, "remainder": M.remainder, "fmod": M.fmod,
-    "floor_divide": M.floor_divide, "maximum": M.maximum, "minimum": M.minimum, "clamp": M.clamp,
+    "floor_divide": M.floor_divide, "logaddexp": M.logaddexp, "maximum": M.maximum, "minimum": M.minimum, "clamp": M.clamp,
     "clip": M.clamp, "isnan": M.isnan, "isinf": M.isinf, "isfinite": M.isfinite,
     "eq": M.eq, "ne": M.ne, "lt": M.lt, "le": M.le, "gt": M.gt, "ge": M.ge,
     "logical_not": M.logical_not, "logical_and": M.logical_and, "logical_or": M.logical_or,

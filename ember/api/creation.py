@@ -9,7 +9,7 @@ from .._core import dtypes as dt
 from .._core.state import default_dtype
 from ..backend import as_device
 from ..ops import lax
-from ..tensor import Tensor, _traced_const, _wrap
+from ..tensor import Tensor, from_array, trace_constant
 
 
 def _shape(size) -> tuple:
@@ -21,7 +21,7 @@ def _shape(size) -> tuple:
 def _finish(t: Tensor, device, requires_grad: bool) -> Tensor:
     if device is not None:
         as_device(device)
-    t = _traced_const(t)
+    t = trace_constant(t)
     if requires_grad:
         t.requires_grad_(True)
     return t
@@ -31,7 +31,7 @@ def _fill(shape, value, dtype, device, requires_grad):
     d = dt.as_dtype(dtype) if dtype is not None else default_dtype()
     if any(s < 0 for s in shape):
         raise ValueError(f"negative dimension in shape {shape}")
-    return _finish(_wrap(np.full(shape, value, d.np), d), device, requires_grad)
+    return _finish(from_array(np.full(shape, value, d.np), d), device, requires_grad)
 
 
 def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
@@ -56,20 +56,20 @@ def full(size, fill_value, *, dtype=None, device=None, requires_grad: bool = Fal
     return _fill(tuple(size), fill_value, dtype, device, requires_grad)
 
 
-def zeros_like(input, *, dtype=None, requires_grad: bool = False) -> Tensor:
-    return _fill(input.shape, 0, dtype or input.dtype, None, requires_grad)
+def zeros_like(input, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _fill(input.shape, 0, dtype or input.dtype, device, requires_grad)
 
 
-def ones_like(input, *, dtype=None, requires_grad: bool = False) -> Tensor:
-    return _fill(input.shape, 1, dtype or input.dtype, None, requires_grad)
+def ones_like(input, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _fill(input.shape, 1, dtype or input.dtype, device, requires_grad)
 
 
-def empty_like(input, *, dtype=None, requires_grad: bool = False) -> Tensor:
-    return _fill(input.shape, 0, dtype or input.dtype, None, requires_grad)
+def empty_like(input, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _fill(input.shape, 0, dtype or input.dtype, device, requires_grad)
 
 
-def full_like(input, fill_value, *, dtype=None, requires_grad: bool = False) -> Tensor:
-    return _fill(input.shape, fill_value, dtype or input.dtype, None, requires_grad)
+def full_like(input, fill_value, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _fill(input.shape, fill_value, dtype or input.dtype, device, requires_grad)
 
 
 def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
@@ -84,19 +84,19 @@ def arange(start, end=None, step=1, *, dtype=None, device=None, requires_grad: b
     d = dt.as_dtype(dtype)
     n = max(0, math.ceil((end - start) / step))
     arr = (start + np.arange(n, dtype=np.float64 if d.kind == "f" else np.int64) * step).astype(d.np)
-    return _finish(_wrap(arr, d), device, requires_grad)
+    return _finish(from_array(arr, d), device, requires_grad)
 
 
 def linspace(start, end, steps: int, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """`steps` evenly spaced values from start to end inclusive."""
     d = dt.as_dtype(dtype) if dtype is not None else default_dtype()
-    return _finish(_wrap(np.linspace(start, end, steps).astype(d.np), d), device, requires_grad)
+    return _finish(from_array(np.linspace(start, end, steps).astype(d.np), d), device, requires_grad)
 
 
 def eye(n: int, m: int | None = None, *, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Identity matrix."""
     d = dt.as_dtype(dtype) if dtype is not None else default_dtype()
-    return _finish(_wrap(np.eye(n, m, dtype=d.np), d), device, requires_grad)
+    return _finish(from_array(np.eye(n, m, dtype=d.np), d), device, requires_grad)
 
 
 def iota_like(shape, dim, dtype=dt.int64) -> Tensor:

@@ -11,7 +11,7 @@ from .._core.errors import DTypeError, ShapeError, op_error
 from .._core.state import default_dtype
 from ..ops import lax
 from ..ops.core import P, bind, normalize_axes
-from ..tensor import Tensor, _wrap
+from ..tensor import Tensor
 from .precision import accumulate_in_float32
 
 
@@ -122,6 +122,7 @@ def signbit(input):
         return lax.lt(input, 0)
     return lax.full(input.shape, False, dt.bool_)
 def atan2(input, other): return bind(P.atan2, _t(input), _t(other))
+def logaddexp(input, other): return bind(P.logaddexp, _t(input), _t(other))
 def neg(input): return bind(P.neg, input)
 def abs(input): return bind(P.abs, input)
 def sign(input): return bind(P.sign, input)

@@ -20,8 +20,9 @@ from .._core import dtypes as dt
 from .._core import state as _state
 from .._core.state import default_dtype, no_grad
 from ..autograd import assign_
+from ..backend import as_device
 from ..ops import lax
-from ..tensor import Tensor, _wrap
+from ..tensor import Tensor, from_array
 
 
 class Generator:
@@ -31,8 +32,9 @@ class Generator:
     generator does), so no two draws see the same counter."""
 
     def __init__(self, device="cpu"):
+        as_device(device)
         self._lock = threading.RLock()
-        self.state = _wrap(np.zeros(4, np.uint32), dt.uint32)
+        self.state = from_array(np.zeros(4, np.uint32), dt.uint32)
         self.manual_seed(0x853C49E6748FEA9B & 0xFFFFFFFFFFFFFFFF)
 
     def manual_seed(self, seed: int) -> "Generator":
@@ -137,18 +139,25 @@ def _size(size):
     return tuple(size)
 
 
+def _check_device(device) -> None:
+    if device is not None:
+        as_device(device)  # before drawing: a refused call leaves the generator as it was
+
+
 def _done(t: Tensor, requires_grad: bool) -> Tensor:
     return t.requires_grad_(True) if requires_grad else t
 
 
 def rand(*size, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Uniform samples from [0, 1)."""
+    _check_device(device)
     with no_grad():
         return _done(_uniform01(_size(size), _float_dtype(dtype), generator), requires_grad)
 
 
 def randn(*size, generator=None, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples (Box-Muller)."""
+    _check_device(device)
     d = _float_dtype(dtype)
     shape = _size(size)
     with no_grad():
@@ -162,6 +171,7 @@ def randn(*size, generator=None, dtype=None, device=None, requires_grad: bool = 
 
 def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None) -> Tensor:
     """Integers uniform in [low, high)."""
+    _check_device(device)
     if high is None:
         low, high = 0, low
     elif isinstance(high, (tuple, list)):  # randint(high, size) as in PyTorch
@@ -177,10 +187,11 @@ def randint(low, high=None, size=(), *, generator=None, dtype=None, device=None)
 
 def randperm(n: int, *, generator=None, dtype=None, device=None) -> Tensor:
     """A random permutation of 0..n-1 (eager: sorts random keys)."""
+    _check_device(device)
     with no_grad():
         keys = _gen(generator).bits((n,))
     perm = np.argsort(keys._data, kind="stable").astype(dt.as_dtype(dtype or dt.int64).np)
-    return _wrap(perm, dt.as_dtype(dtype or dt.int64))
+    return from_array(perm, dt.as_dtype(dtype or dt.int64))
 
 
 def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:

@@ -374,7 +374,7 @@ def getitem(x: Tensor, key):
     """x[key] with numpy/PyTorch semantics: basic indexing gives views, integer arrays gather."""
     key = _expand_index(key, x.ndim)
     # basic part: slices, ints, None; advanced entries are kept for a second pass
-    start, stop, step, flips, newshape, adv = [], [], [], [], [], []
+    start, stop, step, flips, newshape = [], [], [], [], []
     dim = 0
     for k in key:
         if k is None:
@@ -439,10 +439,6 @@ def getitem(x: Tensor, key):
     if adv_dims:
         y = _advanced(y, adv_dims)
     return y
-
-
-def _out_dim(newshape, upto):
-    return sum(1 for e in newshape[:upto] if e[0] in ("keep", "adv", "mask"))
 
 
 def _advanced(y: Tensor, adv):

@@ -21,7 +21,7 @@ import numbers
 import numpy as np
 
 from .._core import dtypes as dt
-from ..tensor import Tensor, _wrap
+from ..tensor import Tensor, from_array
 from .dataset import IterableDataset, Subset, TensorDataset
 from .sampler import BatchSampler, RandomSampler, SequentialSampler
 
@@ -57,21 +57,21 @@ def default_collate(batch):
             from ..api.shape import stack
             return stack(list(batch), 0)
         arrs = [b._data if isinstance(b, Tensor) else np.asarray(b) for b in batch]
-        return _wrap(_stack_arrays(arrs), elem.dtype)
+        return from_array(_stack_arrays(arrs), elem.dtype)
     if isinstance(elem, np.ndarray):
         if elem.dtype.kind in "OUS":
             raise TypeError(_ELEM_ERR.format(f"a numpy array of dtype {elem.dtype}"))
         arr = _stack_arrays([np.asarray(b) for b in batch])
-        return _wrap(arr, dt.from_numpy_dtype(arr.dtype))
+        return from_array(arr)
     if isinstance(elem, np.generic) and not isinstance(elem, (np.str_, np.bytes_)):
         arr = np.asarray(batch)
-        return _wrap(arr, dt.from_numpy_dtype(arr.dtype))
+        return from_array(arr)
     if isinstance(elem, bool):
-        return _wrap(np.asarray(batch, dtype=np.bool_), dt.bool_)
+        return from_array(np.asarray(batch, dtype=np.bool_), dt.bool_)
     if isinstance(elem, numbers.Integral):
-        return _wrap(np.asarray(batch, dtype=np.int64), dt.int64)
+        return from_array(np.asarray(batch, dtype=np.int64), dt.int64)
     if isinstance(elem, numbers.Real):
-        return _wrap(np.asarray(batch, dtype=np.float64), dt.float64)
+        return from_array(np.asarray(batch, dtype=np.float64), dt.float64)
     if isinstance(elem, (str, bytes)):
         return list(batch)
     if isinstance(elem, cabc.Mapping):
@@ -90,7 +90,7 @@ def default_convert(data):
     """What the loader does to each sample when automatic batching is off (``batch_size=None``):
     numpy arrays become Tensors, containers are converted recursively, the rest is unchanged."""
     if isinstance(data, np.ndarray) and data.dtype.kind not in "OUS":
-        return _wrap(data, dt.from_numpy_dtype(data.dtype))
+        return from_array(data)
     if isinstance(data, cabc.Mapping):
         return {k: default_convert(v) for k, v in data.items()}
     if isinstance(data, tuple) and hasattr(data, "_fields"):
@@ -206,9 +206,9 @@ class DataLoader:
             if index is not None:
                 b = index[b]
             if isinstance(b, slice):
-                yield [_wrap(a[b].copy(), d) for a, d in arrays]
+                yield [from_array(a[b].copy(), d) for a, d in arrays]
             else:
-                yield [_wrap(np.take(a, b, axis=0), d) for a, d in arrays]
+                yield [from_array(np.take(a, b, axis=0), d) for a, d in arrays]
 
     def _iter_iterable(self):
         it = iter(self.dataset)

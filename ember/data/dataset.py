@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..tensor import Tensor, _wrap, as_tensor
+from ..tensor import Tensor, as_tensor, from_array
 
 __all__ = ["Dataset", "IterableDataset", "TensorDataset", "Subset", "ConcatDataset", "random_split"]
 
@@ -58,7 +58,7 @@ class TensorDataset(Dataset):
                 if t.requires_grad:
                     out.append(t[int(index)])
                 else:  # a row view without a trip through the dispatcher
-                    out.append(_wrap(t._data[int(index), ...], t.dtype))
+                    out.append(from_array(t._data[int(index), ...], t.dtype))
             return tuple(out)
         return tuple(t[index] for t in self.tensors)
 

@@ -23,10 +23,8 @@ Errors raised by a user function name the op and the element's position (DP-4).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import queue
-import shutil
 import threading
 import time
 from typing import Any, Callable, Iterable
@@ -277,6 +275,7 @@ class Pipeline:
         return _Prefetch(self, buffer_size)
 
     def cache(self, path: str | os.PathLike | None = None) -> "Pipeline":
+        from .cache import _Cache  # the cache stage lives in its own module
         return _Cache(self, path)
 
     def shard(self, num_shards: int, index: int) -> "Pipeline":
@@ -689,164 +688,3 @@ class _Prefetch(Pipeline):
                     q.get(timeout=0.05)
                 except queue.Empty:
                     pass
-
-
-# ------------------------------------------------------------------ cache
-def _flatten(x, leaves: list):
-    """JSON template of `x`; arrays and scalars go to `leaves`."""
-    if isinstance(x, dict):
-        return {"d": [[k, _flatten(v, leaves)] for k, v in x.items()]}
-    if isinstance(x, tuple):
-        return {"t": [_flatten(v, leaves) for v in x]}
-    if isinstance(x, list):
-        return {"l": [_flatten(v, leaves) for v in x]}
-    if x is None or isinstance(x, (str, bool)):
-        return {"v": x}
-    from ..tensor import Tensor
-    if isinstance(x, Tensor):
-        leaves.append(x.numpy())
-        return {"T": len(leaves) - 1, "dt": x.dtype.name}
-    if isinstance(x, (int, float)):
-        leaves.append(np.asarray(x))
-        return {"p": len(leaves) - 1, "k": type(x).__name__}
-    a = np.asarray(x)
-    if a.dtype.kind in "OUSV":
-        raise TypeError(f"cache: cannot store an element of type {type(x).__name__} without pickle")
-    leaves.append(a)
-    return {"a": len(leaves) - 1, "g": isinstance(x, np.generic)}
-
-
-def _unflatten(tpl, leaves):
-    if "d" in tpl:
-        return {k: _unflatten(v, leaves) for k, v in tpl["d"]}
-    if "t" in tpl:
-        return tuple(_unflatten(v, leaves) for v in tpl["t"])
-    if "l" in tpl:
-        return [_unflatten(v, leaves) for v in tpl["l"]]
-    if "v" in tpl:
-        return tpl["v"]
-    if "T" in tpl:
-        from .._core import dtypes as dt
-        from ..tensor import _wrap
-        return _wrap(np.array(leaves[tpl["T"]]), dt._by_name(tpl["dt"]))
-    if "p" in tpl:
-        v = leaves[tpl["p"]]
-        return int(v) if tpl["k"] == "int" else float(v)
-    a = leaves[tpl["a"]]
-    return a[()] if tpl["g"] else np.array(a)
-
-
-class _Cache(Pipeline):
-    """Replays the upstream after one complete epoch (DMLP-3).
-
-    In memory (``path=None``) the elements of the first complete epoch are kept. With a path, the
-    epoch is written under ``<path>/<fingerprint>/``: ``meta.json`` (format, the element structure,
-    the count) and one ``leaf<j>.npy`` per array position (elements' arrays stacked when they share
-    a shape, else concatenated flat with their shapes in the JSON), read back with
-    ``allow_pickle=False``. Nothing is pickled. The directory name is the upstream's fingerprint, so
-    a changed upstream (function code, captured values, source data, parameters) misses the cache;
-    stale fingerprint directories under `path` are removed when a new one is written. Writes are
-    atomic (a temporary directory renamed into place), so a killed run leaves no half cache.
-    """
-    op = "cache"
-
-    def __init__(self, parent, path):
-        super().__init__((parent,), "cache(memory)" if path is None else "cache(file)")
-        self.path = None if path is None else os.fspath(path)
-        self._mem = None
-
-    def _params(self):
-        return "cache"  # transparent: data is the upstream's
-
-    def fingerprint(self):
-        return self._parents[0].fingerprint()
-
-    def _dir(self):
-        return os.path.join(self.path, self._parents[0].fingerprint()[:32])
-
-    def _iter(self, epoch):
-        if self.path is None:
-            if self._mem is not None:
-                yield from self._mem
-                return
-            out = []
-            for x in self._pull(self._parents[0]):
-                out.append(x)
-                yield x
-            self._mem = out
-            return
-        d = self._dir()
-        if os.path.exists(os.path.join(d, "meta.json")):
-            yield from self._read(d)
-            return
-        out = []
-        for x in self._pull(self._parents[0]):
-            out.append(x)
-            yield x
-        self._write(d, out)
-
-    def _write(self, d, elems):
-        templates, per_elem = [], []
-        for x in elems:
-            leaves: list = []
-            templates.append(_flatten(x, leaves))
-            per_elem.append(leaves)
-        same = all(t == templates[0] for t in templates)
-        os.makedirs(self.path, exist_ok=True)
-        tmp = d + f".tmp{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        meta = {"format": "ember.pipeline.cache/1", "count": len(elems), "same": same,
-                "template": templates[0] if (same and templates) else None,
-                "templates": None if same else templates, "leaves": []}
-        nleaves = max((len(le) for le in per_elem), default=0) if same else 0
-        if same and elems:
-            for j in range(nleaves):
-                col = [le[j] for le in per_elem]
-                if all(c.shape == col[0].shape and c.dtype == col[0].dtype for c in col):
-                    np.save(os.path.join(tmp, f"leaf{j}.npy"), np.stack(col), allow_pickle=False)
-                    meta["leaves"].append({"stacked": True})
-                else:
-                    np.save(os.path.join(tmp, f"leaf{j}.npy"),
-                            np.concatenate([c.astype(col[0].dtype).ravel() for c in col]), allow_pickle=False)
-                    meta["leaves"].append({"stacked": False, "shapes": [list(c.shape) for c in col]})
-        else:  # heterogeneous structures: one flat file per element leaf
-            for i, le in enumerate(per_elem):
-                for j, a in enumerate(le):
-                    np.save(os.path.join(tmp, f"e{i}_{j}.npy"), a, allow_pickle=False)
-        with open(os.path.join(tmp, "meta.json"), "w") as f:
-            json.dump(meta, f)
-        for old in os.listdir(self.path):  # stale fingerprints
-            p = os.path.join(self.path, old)
-            if p != d and os.path.isdir(p) and len(old) == 32 and os.path.exists(os.path.join(p, "meta.json")):
-                shutil.rmtree(p, ignore_errors=True)
-        shutil.rmtree(d, ignore_errors=True)
-        os.replace(tmp, d)
-
-    def _read(self, d):
-        with open(os.path.join(d, "meta.json")) as f:
-            meta = json.load(f)
-        n = meta["count"]
-        if meta["same"]:
-            cols = []
-            for j, info in enumerate(meta["leaves"]):
-                arr = np.load(os.path.join(d, f"leaf{j}.npy"), allow_pickle=False, mmap_mode="r")
-                if info["stacked"]:
-                    cols.append(arr)
-                else:
-                    parts, off = [], 0
-                    for s in info["shapes"]:
-                        k = int(np.prod(s, dtype=np.int64))
-                        parts.append(arr[off:off + k].reshape(s))
-                        off += k
-                    cols.append(parts)
-            tpl = meta["template"]
-            for i in range(n):
-                yield _unflatten(tpl, [c[i] for c in cols])
-        else:
-            for i, tpl in enumerate(meta["templates"]):
-                leaves, j = [], 0
-                while os.path.exists(os.path.join(d, f"e{i}_{j}.npy")):
-                    leaves.append(np.load(os.path.join(d, f"e{i}_{j}.npy"), allow_pickle=False))
-                    j += 1
-                yield _unflatten(tpl, leaves)

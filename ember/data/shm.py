@@ -37,6 +37,8 @@ from multiprocessing import resource_tracker, shared_memory
 
 import numpy as np
 
+from .. import codec
+
 __all__ = ["SHM_PREFIX", "owner_tag", "create_block", "attach", "unlink_name", "cleanup_prefix",
            "sweep_orphans", "write_result", "read_result", "ShmPickler", "ShmUnpickler"]
 
@@ -175,82 +177,18 @@ def _dtype_name(a: np.ndarray) -> str:
 
 
 # ------------------------------------------------------------------ result encoding (JSON + shm)
-_NT_ERR = ("DataLoader worker results must be Tensors, numpy arrays, numbers, str, None, or "
-           "lists/tuples/dicts of them (nothing is pickled across processes); got {}")
-
-
 def _c(a: np.ndarray) -> np.ndarray:
     return a if a.flags.c_contiguous else np.array(a, order="C")  # keeps 0-d arrays 0-d
 
 
-def _encode(obj, arrays: list):
-    """A JSON-able tree for `obj`; arrays and Tensors are appended to `arrays` and referenced."""
-    from ..tensor import Tensor
-    if isinstance(obj, Tensor):
-        arrays.append(_c(obj._data))
-        return {"T": len(arrays) - 1, "dt": obj.dtype.name}
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind in "OUS" or obj.dtype.fields is not None:
-            raise TypeError(_NT_ERR.format(f"a numpy array of dtype {obj.dtype}"))
-        arrays.append(_c(obj))
-        return {"A": len(arrays) - 1}
-    if isinstance(obj, np.generic) and not isinstance(obj, (np.str_, np.bytes_)):
-        arrays.append(np.asarray(obj).reshape(1))
-        return {"G": len(arrays) - 1}
-    if obj is None or isinstance(obj, (bool, int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else {"F": repr(obj)}
-    if isinstance(obj, tuple):
-        if hasattr(obj, "_fields"):
-            return {"N": f"{type(obj).__module__}:{type(obj).__qualname__}",
-                    "v": [_encode(v, arrays) for v in obj]}
-        return {"U": [_encode(v, arrays) for v in obj]}
-    if isinstance(obj, list):
-        return [_encode(v, arrays) for v in obj]
-    if isinstance(obj, dict):
-        items = []
-        for k, v in obj.items():
-            if not isinstance(k, (str, int)) or isinstance(k, bool):
-                raise TypeError(_NT_ERR.format(f"a dict key of type {type(k).__name__}"))
-            items.append([k, _encode(v, arrays)])
-        return {"D": items}
-    raise TypeError(_NT_ERR.format(type(obj).__name__))
-
-
-def _decode(tree, arrays: list):
-    if isinstance(tree, list):
-        return [_decode(v, arrays) for v in tree]
-    if not isinstance(tree, dict):
-        return tree
-    if "T" in tree:
-        from .._core import dtypes as dt
-        from ..tensor import _wrap
-        return _wrap(arrays[tree["T"]], dt._by_name(tree["dt"]))
-    if "A" in tree:
-        return arrays[tree["A"]]
-    if "G" in tree:
-        return arrays[tree["G"]][0]
-    if "F" in tree:
-        return float(tree["F"])
-    if "U" in tree:
-        return tuple(_decode(v, arrays) for v in tree["U"])
-    if "D" in tree:
-        return {k: _decode(v, arrays) for k, v in tree["D"]}
-    if "N" in tree:
-        import importlib
-        mod, qual = tree["N"].split(":")
-        cls = importlib.import_module(mod)
-        for part in qual.split("."):
-            cls = getattr(cls, part)
-        return cls(*(_decode(v, arrays) for v in tree["v"]))
-    raise ValueError(f"bad worker message {tree!r}")  # pragma: no cover
-
-
 def write_result(obj, name: str) -> dict:
-    """Encode `obj`; its arrays go into one new shared-memory block `name` (if there are any)."""
-    arrays: list = []
-    tree = _encode(obj, arrays)
+    """Encode `obj` (`ember.codec`: the header is JSON, named tuples included); its arrays go into
+    one new shared-memory block `name` (if there are any)."""
+    try:
+        tree, arrays = codec.encode(obj, namedtuples=True)
+    except TypeError as e:
+        raise TypeError(f"DataLoader worker result: {e}") from None
+    arrays = [_c(a) for a in arrays]
     if not arrays:
         return {"tree": tree, "shm": None, "arrays": []}
     layout, off = [], 0
@@ -285,7 +223,7 @@ def read_result(msg: dict):
         finally:
             shm.close()
             unlink_name(name)
-    return _decode(msg["tree"], arrays)
+    return codec.decode(msg["tree"], arrays, namedtuples=True)
 
 
 # ------------------------------------------------------------------ shipping the dataset
@@ -350,8 +288,8 @@ class ShmUnpickler(pickle.Unpickler):
         if kind == "A":
             return arr
         from .._core import dtypes as dt
-        from ..tensor import _wrap
-        t = _wrap(arr, dt._by_name(dname))
+        from ..tensor import from_array
+        t = from_array(arr, dt._by_name(dname))
         if rg:
             t.requires_grad_(True)
         return t

@@ -25,11 +25,6 @@ def _uniform(generator, n: int) -> np.ndarray:
     return rand(n, generator=generator, dtype=dt.float64).numpy()
 
 
-def _randint(generator, high: int, n: int) -> np.ndarray:
-    """n ints uniform in [0, high) from float64 uniforms (exact for small ranges)."""
-    return np.minimum((_uniform(generator, n) * high).astype(np.int64), high - 1)
-
-
 class _Draws:
     """Uniform [0, 1) float64 numbers drawn from an ember generator 256 at a time (one ember call
     instead of one per sample). The stream is the generator's own: the k-th number taken equals the

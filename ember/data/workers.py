@@ -119,6 +119,9 @@ def _recv_or_orphaned(conn, ppid: int):
 
 
 def _worker_main(payload: bytes, wid: int, nworkers: int, conn, prefix: str, parent=None) -> None:
+    """A worker process: receive requests, fetch and collate batches, send them back."""
+    # one function on purpose (over 100 lines): the message loop and its two fetchers close over
+    # the dataset, its configuration and the (op, index) state every error report names
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     # `parent` is the main process's pid when forked. A forked worker also holds its siblings'
@@ -149,7 +152,7 @@ def _worker_main(payload: bytes, wid: int, nworkers: int, conn, prefix: str, par
     state = {"index": None, "op": None}
 
     def fetch(idx):
-        from ..tensor import _wrap
+        from ..tensor import from_array
         if not cfg["auto_collation"]:
             state["op"], state["index"] = f"{type(ds).__name__}.__getitem__", idx
             sample = ds[idx]
@@ -160,7 +163,7 @@ def _worker_main(payload: bytes, wid: int, nworkers: int, conn, prefix: str, par
             b = np.asarray(idx, dtype=np.int64)
             if fast_index is not None:
                 b = fast_index[b]
-            return [_wrap(np.take(t._data, b, axis=0), t.dtype) for t in fast_src.tensors]
+            return [from_array(np.take(t._data, b, axis=0), t.dtype) for t in fast_src.tensors]
         samples = []
         state["op"] = f"{type(ds).__name__}.__getitem__"
         for i in idx:
@@ -488,8 +491,9 @@ class MultiProcessIter:
         self.n = pool.n
         self.prefetch = loader.prefetch_factor
         self.timeout = loader.timeout or None
-        from ..api.random import _gen
-        bits = _gen(loader.generator).bits((2,)).numpy().astype(np.uint64)
+        from ..api.random import default_generator
+        gen = loader.generator if loader.generator is not None else default_generator()
+        bits = gen.bits((2,)).numpy().astype(np.uint64)
         base_seed = int(bits[0]) | (int(bits[1]) << 31)
         if not persistent or first or pool.iterable:
             pool.start_epoch(base_seed, init=(not persistent) or first)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import secrets
 import urllib.error
 import urllib.request
 import zlib
@@ -18,6 +17,7 @@ import zlib
 import numpy as np
 
 from .._core.errors import EmberError
+from .._core.files import atomic_write
 
 __all__ = ["DatasetError", "read_idx", "download_file", "file_digest"]
 
@@ -86,16 +86,15 @@ def download_file(url: str, dest, *, md5: str | None = None, check=None, timeout
     `DatasetError` is raised; `dest` is never left half-written.
     """
     dest = os.fspath(dest)
-    d = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{os.path.basename(dest)}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    h = hashlib.md5()
-    try:
+    os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+
+    def fetch(f):
         try:
             resp = urllib.request.urlopen(url, timeout=timeout)
         except (urllib.error.URLError, OSError, ValueError) as e:
             raise DatasetError(f"cannot download {url}: {e}") from None
-        with resp, open(tmp, "wb") as f:
+        h = hashlib.md5()
+        with resp:
             total = resp.headers.get("Content-Length")
             bar = None
             if progress:
@@ -116,15 +115,12 @@ def download_file(url: str, dest, *, md5: str | None = None, check=None, timeout
             finally:
                 if bar is not None:
                     bar.close()
-            f.flush()
-            os.fsync(f.fileno())
+        f.flush()
         got = h.hexdigest()
-        ok = (md5 is None and check is None) or got == md5 or (check is not None and check(tmp))
+        ok = (md5 is None and check is None) or got == md5 or (check is not None and check(f.name))
         if not ok:
             raise DatasetError(f"checksum mismatch for {url}: md5 {got}, expected {md5}; the download "
                                "is corrupted or the mirror serves another file (nothing was kept)")
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(dest, fetch)
     return dest

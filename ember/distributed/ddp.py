@@ -179,8 +179,8 @@ class DistributedDataParallel(Module):
                     np.copyto(gd, src, casting="unsafe")
                     p.grad._ensure_storage().version += 1
                 else:
-                    from ..tensor import _wrap
-                    p.grad = _wrap(src.astype(gd.dtype), p.grad._dtype)
+                    from ..tensor import from_array
+                    p.grad = from_array(src.astype(gd.dtype), p.grad._dtype)
             b.reset()
         object.__setattr__(self, "_started", 0)
 

@@ -185,3 +185,21 @@ def dtype_from_str(s: str):
 
 def type_str(aval: Aval) -> str:
     return f"{dtype_str(aval.dtype)}{'~' if aval.weak else ''}[{','.join(map(str, aval.shape))}]"
+
+
+def params_key(x):
+    """A hashable key of an equation's params (TypeError for array-valued params)."""
+    if isinstance(x, dict):
+        return tuple(sorted((k, params_key(v)) for k, v in x.items()))
+    if isinstance(x, (list, tuple)):
+        return tuple(params_key(v) for v in x)
+    if isinstance(x, np.ndarray):
+        raise TypeError
+    hash(x)
+    return x
+
+
+def literal_key(a: Literal):
+    """A hashable key of a literal operand: its value and its type."""
+    v = a.value
+    return ("lit", type(v).__name__, repr(v), a.aval)

@@ -1,4 +1,8 @@
-"""ember.jit: trace a function to the IR, optimize it, and run the graph with numpy kernels.
+"""ember.jit: trace a function to the IR, optimize it, and run it as one step on a target.
+
+The executor is the CPU target's native step (`ember.runtime.step` over `ember.backend.cpu`)
+when a C compiler works, else the numpy arena executor (`ember.runtime.arena`); `backend=`
+chooses ("native", "numpy", "sim").
 
     f = ember.jit(fn)            # or @ember.jit, or ember.jit(fn, opt_level=1)
     f(x, w)                      # traces on the first call, reuses the graph for the same signature
@@ -29,9 +33,9 @@ import numpy as np
 
 from .._core.errors import located
 from .._core.state import TLS, TRACE_LOCK, debug_level, jit_backend, module_epoch
-from ..tensor import Tensor, _wrap  # noqa: F401
-from .arena import ArenaExecutable
-from .executor import Executable, run_graph  # noqa: F401
+from ..tensor import Tensor, from_array  # noqa: F401
+from ..runtime.arena import ArenaExecutable
+from ..runtime.executor import Executable, run_graph  # noqa: F401
 from .passes import PassManager, optimize  # noqa: F401
 from .trace import Traced, TraceError, flatten, make_ir, trace, unflatten  # noqa: F401
 from .report import inspect  # noqa: F401
@@ -97,6 +101,15 @@ def _describe(target) -> str:
     return f"arg {x}" if kind == "arg" else f"a captured {x._dtype.name}{list(x.shape)} tensor"
 
 
+def _device_target(backend: str):
+    """The device target of a jit backend name."""
+    if backend == "sim":
+        from ..backend.sim import SimTarget
+        return SimTarget()
+    from ..backend.cpu import CpuTarget
+    return CpuTarget()
+
+
 class _Entry:
     """One cached trace: its executable and what must hold for a call to reuse it."""
 
@@ -106,14 +119,20 @@ class _Entry:
         g = optimize(traced.graph, opt_level, verify)
         persistent = {v for target, action, v in traced.grads if action == "new" and target[0] == "obj"}
         self.exe = None
-        self.fallback = None  # why a native step was not built
-        if backend == "native":
-            from ..codegen.c_renderer import Unsupported
-            from ..codegen.step import NativeExecutable
+        self.fallback = None  # why a native step was not built, or which units run on the host
+        if backend in ("native", "sim"):
+            from ..backend.contract import Unsupported
+            from ..runtime.step import StepExecutable
             try:
-                self.exe = NativeExecutable(g, persistent)
+                self.exe = StepExecutable(g, _device_target(backend), persistent)
             except Unsupported as ex:
-                self.fallback = f"numpy executor: no native form for {ex}"
+                self.fallback = f"numpy executor: {ex}"
+            else:
+                if self.exe.host_units and backend == "native":
+                    self.fallback = "on the host, with numpy: " + self.exe.host_reasons()
+                    if not any(item[0] == "launch" for item in self.exe.schedule):
+                        self.exe = None  # nothing native: the numpy arena executor runs it better
+                        self.fallback = "numpy executor: " + self.fallback[len("on the host, with numpy: "):]
         if self.exe is None:
             self.exe = ArenaExecutable(g, persistent)
         self.graph = g
@@ -211,20 +230,20 @@ class _Entry:
             elif target[0] == "obj":  # a persistent buffer: the same tensor after every call
                 g = self.grad_tensors.get(v)
                 if g is None or g._data is not outs[v]:
-                    g = self.grad_tensors[v] = _wrap(outs[v], self.out_dtypes[v])
+                    g = self.grad_tensors[v] = from_array(outs[v], self.out_dtypes[v])
                 dst._grad = g
             else:
-                dst._grad = _wrap(outs[v], self.out_dtypes[v])
+                dst._grad = from_array(outs[v], self.out_dtypes[v])
         dts = self.out_dtypes
-        return [_wrap(outs[i], dts[i]) for i in range(t.n_user)]
+        return [from_array(outs[i], dts[i]) for i in range(t.n_user)]
 
 
 class Jitted:
     """A jitted function: a cache of optimized graphs keyed by input signature, with guards."""
 
     def __init__(self, fn, opt_level: int = 2, verify: bool | None = None, backend: str | None = None):
-        if backend not in (None, "native", "numpy", "auto"):
-            raise ValueError(f"backend must be 'native', 'numpy' or 'auto', got {backend!r}")
+        if backend not in (None, "native", "numpy", "sim", "auto"):
+            raise ValueError(f"backend must be 'native', 'numpy', 'sim' or 'auto', got {backend!r}")
         self.fn = fn
         self.opt_level = opt_level
         self.verify = verify
@@ -291,15 +310,19 @@ class Jitted:
         self.explain.extend([why] if why else self._reasons(treedef, paths, sig, grad_mode))
         backend = self.backend or jit_backend()
         if backend == "auto":
-            from ..codegen import build
-            backend = "native" if build.available() else "numpy"
+            from ..backend.cpu import compiler
+            backend = "native" if compiler.available() else "numpy"
         ent = self.cache[key] = _Entry(trace(self.fn, args, kwargs), self.opt_level, self.verify, backend)
         self.trace_count += 1
         if ent.fallback:
             self.explain[-1] += f" ({ent.fallback})"
-        if debug_level() >= 2:
-            from .report import dump, report
-            dump(report(self.__name__, ent.traced, ent, self.explain[-1:], leaves))
+        level = debug_level()
+        if level >= 1:
+            from .report import dump, report, summary
+            print(summary(self.__name__, ent, self.explain[-1]), file=sys.stderr, flush=True)
+            if level >= 2:
+                dump(report(self.__name__, ent.traced, ent, self.explain[-1:], leaves if level >= 4 else None),
+                     level)
         self._last = (treedef, paths, sig, grad_mode)
         return ent
 
@@ -322,8 +345,9 @@ class Jitted:
 def jit(fn=None, *, opt_level: int = 2, verify: bool | None = None, backend: str | None = None):
     """Compile `fn` (usable as `@jit` or `@jit(opt_level=1)`).
 
-    `backend`: "native" (the whole step as one generated C function), "numpy" (the arena
-    executor) or "auto" (native when a C compiler works); None follows `ember.jit_backend()`.
+    `backend`: "native" (the whole step as one generated C program), "numpy" (the arena
+    executor), "sim" (the native step's units run by numpy: the runtime without a compiler) or
+    "auto" (native when a C compiler works); None follows `ember.jit_backend()`.
     A graph with an equation that has no native form runs on the numpy executor (`explain`
     says which)."""
     if fn is None:

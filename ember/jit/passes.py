@@ -3,7 +3,7 @@
 Every pass takes a Graph and returns a new Graph (the input is left as it was). Levels:
 O0: nothing; O1: dead-code elimination; O2: constant folding, algebraic simplification, transposes
 folded into `dot_general`, common-subexpression elimination, dead-code elimination, repeated until
-nothing changes. With `verify=True` (or EMBER_DEBUG >= 1) the verifier runs after every pass and
+nothing changes. With `verify=True` (or EMBER_DEBUG >= 2) the verifier runs after every pass and
 names the pass that broke an invariant.
 
 Every rewrite keeps each value's type exactly (shape, dtype, weak flag): a rule whose replacement
@@ -18,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._core.state import debug_level
-from ..ir.core import Eqn, Graph, Literal, Var
+from ..ir.core import Eqn, Graph, Literal, Var, literal_key, params_key
 from ..ir.verify import verify as _verify
-from .executor import apply
+from ..ops import P
+from ..runtime.executor import apply
 
 
 def _sub(a, env):
@@ -51,31 +52,13 @@ def dce(g: Graph) -> Graph:
     return Graph(cv, cs, g.invars, keep, g.outvars, g.aliases)
 
 
-def params_key(x):
-    """A hashable key of an equation's params (TypeError for array-valued params)."""
-    if isinstance(x, dict):
-        return tuple(sorted((k, params_key(v)) for k, v in x.items()))
-    if isinstance(x, (list, tuple)):
-        return tuple(params_key(v) for v in x)
-    if isinstance(x, np.ndarray):
-        raise TypeError
-    hash(x)
-    return x
-
-
-def literal_key(a: Literal):
-    """A hashable key of a literal operand: its value and its type."""
-    v = a.value
-    return ("lit", type(v).__name__, repr(v), a.aval)
-
-
 def cse(g: Graph) -> Graph:
     """Replace an equation by an earlier one with the same primitive, operands and params."""
     env, seen, out = {}, {}, []
     for e in g.eqns:
         ins = [_sub(a, env) for a in e.inputs]
         try:
-            key = (e.prim.name, tuple(literal_key(a) if isinstance(a, Literal) else a for a in ins),
+            key = (e.prim, tuple(literal_key(a) if isinstance(a, Literal) else a for a in ins),
                    params_key(e.params), e.out.aval)
         except TypeError:
             key = None
@@ -155,51 +138,51 @@ def simplify(g: Graph, signed_zeros: bool = False) -> Graph:
     env, out, prod = {}, [], {}
     for e in g.eqns:
         ins = [_sub(a, env) for a in e.inputs]
-        name, p = e.prim.name, e.params
+        prim, p = e.prim, e.params
         rep = None
-        if name in ("mul", "add", "sub", "div") and len(ins) == 2:
+        if prim in (P.mul, P.add, P.sub, P.div) and len(ins) == 2:
             a, b = ins
             fl = e.out.aval.dtype.kind == "f"
-            if name == "mul":
+            if prim is P.mul:
                 rep = a if _is_lit(b, 1) else b if _is_lit(a, 1) else None
-            elif name == "div":
+            elif prim is P.div:
                 rep = a if _is_lit(b, 1) else None
-            elif name == "add":
+            elif prim is P.add:
                 for x, z in ((a, b), (b, a)):
                     if _is_lit(z, 0) and (not fl or _signbit(z) or not signed_zeros):
                         rep = x
                         break
             elif _is_lit(b, 0) and (not fl or not _signbit(b) or not signed_zeros):
                 rep = a
-        elif name == "neg":
+        elif prim is P.neg:
             src = prod.get(ins[0])
-            if src is not None and src.prim.name == "neg":
+            if src is not None and src.prim is P.neg:
                 rep = src.inputs[0]
-        elif name == "convert":
+        elif prim is P.convert:
             rep = ins[0] if ins[0].aval.dtype is p["dtype"] else None
-        elif name == "reshape":
+        elif prim is P.reshape:
             rep = ins[0] if tuple(p["shape"]) == ins[0].aval.shape else None
-        elif name == "broadcast_in_dim":
+        elif prim is P.broadcast_in_dim:
             x = ins[0]
             if tuple(p["shape"]) == x.aval.shape and tuple(p["dims"]) == tuple(range(x.aval.ndim)):
                 rep = x
-        elif name == "slice":
+        elif prim is P.slice:
             x = ins[0]
             if (tuple(p["start"]) == (0,) * x.aval.ndim and tuple(p["stop"]) == x.aval.shape
                     and all(s == 1 for s in p["step"])):
                 rep = x
-        elif name == "rev":
+        elif prim is P.rev:
             rep = ins[0] if not tuple(p["axes"]) else None
-        elif name == "transpose":
+        elif prim is P.transpose:
             perm = tuple(p["perm"])
             src = prod.get(ins[0])
-            if src is not None and src.prim.name == "transpose":
+            if src is not None and src.prim is P.transpose:
                 p1 = tuple(src.params["perm"])
                 perm = tuple(p1[j] for j in perm)
                 ins = [src.inputs[0]]
             if perm == tuple(range(len(perm))):
                 rep = ins[0]
-            elif src is not None and src.prim.name == "transpose":
+            elif src is not None and src.prim is P.transpose:
                 ne = Eqn(e.prim, ins, e.out, {**p, "perm": perm}, e.loc)
                 out.append(ne)
                 prod[e.out] = ne
@@ -237,16 +220,16 @@ def fold_dot_transpose(g: Graph) -> Graph:
     transpose itself stays for other users; dead-code elimination drops it when none is left."""
     prod, out = {}, []
     for e in g.eqns:
-        if e.prim.name == "dot_general" and len(e.inputs) == 2:
+        if e.prim is P.dot_general and len(e.inputs) == 2:
             ins = list(e.inputs)
             (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
             tx = prod.get(ins[0])
-            if tx is not None and tx.prim.name == "transpose":
+            if tx is not None and tx.prim is P.transpose:
                 r = _fold_side(tuple(tx.params["perm"]), tuple(xc), tuple(xb))
                 if r is not None:
                     ins[0], (xc, xb) = tx.inputs[0], r
             ty = prod.get(ins[1])
-            if ty is not None and ty.prim.name == "transpose":
+            if ty is not None and ty.prim is P.transpose:
                 r = _fold_side(tuple(ty.params["perm"]), tuple(yc), tuple(yb))
                 if r is not None:
                     ins[1], (yc, yb) = ty.inputs[0], r
@@ -302,7 +285,7 @@ class PassManager:
 
     def __init__(self, passes, verify: bool | None = None, max_rounds: int = 4):
         self.passes = [PASSES[p] if isinstance(p, str) else p for p in passes]
-        self.verify = debug_level() >= 1 if verify is None else verify
+        self.verify = debug_level() >= 2 if verify is None else verify
         self.max_rounds = max_rounds
         self.log = []
 

@@ -1,13 +1,20 @@
 """Every stage of a jitted function, for reading: `ember.inspect(f, *args)`.
 
-With `EMBER_DEBUG=2` (or `ember.debug(2)`), ember.jit prints the same report to stderr whenever
-it traces; with `EMBER_DEBUG=1` it runs the IR verifier after every pass.
+`EMBER_DEBUG` (or `ember.debug(n)` for a block) makes ember.jit print to stderr whenever it
+traces, more at each level:
+
+- 1: compile events and fallbacks: one line per trace (why it traced, the executor, units,
+  kernels, what runs on the host), one per kernel library compiled (not for cache hits);
+- 2: also the IR after each pass (the verifier runs after every pass) and the memory plan;
+- 3: also the generated source;
+- 4: also per-kernel timing (the step run 3 times on copies of the inputs).
+
+`ember.inspect` returns the whole report (level 4) as an object.
 """
 from __future__ import annotations
 
 import sys
 
-from .._core import blas
 from ..ir.printer import print_graph
 from .passes import LEVELS, PassManager
 
@@ -21,6 +28,11 @@ class Report:
         self.native = native  # (unit labels, C source, kernel table or None), or None
 
     def __str__(self) -> str:
+        return self.render(4)
+
+    def render(self, level: int = 4) -> str:
+        """The report as text, with what EMBER_DEBUG=`level` shows (2: IR and plan, 3: + source,
+        4: + kernel times)."""
         out = [f"=== ember.jit: {self.name}", "--- traced IR", self.traced]
         prev = None
         for pname, text in self.stages:
@@ -29,10 +41,12 @@ class Report:
         out += ["--- memory plan", str(self.plan)]
         if self.native is not None:
             labels, source, table = self.native
-            out += [f"--- native step: {len(labels)} units, one call; GEMMs by {blas.describe()}"]
+            from ..backend.cpu import blas
+            out += [f"--- native step: {len(labels)} units; GEMMs by {blas.describe()}"]
             out += [f"  unit {u}: {lab}" for u, lab in enumerate(labels)]
-            out += ["--- generated C", source]
-            if table:
+            if level >= 3:
+                out += ["--- generated C", source]
+            if table and level >= 4:
                 out += ["--- native kernels (mean of 3 calls on copies of the inputs)", table]
         if self.explain:
             out += ["--- trace log", *self.explain]
@@ -54,7 +68,7 @@ def _native(entry, leaves):
         return None
     table = None
     if leaves is not None:
-        from ..codegen.step import kernel_table
+        from ..runtime.profile import kernel_table
         # the profile runs steps: on copies of the inputs, and the gradient buffers `.grad` shows
         # are put back afterwards, so the user's state does not move
         ins = [x.copy() for x in entry.inputs(leaves)]
@@ -83,5 +97,17 @@ def inspect(f, *args, **kwargs) -> Report:
         return report(j.__name__, ent.traced, ent, j.explain, leaves)
 
 
-def dump(rep: Report) -> None:
-    print(rep, file=sys.stderr, flush=True)
+def dump(rep: Report, level: int = 4) -> None:
+    """Print `rep` to stderr as EMBER_DEBUG=`level` shows it."""
+    print(rep.render(level), file=sys.stderr, flush=True)
+
+
+def summary(name: str, entry, why: str) -> str:
+    """The one line EMBER_DEBUG=1 prints per trace."""
+    exe = entry.exe
+    kind = getattr(getattr(exe, "target", None), "name", "numpy arena")
+    line = f"ember.jit: {name}: {why}; {kind} executor, {len(exe.graph.eqns)} equations"
+    if hasattr(exe, "kernels"):
+        host = exe.host_units
+        line += f", {len(exe.units)} units, {len(exe.kernels) - len(host)} kernels, {len(host)} on the host"
+    return line

@@ -1,7 +1,7 @@
 """The tracing interpreter: records each primitive as an IR equation instead of running it.
 
 Traced values are ordinary ember Tensors whose `_data` is an IR `Var` (no Tensor subclass). Autograd
-recording (`_record`) happens exactly as in eager mode, so `loss.backward()` inside a traced function
+recording (`record`) happens exactly as in eager mode, so `loss.backward()` inside a traced function
 records its backward ops into the same graph.
 
 Mutation becomes data flow (docs/design.md). Every buffer that outlives the trace is a *root*: the
@@ -25,10 +25,10 @@ import numpy as np
 from .._core import dtypes as dt
 from .._core.errors import EmberError, op_error, user_location
 from .._core.state import TLS, interpreter, set_grad_enabled
-from ..autograd import _record, _scatter_into_base, check_inplace, rewrite_history
+from ..autograd import check_inplace, record, rewrite_history, scatter_into_base
 from ..ops import lax
 from ..ops.core import Aval
-from ..tensor import Tensor, _make_view, _scalar_key, _wrap
+from ..tensor import Tensor, from_array, make_view
 from ..ir.core import Eqn, Graph, Literal, Var, literal
 
 
@@ -134,7 +134,7 @@ class TraceInterpreter:
     def atom(self, prim, a):
         if isinstance(a, Tensor):
             return self.value(a)
-        k = _scalar_key(a)
+        k = dt.scalar_kind(a)
         if k is not None:
             return literal(a)
         if isinstance(a, (np.ndarray, np.generic)):
@@ -156,18 +156,18 @@ class TraceInterpreter:
     # ---- the interpreter entry points
     def process(self, prim, args, params):
         v = self.emit(prim, [self.atom(prim, a) for a in args], params)
-        out = _wrap(v, v.aval.dtype)
+        out = from_array(v, v.aval.dtype)
         if prim.is_view and isinstance(args[0], Tensor):
             src = args[0]
             st = src._ensure_storage()
             if st not in self.cur:
                 self.cur[st] = self.value(src)
-            _make_view(out, src, prim, params)
+            make_view(out, src, prim, params)
             self.views[out] = (st.version, v)
         if TLS.grad_enabled and v.aval.dtype.kind == "f":
             for a in args:
                 if isinstance(a, Tensor) and a._rg:
-                    _record(prim, args, params, out)
+                    record(prim, args, params, out)
                     break
         return out
 
@@ -189,7 +189,7 @@ class TraceInterpreter:
         else:
             base = t._base
             with set_grad_enabled(recording and (new._rg or base._rg)):
-                nb = _scatter_into_base(base, t._extra["view_fn"], new)
+                nb = scatter_into_base(base, t._extra["view_fn"], new)
             self.cur[st] = self.value(nb)
             if base._data is not self.cur[st]:
                 if isinstance(base._data, np.ndarray):

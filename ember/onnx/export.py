@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .._core.files import atomic_write
 from ..ir.core import Literal
 from ._export_ops import CONVERTERS, i64
 from .errors import OnnxError
@@ -320,9 +321,9 @@ def _axes_map(spec, name: str) -> dict:
 
 
 def _bn_in_training(model, traced) -> bool:
-    from ..nn.normalization import _BatchNorm
+    from ..nn import BatchNorm1d, BatchNorm2d
     mods = list(traced.modules) + (list(model.modules()) if hasattr(model, "modules") else [])
-    return any(isinstance(m, _BatchNorm) and m.training for m in mods)
+    return any(isinstance(m, (BatchNorm1d, BatchNorm2d)) and m.training for m in mods)
 
 
 def _dynamic_symbols(args, in_names: list, dynamic_axes: dict) -> tuple:
@@ -344,7 +345,7 @@ def export(model_or_fn, example_inputs, path, *, opset: int = 17, input_names=No
            dynamic_axes: dict | None = None, constant_folding: bool = True,
            fold_conv_bn: bool = True) -> onnx.ModelProto:
     """Export a Module or function, traced at `example_inputs`, to an ONNX file; returns the ModelProto."""
-    from .. import no_grad
+    from .._core.state import no_grad
     from ..jit.passes import optimize
     from ..jit.trace import trace
     from ..ir.core import Graph
@@ -431,10 +432,6 @@ def export(model_or_fn, example_inputs, path, *, opset: int = 17, input_names=No
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as e:
         raise ExportError(f"the exported graph is not valid ONNX: {e}") from e
-    _write_atomic(os.fspath(path), model.SerializeToString())
+    data = model.SerializeToString()
+    atomic_write(os.fspath(path), lambda f: f.write(data))
     return model
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    from ..serialization import atomic_write
-    atomic_write(path, lambda f: f.write(data))

@@ -149,6 +149,22 @@ _elementwise("min", _first_on_ties(np.minimum), lowering=_binary_lowering("min")
 _elementwise("atan2", np.arctan2, dtypes=ALL_DTYPES, rule=FLOAT, lowering=_binary_lowering("atan2"),
              vjp=_atan2_vjp)
 
+
+def _logaddexp_lowering(x, y):
+    # max(x, y) + log1p(exp(-|x - y|)), and x + log(2) where x == y (so inf + inf stays inf)
+    tail = E.call("log1p", E.call("exp", E.call("neg", E.call("abs", x - y))))
+    return E.call("select", E.call("eq", x, y), x + math.log(2.0), E.call("max", x, y) + tail)
+
+
+def _logaddexp_vjp(g, out, x, y):
+    # d/dx log(e^x + e^y) = e^(x - out)
+    return (lax.unbroadcast(lax.mul(g, lax.exp(lax.sub(x, out))), _shape(x)) if _is_float(x) else None,
+            lax.unbroadcast(lax.mul(g, lax.exp(lax.sub(y, out))), _shape(y)) if _is_float(y) else None)
+
+
+_elementwise("logaddexp", np.logaddexp, dtypes=ALL_DTYPES, rule=FLOAT, lowering=_logaddexp_lowering,
+             vjp=_logaddexp_vjp, needs_out=True, doc="log(exp(x) + exp(y)) without overflow")
+
 # ---------------------------------------------------------------- unary math
 _SQRT_PI_2 = 2.0 / math.sqrt(math.pi)
 

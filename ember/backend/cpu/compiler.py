@@ -24,11 +24,14 @@ import os
 import shutil
 import stat
 import subprocess
-import tempfile
+import sys
+import time
 import warnings
 from pathlib import Path
 
-from .._core.errors import EmberError
+from ..._core.errors import EmberError
+from ..._core.files import atomic_write, temp_path
+from ..._core.state import debug_level
 
 FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off")
 _FORBIDDEN = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations")
@@ -80,7 +83,7 @@ def _no_compiler(cc: str, why: str) -> None:
     global _warned
     if not _warned:
         _warned = True
-        warnings.warn(f"ember.codegen: cannot compile native kernels with C compiler {cc!r} ({why}); "
+        warnings.warn(f"ember: cannot compile native kernels with C compiler {cc!r} ({why}); "
                       f"falling back to numpy kernels. Install gcc or set CC.", RuntimeWarning,
                       stacklevel=3)
 
@@ -97,24 +100,13 @@ def cache_key(source: str, flags: tuple = FLAGS) -> str | None:
     return h.hexdigest()[:32]
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` all or nothing (temporary file, fsync, rename, fsync the directory)."""
-    from ..serialization import atomic_write
-    atomic_write(path, lambda f: f.write(data))
-
-
 def _digest(path: Path) -> str:
     """'SIZE SHA256' of a file."""
     with open(path, "rb") as f:
-        data = f.read()
+        return _digest_of(f.read())
+
+
+def _digest_of(data: bytes) -> str:
     return f"{len(data)} {hashlib.sha256(data).hexdigest()}"
 
 
@@ -144,7 +136,7 @@ def checked_cache_dir() -> Path:
         why = f"other users may write into it (mode {stat.filemode(st.st_mode)})"
     if why:
         raise KernelCacheError(
-            f"ember.codegen: refusing the kernel cache {d}: {why}; a library planted there would run "
+            f"ember: refusing the kernel cache {d}: {why}; a library planted there would run "
             f"inside this process. Use a private directory (chmod 700 {d}) or point EMBER_CACHE_DIR at one.")
     return d
 
@@ -170,26 +162,24 @@ def build_library(source: str, flags: tuple = FLAGS) -> Path | None:
     if _verified(lib):
         return lib
     src = d / f"{key}.c"
-    _atomic_write(src, source.encode())
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=f"{key}.", suffix=".so.tmp")
-    os.close(fd)
+    atomic_write(src, lambda f: f.write(source.encode()))
+    out = temp_path(lib)  # the compiler's own output; the library is then written atomically
+    t0 = time.perf_counter()
     try:
-        r = subprocess.run([cc, *flags, "-o", tmp, str(src), "-lm"], capture_output=True, text=True,
+        r = subprocess.run([cc, *flags, "-o", out, str(src), "-lm"], capture_output=True, text=True,
                            timeout=300)
         if r.returncode != 0:
-            raise RuntimeError(f"ember.codegen: {cc} failed on {src}:\n{r.stderr}")
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        digest = _digest(Path(tmp))
-        os.replace(tmp, lib)
-        _atomic_write(lib.with_name(lib.name + ".sha256"), (digest + "\n").encode())
-        _fsync_dir(d)
+            raise RuntimeError(f"ember: {cc} failed on {src}:\n{r.stderr}")
+        with open(out, "rb") as f:
+            data = f.read()
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if os.path.exists(out):
+            os.unlink(out)
+    atomic_write(lib, lambda f: f.write(data), mode=0o755)
+    atomic_write(lib.with_name(lib.name + ".sha256"), lambda f: f.write((_digest_of(data) + "\n").encode()))
+    if debug_level() >= 1:
+        print(f"ember: compiled {lib.name} ({source.count(chr(10))} lines of C) in "
+              f"{time.perf_counter() - t0:.2f} s", file=sys.stderr, flush=True)
     return lib
 
 

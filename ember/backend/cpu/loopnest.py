@@ -7,8 +7,7 @@ schedule is data on each loop, not code:
 - `parallel`: the loop's iterations are shared among the threads of the step's parallel region
   (OpenMP worksharing with a static schedule, so each thread's share is fixed run to run);
 - `vectorize`: the iterations may run in SIMD lanes (`omp simd`: no reassociation is implied);
-- `unroll`: unroll by this factor;
-- `split(loop, f)`: rewrite a loop into an outer loop over blocks of `f` and an inner one.
+- `start`: the first iteration (a thread's own range starts at `lo`).
 
 `render(nodes)` writes C. A parallel loop must sit inside the step's `omp parallel` region.
 """
@@ -33,22 +32,7 @@ class Loop:
     body: list = field(default_factory=list)
     parallel: bool = False
     vectorize: bool = False
-    unroll: int = 0
     start: object = 0
-
-
-def split(loop: Loop, factor: int) -> Loop:
-    """`loop` as an outer loop over blocks of `factor` iterations and an inner loop over a block.
-
-    The inner loop keeps the vectorize/unroll knobs, the outer one the parallel knob; the body
-    still reads `loop.var`, now defined as outer * factor + inner (the last block is clipped)."""
-    o, i = f"{loop.var}_o", f"{loop.var}_i"
-    ext = loop.extent
-    n_blocks = f"(({ext}) + {factor - 1}) / {factor}" if not isinstance(ext, int) else (ext + factor - 1) // factor
-    inner_ext = f"(({ext}) - {o} * {factor} < {factor} ? ({ext}) - {o} * {factor} : {factor})"
-    inner = Loop(i, inner_ext, [Stmt(f"const int64_t {loop.var} = {o} * {factor} + {i};"), *loop.body],
-                 vectorize=loop.vectorize, unroll=loop.unroll)
-    return Loop(o, n_blocks, [inner], parallel=loop.parallel)
 
 
 def render(nodes: list, indent: str = "    ") -> list:
@@ -64,8 +48,6 @@ def render(nodes: list, indent: str = "    ") -> list:
             out.append(f"{indent}#pragma omp for schedule(static)")
         elif node.vectorize:
             out.append(f"{indent}#pragma omp simd")
-        if node.unroll > 1:
-            out.append(f"{indent}#pragma GCC unroll {node.unroll}")
         v = node.var
         out.append(f"{indent}for (int64_t {v} = {node.start}; {v} < {node.extent}; {v}++) {{")
         out.extend(render(node.body, indent + "    "))

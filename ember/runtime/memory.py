@@ -20,14 +20,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.core import Var
+from ..ops import P
 
 ALIGN = 64
-VIEW_PRIMS = ("reshape", "transpose", "slice", "broadcast_in_dim", "rev")
+VIEW_PRIMS = frozenset({P.reshape, P.transpose, P.slice, P.broadcast_in_dim, P.rev})
 # primitives that add into a copy of their first operand: in place, they may write over it only
-ACCUMULATE_PRIMS = ("scatter_add", "scatter_add_along_axis")
+ACCUMULATE_PRIMS = frozenset({P.scatter_add, P.scatter_add_along_axis})
 
 
 def nbytes(aval) -> int:
+    """The bytes of a value of type `aval`."""
     return int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize
 
 
@@ -83,22 +85,22 @@ class MemoryPlan:
 
 def _contiguous_view(prim, params, in_aval, in_contig, out_aval) -> bool | None:
     """Whether a view primitive's result is C-contiguous (None: numpy would have to copy)."""
-    name = prim.name
-    if name == "reshape":
+    if prim is P.reshape:
         return True if in_contig else None
-    if name == "transpose":
+    if prim is P.transpose:
         nontrivial = [p for p, n in zip(params["perm"], in_aval.shape) if n != 1]
         return in_contig and nontrivial == sorted(nontrivial)
-    if name == "broadcast_in_dim":
+    if prim is P.broadcast_in_dim:
         return in_contig and int(np.prod(out_aval.shape)) == int(np.prod(in_aval.shape))
-    if name == "slice":
+    if prim is P.slice:
         full = all(a == 0 and b == n and s == 1 for a, b, s, n in
                    zip(params["start"], params["stop"], params["step"], in_aval.shape))
         return in_contig and full
     return False  # rev
 
 
-def _outs(step) -> list:
+def unit_outputs(step) -> list:
+    """A unit's results: a group's outputs or an equation's out."""
     return step.outputs if step.prim is None else [step.out]
 
 
@@ -110,6 +112,8 @@ def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_
     replaces the equations by another order of units: an equation, or a fused group (`prim` None,
     `inputs`, `outputs`) whose internal values never reach memory. `contiguous_inputs`: the
     executor hands the graph C-contiguous inputs (a reshape of one is then a view)."""
+    # one function on purpose (over 100 lines): the passes (views, pinning, in-place reuse,
+    # lifetimes, offsets) each read the tables the earlier ones built
     eqns = graph.eqns if steps is None else steps
     n = len(eqns)
     buffers, buffer_of, contig = [], {}, {}
@@ -133,14 +137,14 @@ def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_
     view_of = {}
     for i, e in enumerate(eqns):
         x = e.inputs[0] if e.inputs else None
-        if e.prim is not None and e.prim.name in VIEW_PRIMS and isinstance(x, Var):
+        if e.prim is not None and e.prim in VIEW_PRIMS and isinstance(x, Var):
             c = _contiguous_view(e.prim, e.params, x.aval, contig[x], e.out.aval)
             if c is not None:
                 put(e.out, buffer_of[x])
                 contig[e.out] = c
                 view_of[e.out] = x
                 continue
-        for v in _outs(e):
+        for v in unit_outputs(e):
             put(v, new(_aligned(nbytes(v.aval)), i))
             contig[v] = True
 
@@ -154,7 +158,7 @@ def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_
         if isinstance(a, Var):
             buffer_of[a].end = n
 
-    producer = {v: i for i, e in enumerate(eqns) for v in _outs(e)}
+    producer = {v: i for i, e in enumerate(eqns) for v in unit_outputs(e)}
     elementwise = elementwise or (lambda e: e.prim is None or e.prim.kind == "elementwise")
 
     # pinned outputs: the producing step writes at the destination
@@ -170,7 +174,7 @@ def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_
             src = buffer_of[graph.invars[aliases[o]]]
             e = eqns[i]
             reads_old = [x for x in e.inputs if isinstance(x, Var) and buffer_of[x] is src]
-            accumulates = e.prim is not None and e.prim.name in ACCUMULATE_PRIMS
+            accumulates = e.prim is not None and e.prim in ACCUMULATE_PRIMS
             legal = src.end < i or (src.end == i and elementwise(e) and
                                     not (accumulates and any(isinstance(x, Var) and buffer_of[x] is src
                                                              for x in e.inputs[1:])) and
@@ -191,11 +195,11 @@ def plan(graph, persistent_outputs=(), elementwise=None, steps=None, contiguous_
     for i, e in enumerate(eqns):
         if not elementwise(e):
             continue
-        for out in _outs(e):
+        for out in unit_outputs(e):
             b = buffer_of[out]
             if b.kind != "arena":
                 continue
-            operands = e.inputs[:1] if e.prim is not None and e.prim.name in ACCUMULATE_PRIMS else e.inputs
+            operands = e.inputs[:1] if e.prim is not None and e.prim in ACCUMULATE_PRIMS else e.inputs
             for x in operands:
                 if not isinstance(x, Var):
                     continue

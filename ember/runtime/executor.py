@@ -7,17 +7,29 @@ from .._core.dtypes import DType
 from ..ir.core import Literal
 
 
-def _key(aval):
+def compute_key(aval):
+    """The dtype key `Primitive.resolve_dtypes` takes for a value of type `aval`."""
     if aval.weak:
         k = aval.dtype.kind
         return "b" if k == "b" else "i" if k in "ui" else "f"
     return aval.dtype
 
 
+def compute_dtypes(e):
+    """(compute, result) dtypes of equation `e`, or None when it promotes nothing."""
+    prim = e.prim
+    keys = [compute_key(a.aval) for a in e.inputs]
+    pa = prim.promote_args
+    if pa == ():
+        return None
+    key = tuple(keys) if pa is None else tuple(keys[i] for i in pa)
+    return prim.resolve_dtypes(key) if key else None  # creation primitives have no operands
+
+
 def apply(prim, vals, avals, params, out_aval):
     """One primitive on numpy values, cast as the eager interpreter casts."""
     datas = list(vals)
-    keys = [_key(a) for a in avals]
+    keys = [compute_key(a) for a in avals]
     pa = prim.promote_args
     if pa or (pa is None and datas):
         idx = range(len(datas)) if pa is None else pa

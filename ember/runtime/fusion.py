@@ -1,6 +1,6 @@
 """Elementwise fusion: group equations that can run as one loop nest.
 
-A group holds elementwise equations the C renderer supports whose outputs share one shape (inputs
+A group holds elementwise equations the target can fuse (its `fusible`) whose outputs share one shape (inputs
 may broadcast, Literals are inlined). Equations join the group of a producer or of a sibling that
 reads the same input, unless that would create a cycle between groups (a path leaving a group and
 coming back through outside units, other groups counting as one unit each). Values used outside
@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..ir.core import Literal, Var
-from ..jit.memory import _outs  # a unit's results: a group's outputs or an equation's out
-from .c_renderer import eqn_supported
+from ..ops import P
+from .memory import unit_outputs
 
 
 @dataclass
@@ -67,7 +67,7 @@ def _creates_cycle(a: int, b: int, parent: list, succ: list, groups: dict) -> bo
     return False
 
 
-def elementwise_groups(graph, supported=eqn_supported) -> list:
+def elementwise_groups(graph, supported) -> list:
     """Maximal groups of fusible elementwise equations of `graph`, in program order."""
     eqns = graph.eqns
     n = len(eqns)
@@ -138,7 +138,7 @@ def schedule(graph, groups: list) -> list:
 
 
 # ---------------------------------------------------------------- row groups
-ROW_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min")
+ROW_REDUCTIONS = frozenset({P.reduce_sum, P.reduce_max, P.reduce_min})
 
 
 def _ins(u) -> list:
@@ -179,8 +179,8 @@ def row_role(u, key: tuple) -> str | None:
         return "vec" if s == F else "scalar" if scalar_shape(s) else None
     if u.prim is None:
         return None
-    name = u.prim.name
-    if name in ROW_REDUCTIONS and tuple(u.inputs[0].aval.shape) == F:
+    prim = u.prim
+    if prim in ROW_REDUCTIONS and tuple(u.inputs[0].aval.shape) == F:
         axes = tuple(sorted(u.params["axes"]))
         if axes == tuple(range(len(K), len(F))):
             return "rowred"
@@ -190,9 +190,9 @@ def row_role(u, key: tuple) -> str | None:
     x = u.inputs[0] if u.inputs else None
     if not isinstance(x, Var):
         return None
-    if name == "reshape" and scalar_shape(x.aval.shape) and scalar_shape(u.out.aval.shape):
+    if prim is P.reshape and scalar_shape(x.aval.shape) and scalar_shape(u.out.aval.shape):
         return "view"
-    if name == "broadcast_in_dim" and tuple(u.out.aval.shape) == F and scalar_shape(x.aval.shape) and \
+    if prim is P.broadcast_in_dim and tuple(u.out.aval.shape) == F and scalar_shape(x.aval.shape) and \
             tuple(u.params["dims"]) == tuple(range(len(x.aval.shape))):
         return "view"
     return None
@@ -200,7 +200,7 @@ def row_role(u, key: tuple) -> str | None:
 
 def _row_key(u) -> tuple | None:
     """(K, R) of a row reduction (reduced axes trailing, K and R not empty, R > 1 element)."""
-    if u.prim is None or u.prim.name not in ROW_REDUCTIONS:
+    if u.prim is None or u.prim not in ROW_REDUCTIONS:
         return None
     s = tuple(u.inputs[0].aval.shape)
     axes = tuple(sorted(u.params["axes"]))
@@ -216,12 +216,12 @@ def _row_key(u) -> tuple | None:
 def row_groups(graph, units: list) -> list:
     """`units` with row-wise neighbourhoods of row reductions merged into RowGroups, reordered."""
     n = len(units)
-    producer = {v: i for i, u in enumerate(units) for v in _outs(u)}
+    producer = {v: i for i, u in enumerate(units) for v in unit_outputs(u)}
     readers: dict = {}
     for i, u in enumerate(units):
         for a in _ins(u):
             readers.setdefault(a, []).append(i)
-    succ = [sorted({j for v in _outs(u) for j in readers.get(v, ())}) for u in units]
+    succ = [sorted({j for v in unit_outputs(u) for j in readers.get(v, ())}) for u in units]
     parent = list(range(n))
     groups: dict = {}  # root -> member unit indices
     role: dict = {}
@@ -247,7 +247,7 @@ def row_groups(graph, units: list) -> list:
                     continue
                 root = _find(parent, seed)
                 members = groups[root]
-                cols = {v for m in members if role[m] == "colred" for v in _outs(units[m])}
+                cols = {v for m in members if role[m] == "colred" for v in unit_outputs(units[m])}
                 if any(a in cols for a in _ins(units[c])):
                     continue
                 if r == "colred" and any(j in members for j in succ[c]):
@@ -279,11 +279,11 @@ def row_groups(graph, units: list) -> list:
                 views_out.add(p)
                 grow.append(p)
         views_out = sorted(views_out)
-        defined = {v for i in idx for v in _outs(units[i])}
+        defined = {v for i in idx for v in unit_outputs(units[i])}
         ins = list(dict.fromkeys(a for i in idx for a in _ins(units[i]) if a not in defined))
         used_outside = {a for j, u in enumerate(units) if j not in inside for a in _ins(u)}
         used_outside |= {units[i].inputs[0] for i in views_out}
-        outs = [v for i in idx if role[i] != "view" for v in _outs(units[i])
+        outs = [v for i in idx if role[i] != "view" for v in unit_outputs(units[i])
                 if v in used_outside or v in graph_outs]
         rg = RowGroup(_row_key(units[root]), [units[i] for i in idx], [role[i] for i in idx], ins, outs)
         for i in idx:
@@ -306,7 +306,7 @@ def row_groups(graph, units: list) -> list:
 
 def _toposort(units: list) -> list:
     """`units` in an order where every value is produced before it is read (stable otherwise)."""
-    produced_by = {v: id(u) for u in units for v in _outs(u)}
+    produced_by = {v: id(u) for u in units for v in unit_outputs(u)}
     needs = {id(u): {produced_by[a] for a in _ins(u) if a in produced_by} - {id(u)} for u in units}
     order, done, pending = [], set(), list(units)
     while pending:

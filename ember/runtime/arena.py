@@ -13,21 +13,10 @@ import numpy as np
 
 from ..ir.core import Literal, Var
 from .contexts import ContextPool
-from .executor import apply
+from .executor import apply, compute_dtypes
+from ..backend.lowering import get_lowering
 from .memory import VIEW_PRIMS, plan
-
-
-def _compute_dtypes(e):
-    prim = e.prim
-    keys = []
-    for a in e.inputs:
-        av = a.aval
-        keys.append(("b" if av.dtype.kind == "b" else "i" if av.dtype.kind in "ui" else "f") if av.weak else av.dtype)
-    pa = prim.promote_args
-    if pa == ():
-        return None
-    key = tuple(keys) if pa is None else tuple(keys[i] for i in pa)
-    return prim.resolve_dtypes(key) if key else None  # creation primitives have no operands
+from . import numpy_kernels  # noqa: F401  (registers the "numpy" lowerings)
 
 
 def _single_ufunc(e) -> bool:
@@ -35,7 +24,7 @@ def _single_ufunc(e) -> bool:
     prim = e.prim
     if not isinstance(prim.impl, np.ufunc) or prim.kind != "elementwise":
         return False
-    res = _compute_dtypes(e)
+    res = compute_dtypes(e)
     if res is None:
         return False
     compute, out = res
@@ -139,7 +128,7 @@ class _Steps:
         for i, e in enumerate(graph.eqns):
             v = e.out
             x = e.inputs[0] if e.inputs else None
-            if e.prim.name in VIEW_PRIMS and isinstance(x, Var) and p.buffer_of[v] is p.buffer_of[x]:
+            if e.prim in VIEW_PRIMS and isinstance(x, Var) and p.buffer_of[v] is p.buffer_of[x]:
                 if x in dynamic:
                     dynamic.add(v)
                     steps.append(self._view_step(e))
@@ -166,12 +155,12 @@ class _Steps:
 
     def _step(self, e, i):
         env, slot = self.env, self.slot
-        prim, params = e.prim, e.params
+        prim = e.prim
         o = slot[e.out]
         ins = e.inputs
         refs = [slot[a] if isinstance(a, Var) else None for a in ins]
         if _single_ufunc(e):
-            compute = _compute_dtypes(e)[0]
+            compute = compute_dtypes(e)[0]
             lits = [None if isinstance(a, Var) else compute.np.type(a.value) for a in ins]
             f = prim.impl
             if len(ins) == 2:
@@ -187,72 +176,9 @@ class _Steps:
             if len(ins) == 1 and refs[0] is not None:
                 a = refs[0]
                 return lambda: f(env[a], env[o])
-        name = prim.name
-        out_dt = e.out.aval.dtype
-        all_var = all(r is not None for r in refs)
-        # np.copyto(where=) is exact but slow on large arrays; there the kernel's bitwise blend wins
-        small = int(np.prod(e.out.aval.shape, dtype=np.int64)) < 4096
-        if name == "select" and small and refs[0] is not None and all(
-                a.aval.dtype is out_dt for a in ins[1:] if isinstance(a, Var) or not a.aval.weak):
-            c, a, b = refs
-            la, lb = (None if r is not None else out_dt.np.type(x.value) for r, x in zip(refs[1:], ins[1:]))
-            cp = np.copyto
-
-            def select():
-                out = env[o]
-                cp(out, env[b] if b is not None else lb)
-                cp(out, env[a] if a is not None else la, where=env[c])
-            return select
-        if name == "convert" and all_var and not (out_dt.kind in "iu" and ins[0].aval.dtype.kind == "f") \
-                and out_dt.name != "bfloat16" and ins[0].aval.dtype.name != "bfloat16":
-            a = refs[0]
-            cp = np.copyto
-            return lambda: cp(env[o], env[a], casting="unsafe")
-        native = all_var and (_compute_dtypes(e) or (None,))[0] is out_dt  # no f16/bf16-in-f32 step
-        if name == "reduce_sum" and native and ins[0].aval.dtype is out_dt:
-            a = refs[0]
-            axes = params["axes"]
-            axis = None if len(axes) == len(ins[0].aval.shape) else axes
-            red = np.add.reduce
-            dtype = out_dt.np
-            return lambda: red(env[a], axis=axis, dtype=dtype, out=env[o])
-        if name == "full":
-            value = params["value"]
-            return lambda: env[o].fill(value)
-        if name == "dot_general" and native and ins[0].aval.dtype is out_dt is ins[1].aval.dtype:
-            step = self._dot_step(e, refs, o)
-            if step is not None:
-                return step
-        if name == "pad" and all_var and env[o] is not None and all(lo >= 0 and hi >= 0 for lo, hi, _ in params["config"]) \
-                and ins[0].aval.dtype is out_dt and not isinstance(params["value"], Var):
-            a = refs[0]
-            inner = env[o][tuple(slice(lo, lo + (n - 1) * (it + 1) + 1 if n else lo, it + 1)
-                                 for (lo, _, it), n in zip(params["config"], ins[0].aval.shape))]
-            value, out = params["value"], env[o]
-            cp = np.copyto
-
-            def pad():
-                out.fill(value)
-                cp(inner, env[a])
-            return pad
-        if name in ("reduce_max", "reduce_min") and native and out_dt.kind == "f" and env[o] is not None:
-            a = refs[0]
-            axes = params["axes"]
-            red = (np.maximum if name == "reduce_max" else np.minimum).reduce
-            generic = self._generic(e, refs, o)
-            out = env[o]
-
-            def extreme():
-                red(env[a], axis=axes, out=out)
-                if not out.all():  # a zero result: -0.0 and 0.0 ties need the kernel's rule
-                    generic()
-            return extreme
-        if name == "reshape" and all_var and env[o] is not None:
-            a = refs[0]
-            cp = np.copyto
-            back = env[o].reshape(ins[0].aval.shape)  # a contiguous block seen with the input's shape
-            return lambda: cp(back, env[a])
-        return self._generic(e, refs, o)
+        fast = get_lowering(prim, "numpy")
+        step = fast(self, e, refs, o) if fast is not None else None
+        return step if step is not None else self._generic(e, refs, o)
 
     def _generic(self, e, refs, o):
         """The primitive's own numpy kernel, its result copied into the planned block."""
@@ -266,47 +192,6 @@ class _Steps:
             vals = [env[r] if r is not None else lv for r, lv in zip(refs, lits)]
             cp(env[o], apply(prim, vals, avals, params, out_aval), casting="unsafe")
         return generic
-
-    def _dot_step(self, e, refs, o):
-        """dot_general as one matmul over views: (batch..., m, k) @ (batch..., k, n) -> out."""
-        (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
-        x, y = e.inputs
-        env = self.env
-        if env[o] is None:
-            return None
-        xs, ys = x.aval.shape, y.aval.shape
-        xf = tuple(i for i in range(len(xs)) if i not in xc and i not in xb)
-        yf = tuple(i for i in range(len(ys)) if i not in yc and i not in yb)
-        bshape = tuple(xs[i] for i in xb)
-        m, k, n = (int(np.prod([s[i] for i in d], dtype=np.int64)) for s, d in ((xs, xf), (xs, xc), (ys, yf)))
-        xperm, yperm = xb + xf + xc, yb + yc + yf
-        xshape, yshape = bshape + (m, k), bshape + (k, n)
-        try:
-            out = env[o].reshape(bshape + (m, n), copy=False)
-        except ValueError:
-            return None
-
-        def view(arr, perm, shape):
-            return arr.transpose(perm).reshape(shape, copy=False)
-        a, b = refs
-        mm = np.matmul
-        try:
-            xv = view(env[a], xperm, xshape) if env[a] is not None else None
-            yv = view(env[b], yperm, yshape) if env[b] is not None else None
-        except ValueError:
-            return None
-        if xv is not None and yv is not None:
-            return lambda: mm(xv, yv, out)
-        fallback = self._generic(e, refs, o)
-
-        def dot():
-            try:
-                xa = xv if xv is not None else view(env[a], xperm, xshape)
-                ya = yv if yv is not None else view(env[b], yperm, yshape)
-            except ValueError:  # an input whose strides do not merge: numpy's own kernel
-                return fallback()
-            mm(xa, ya, out)
-        return dot
 
     # ---- running
     def _bind(self, inputs):

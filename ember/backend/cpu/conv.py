@@ -1,0 +1,144 @@
+"""CPU lowering of conv_general: im2col into per-thread scratch, then CBLAS GEMMs."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ops import P
+from ...runtime.layout import prod
+from ...runtime.memory import nbytes
+from ..contract import Unsupported
+from ..lowering import register_lowering
+from . import loopnest as L
+from .c_expr import CTYPE, c_literal
+from .emitter import blas_matrix, loop_nest, round64
+
+
+def conv(r, e) -> None:
+    """conv_general as GEMMs over im2col columns: per batch item (columns = output positions)
+    when the output is larger than the kernel, else per input channel (columns = kernel taps)
+    into per-thread partial sums added in thread order (a weight gradient)."""
+    # one function on purpose (over 100 lines): both GEMM layouts share the im2col row and tap
+    # helpers below and the operand strides they close over
+    lhs, rhs = e.inputs
+    dt, kind = r.blas_kind(e)
+    x, w, o = r.refs[lhs], r.refs[rhs], r.refs[e.out]
+    prm = e.params
+    st, pads, ldil, rdil, G = (prm["window_strides"], prm["padding"], prm["lhs_dilation"],
+                               prm["rhs_dilation"], prm["groups"])
+    nd = len(x.shape) - 2
+    B, O, Cg = x.shape[0], w.shape[0], w.shape[1]
+    Og, S, Kd, Pd = O // G, x.shape[2:], w.shape[2:], o.shape[2:]
+    Kn, Pn = prod(Kd), prod(Pd)
+    if B * O * Pn == 0:
+        r.emit(("conv_general", [], 0, 0))
+        return
+    if Cg * Kn == 0:
+        r.fill(e, 0, "conv_general")
+        return
+    ct, item = CTYPE[dt], np.dtype(dt).itemsize
+    gemm, one = ("SGEMM" if kind == "s" else "DGEMM"), c_literal(1, dt)
+    xs, ws = x.strides, w.strides
+    pre = [L.Stmt(f"{ct}* out = {r.ptr(o)};\nconst {ct}* xin = {r.ptr(x)};\n"
+                  f"const {ct}* win = {r.ptr(w)};")]
+
+    def qs(dims, pv, kv):
+        """C: padded positions q_d, whether all are inside x, and the offset they add."""
+        code, ok, off = [], [], []
+        for d in dims:
+            code.append(f"const int64_t q{d} = {pv[d]} * {st[d]} + {kv[d]} * {rdil[d]} - {pads[d][0]};")
+            if ldil[d] == 1:
+                ok.append(f"q{d} >= 0 && q{d} < {S[d]}")
+                off.append(f"q{d} * {xs[d + 2]}")
+            else:
+                ok.append(f"q{d} >= 0 && q{d} % {ldil[d]} == 0 && q{d} / {ldil[d]} < {S[d]}")
+                off.append(f"(q{d} / {ldil[d]}) * {xs[d + 2]}")
+        return code, " && ".join(ok) or "1", " + ".join(off) or "0"
+
+    def flat(vs, sizes):
+        return " + ".join(f"{v} * {prod(sizes[i + 1:])}" for i, v in enumerate(vs)) or "0"
+
+    pv, kv = [f"p{d}" for d in range(nd)], [f"k{d}" for d in range(nd)]
+    last = nd - 1
+
+    def row(dst, src, along_k):
+        # one im2col row along the last spatial dim: over output positions (along_k False)
+        # or over kernel taps (True)
+        if along_k:
+            n, step, off = Kd[last], rdil[last], f"p{last} * {st[last]} - {pads[last][0]}"
+        else:
+            n, step, off = Pd[last], st[last], f"k{last} * {rdil[last]} - {pads[last][0]}"
+        return f"row_{ct}({dst}, {src}, {n}, {step}, {off}, {S[last]}, {xs[last + 2]}, {ldil[last]});"
+
+    w_mat = None
+    try:
+        w_mat = blas_matrix(w, [0], list(range(1, nd + 2))) if Pn >= Kn else \
+            blas_matrix(w, list(range(2, nd + 2)), [0])
+    except Unsupported:
+        pass
+    wpack = prod(w.shape) if Pn >= Kn else Kn * Og
+    if Pn >= Kn:
+        col = round64(Cg * Kn * Pn * item)
+        per_thread = col + (0 if w_mat else round64(wpack * item))
+        fill = [L.Stmt(f"{ct}* dst = col + ({flat(['c'] + kv, [Cg] + list(Kd))}) * {Pn};\n"
+                       f"const {ct}* src = xin + b * {xs[0]} + (g * {Cg} + c) * {xs[1]};")]
+        code, ok, off = qs(range(last), pv, kv)
+        body = [L.Stmt("\n".join(code) + f"\n{ct}* r = dst + ({flat(pv[:last], list(Pd[:last]))}) * {Pd[last]};\n"
+                       f"if ({ok}) {row('r', f'src + {off}', False)}\n"
+                       f"else for (int64_t j = 0; j < {Pd[last]}; j++) r[j] = 0;")]
+        for d in reversed(range(last)):
+            body = [L.Loop(pv[d], Pd[d], body)]
+        fill = [L.Loop("c", Cg, loop_nest(kv, Kd, fill + body))]
+        if w_mat:
+            ta, lda = w_mat
+            wsrc = "win"
+        else:
+            ta, lda = "N", Cg * Kn
+            wsrc = "wp"
+        gem = (f"{gemm}(101, {111 if ta == 'N' else 112}, 111, {Og}, {Pn}, {Cg * Kn}, {one}, "
+               f"{wsrc} + g * {Og} * {ws[0] if w_mat else Cg * Kn}, {lda}, col, {Pn}, 0, "
+               f"out + (b * {O} + g * {Og}) * {Pn}, {Pn});")
+        loop = L.Loop("b", B, [L.Loop("g", G, fill + [L.Stmt(gem)])], parallel=True)
+        body = pre + r.reserve(per_thread) + [L.Stmt(f"{ct}* col = ({ct}*)(C->ws + (size_t)tid * {per_thread});")]
+        if not w_mat:
+            body += [L.Stmt(f"{ct}* wp = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col});")]
+            body += r.pack(w, "win", "wp", ct)
+        lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("}")])
+    else:
+        col, acc = round64(B * Pn * Kn * item), round64(B * Pn * O * item)
+        per_thread = col + acc + (0 if w_mat else round64(wpack * item))
+        code, ok, off = qs(range(last), pv, kv)
+        fill = [L.Stmt("\n".join(code) + f"\n{ct}* r = col + ((b * {Pn} + {flat(pv, list(Pd))}) * {Kn} + "
+                       f"({flat(kv[:last], list(Kd[:last]))}) * {Kd[last]});\n"
+                       f"if ({ok}) {row('r', f'src + {off}', True)}\n"
+                       f"else for (int64_t j = 0; j < {Kd[last]}; j++) r[j] = 0;")]
+        fill = loop_nest(pv, Pd, loop_nest(kv[:last], Kd[:last], fill))
+        fill = [L.Loop("b", B, [L.Stmt(f"const {ct}* src = xin + b * {xs[0]} + (g * {Cg} + c) * {xs[1]};")] + fill)]
+        if w_mat:
+            tb, ldb = w_mat
+            wc = f"win + g * {Og} * {ws[0]} + c * {ws[1]}"
+            pack = []
+        else:
+            tb, ldb, wc = "N", Og, "wp"
+            wsub = w.moved(0, list(Kd) + [Og], list(ws[2:]) + [ws[0]])
+            pack = r.pack(wsub, f"(win + g * {Og} * {ws[0]} + c * {ws[1]})", "wp", ct)
+        gem = (f"{gemm}(101, 111, {111 if tb == 'N' else 112}, {B * Pn}, {Og}, {Kn}, {one}, col, {Kn}, "
+               f"{wc}, {ldb}, {one}, acc + g * {Og}, {O});")
+        rng = (f"const int64_t lo = (int64_t){Cg} * tid / nt, hi = (int64_t){Cg} * (tid + 1) / nt;\n"
+               f"for (int64_t j = 0; j < {B * Pn * O}; j++) acc[j] = 0;")
+        loop = L.Loop("g", G, [L.Loop("c", "hi", fill + pack + [L.Stmt(gem)], start="lo")])
+        red = L.Loop("bo", B * O, [L.Stmt(
+            f"const int64_t b = bo / {O}, oo = bo % {O};\n"
+            f"for (int64_t p = 0; p < {Pn}; p++) {{\n"
+            f"    {ct} sum = 0;\n"
+            f"    for (int t = 0; t < nt; t++) sum += (({ct}*)(C->ws + (size_t)t * {per_thread} + {col}))"
+            f"[(b * {Pn} + p) * {O} + oo];\n"
+            f"    out[bo * {Pn} + p] = sum;\n}}")], parallel=True)
+        body = pre + r.reserve(per_thread) + [L.Stmt(
+            f"{ct}* col = ({ct}*)(C->ws + (size_t)tid * {per_thread});\n"
+            f"{ct}* acc = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col});\n"
+            f"{ct}* wp = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col + acc});\n(void)wp;"), L.Stmt(rng)]
+        lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("#pragma omp barrier"), red, L.Stmt("}")])
+    flops = 2 * B * O * Pn * Cg * Kn
+    r.emit(("conv_general", lines, flops, nbytes(lhs.aval) + nbytes(rhs.aval) + nbytes(e.out.aval)))
+
+register_lowering(P.conv_general, "cpu", conv)

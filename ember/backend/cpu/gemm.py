@@ -1,0 +1,70 @@
+"""CPU lowering of dot_general: CBLAS GEMMs with transposes as flags, split over the threads."""
+from __future__ import annotations
+
+from ...ops import P
+from ...runtime.layout import collapse, prod
+from ..lowering import register_lowering
+from . import loopnest as L
+from .c_expr import CTYPE, c_literal
+from .emitter import GEMM_PAR_MIN, blas_matrix, c_index
+
+
+def dot(r, e) -> None:
+    """dot_general as CBLAS GEMMs: one per batch item, or one block of columns (rows) per thread."""
+    x, y = e.inputs
+    dt, kind = r.blas_kind(e)
+    (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
+    xr, yr, o = r.refs[x], r.refs[y], r.refs[e.out]
+    xf = [i for i in range(len(xr.shape)) if i not in xc and i not in xb]
+    yf = [i for i in range(len(yr.shape)) if i not in yc and i not in yb]
+    m, k, n = prod([xr.shape[i] for i in xf]), prod([xr.shape[i] for i in xc]), prod([yr.shape[i] for i in yf])
+    nb = len(xb)
+    bshape = [xr.shape[i] for i in xb]
+    if m == 0 or n == 0 or prod(bshape) == 0:
+        r.emit(("dot_general", [], 0, 0))
+        return
+    if k == 0:
+        r.fill(e, 0, "dot_general")
+        return
+    ta, lda = blas_matrix(xr, xf, xc)
+    tb, ldb = blas_matrix(yr, yc, yf)
+    bat = collapse(bshape, [[xr.strides[i] for i in xb], [yr.strides[i] for i in yb], list(o.strides[:nb])])
+    ct = CTYPE[dt]
+    one, zero = c_literal(1, dt), c_literal(0, dt)
+    pre = [L.Stmt(f"{ct}* o0 = {r.ptr(o)};\nconst {ct}* a0 = {r.ptr(xr)};\nconst {ct}* b0 = {r.ptr(yr)};")]
+    gemm = "SGEMM" if kind == "s" else "DGEMM"
+    flag = {"N": 111, "T": 112}
+    nbatch = prod(bshape)
+    work = nbatch * m * n * k
+
+    def call(a, b, c, mm, nn):
+        return (f"{gemm}(101, {flag[ta]}, {flag[tb]}, {mm}, {nn}, {k}, {one}, {a}, {lda}, {b}, {ldb}, "
+                f"{zero}, {c}, {n});")
+    if nbatch > 1:
+        bvars = [f"bat{d}" for d in range(len(bat))]
+        idx = [L.Stmt("int64_t rem = bi;")]
+        for d in reversed(range(len(bat))):
+            idx.append(L.Stmt(f"const int64_t {bvars[d]} = rem % {bat[d][0]}; rem /= {bat[d][0]};"))
+        offs = [c_index(bvars, [d[1][j] for d in bat]) for j in range(3)]
+        body = idx + [L.Stmt(call(f"a0 + {offs[0]}", f"b0 + {offs[1]}", f"o0 + {offs[2]}", m, n))]
+        loop = L.Loop("bi", nbatch, body, parallel=work >= GEMM_PAR_MIN)
+        nest = pre + [loop] if loop.parallel else pre + [L.Stmt("#pragma omp single\n{"), loop, L.Stmt("}")]
+        lines = L.render([L.Stmt("{")] + nest + [L.Stmt("}")])
+    elif work < GEMM_PAR_MIN:
+        lines = L.render([L.Stmt("#pragma omp single\n{")] + pre + [L.Stmt(call("a0", "b0", "o0", m, n)), L.Stmt("}")])
+    else:
+        # each thread multiplies a fixed block of the larger of m and n (multiples of 8)
+        if n >= m:
+            b_off = "lo" if tb == "N" else f"lo * {ldb}"
+            size, c = n, call("a0", f"b0 + {b_off}", "o0 + lo", m, "hi - lo")
+        else:
+            a_off = f"lo * {lda}" if ta == "N" else "lo"
+            size, c = m, call(f"a0 + {a_off}", "b0", f"o0 + lo * {n}", "hi - lo", n)
+        rng = (f"const int64_t lo = tid ? ((int64_t){size} * tid / nt) & ~(int64_t)7 : 0;\n"
+               f"const int64_t hi = tid == nt - 1 ? {size} : ((int64_t){size} * (tid + 1) / nt) & ~(int64_t)7;\n"
+               f"if (hi > lo) {c}")
+        lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng), L.Stmt("}"), L.Stmt("#pragma omp barrier")])
+    itemsize = e.out.aval.dtype.itemsize
+    r.emit(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
+
+register_lowering(P.dot_general, "cpu", dot)
