@@ -1,12 +1,16 @@
-"""The losses of the three harness models (mlp, cnn, gpt), written once with PyTorch's functional
-API so that torch, ember (eager and jit) and the tests run the same model; `cfg` holds the GPT sizes
-(d, H, V, L)."""
+"""The losses of the harness models (mlp, cnn, gpt, lstm), written once with PyTorch's API so that
+torch, ember (eager and jit) and the tests run the same model; `cfg` holds the GPT sizes (d, H,
+V, L) and the LSTM's (E, hidden, L, V); `M` holds modules: the LSTM's `nn.LSTM`, each framework's
+own, so torch runs its fused LSTM kernel."""
 
 EPS_LN = 1e-5
 
 
-def loss(model, cfg, F, P, x, y):
-    """Cross-entropy of `model` with parameters `P` on a batch (x, y)."""
+def loss(model, cfg, F, P, x, y, M=None):
+    """Cross-entropy of `model` with parameters `P` (and modules `M`) on a batch (x, y)."""
+    if model == "lstm":  # a character language model: embedding, 2-layer LSTM, linear head
+        out, _ = M["lstm"](F.embedding(x, P["emb"]))
+        return F.cross_entropy(F.linear(out, P["head.w"], P["head.b"]).reshape(-1, cfg["V"]), y.reshape(-1))
     if model == "mlp":
         h = F.relu(F.linear(x, P["fc1.w"], P["fc1.b"]))
         h = F.relu(F.linear(h, P["fc2.w"], P["fc2.b"]))

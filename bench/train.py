@@ -1,10 +1,12 @@
 """Training-step benchmark: forward + backward + optimizer update, fp32, identical init and data.
 
-models (defaults = the anchor configurations):
+models (defaults = the anchor configurations; lstm runs on torch, torch_compile, ember, ember_jit):
   mlp: 784-1024-1024-10, ReLU, cross-entropy, batch 256, Adam(lr 1e-3)
   cnn: conv3x3(1->32) ReLU, conv3x3(32->64) ReLU, maxpool2, linear(9216->10), batch 64, SGD(lr 1e-2)
   gpt: 4 pre-LN blocks, d_model 256, 4 heads, context 128, vocab 256, MLP 4x GELU(tanh), untied head,
        batch 16, AdamW(lr 3e-4, wd 0.01)
+  lstm: byte embedding 128, nn.LSTM(128, 512, num_layers=2, batch_first), linear head to 256, sequence 64,
+        batch 32, Adam(lr 1e-3); each framework's own nn.LSTM (torch's fused CPU kernel)
 frameworks: ember (eager), ember_jit (ember.jit over the whole step), torch (eager), torch_compile (torch.compile on loss fn; optimizer per --torch-opt,
             optionally compiled with --compile-opt), tinygrad (TinyJit over the whole step),
             jax (jax.jit over the whole step, optax optimizer, donated params/state)
@@ -18,7 +20,7 @@ harness the peer numbers were first measured with; ember is one more framework i
 Intel MKL when ember[mkl] is installed in the environment, else on numpy's OpenBLAS
 (EMBER_BLAS=numpy forces the latter); the JSON's "ember_blas" says which.
 
-usage: python train.py --model mlp|cnn|gpt --framework ember|ember_jit|torch|torch_compile|tinygrad|jax
+usage: python train.py --model mlp|cnn|gpt|lstm --framework ember|ember_jit|torch|torch_compile|tinygrad|jax
                        [--steps 20 --warmup 3 --threads 2 --batch B --torch-opt default|fused|foreach]
                        [--compile-opt] [--warm-cache]
 """
@@ -33,7 +35,7 @@ import bench_models
 from benchutil import pin_threads, stats, emit
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--model", required=True, choices=["mlp", "cnn", "gpt"])
+ap.add_argument("--model", required=True, choices=["mlp", "cnn", "gpt", "lstm"])
 ap.add_argument("--framework", required=True, choices=["ember", "ember_jit", "torch", "torch_compile", "tinygrad", "jax"])
 ap.add_argument("--steps", type=int, default=20, help="timed steps")
 ap.add_argument("--warmup", type=int, default=3, help="untimed steps after the first two")
@@ -58,7 +60,9 @@ CFG = {
     "mlp": dict(batch=256, opt="adam", lr=1e-3, wd=0.0),
     "cnn": dict(batch=64, opt="sgd", lr=1e-2, wd=0.0),
     "gpt": dict(batch=16, opt="adamw", lr=3e-4, wd=0.01, L=4, d=256, H=4, T=128, V=256),
+    "lstm": dict(batch=32, opt="adam", lr=1e-3, wd=0.0, E=128, hidden=512, L=2, T=64, V=256),
 }[a.model]
+TOKENS = a.model in ("gpt", "lstm")  # integer inputs
 Bsz = a.batch or CFG["batch"]
 NBATCH = 4
 EPS_LN = 1e-5
@@ -85,6 +89,16 @@ def init_params(rng):
             P[name + ".k"] = rng.uniform(-bound, bound, (cout, cin, 3, 3)).astype(np.float32)
             P[name + ".b"] = rng.uniform(-bound, bound, (cout,)).astype(np.float32)
         lin("fc", 64 * 12 * 12, 10)
+    elif a.model == "lstm":
+        E_, H_, V = CFG["E"], CFG["hidden"], CFG["V"]
+        P["emb"] = rng.standard_normal((V, E_)).astype(np.float32)
+        bound = 1.0 / np.sqrt(H_)
+        for l in range(CFG["L"]):  # nn.LSTM's own keys and layout
+            fin = E_ if l == 0 else H_
+            for name, shape in ((f"weight_ih_l{l}", (4 * H_, fin)), (f"weight_hh_l{l}", (4 * H_, H_)),
+                                (f"bias_ih_l{l}", (4 * H_,)), (f"bias_hh_l{l}", (4 * H_,))):
+                P["lstm." + name] = rng.uniform(-bound, bound, shape).astype(np.float32)
+        lin("head", H_, V)
     else:
         d, V, T = CFG["d"], CFG["V"], CFG["T"]
         P["wte"] = (rng.standard_normal((V, d)) * 0.02).astype(np.float32)
@@ -111,7 +125,7 @@ def make_data(rng):
         elif a.model == "cnn":
             x = rng.standard_normal((Bsz, 1, 28, 28)).astype(np.float32)
             y = rng.integers(0, 10, (Bsz,)).astype(np.int32)
-        else:
+        else:  # gpt, lstm
             x = rng.integers(0, CFG["V"], (Bsz, CFG["T"])).astype(np.int32)
             y = rng.integers(0, CFG["V"], (Bsz, CFG["T"])).astype(np.int32)
         out.append((x, y))
@@ -124,6 +138,9 @@ def model_flops_per_step():
         f = 2 * Bsz * (784 * 1024 + 1024 * 1024 + 1024 * 10)
     elif a.model == "cnn":
         f = 2 * Bsz * (26 * 26 * 32 * 9 + 24 * 24 * 64 * 32 * 9 + 9216 * 10)
+    elif a.model == "lstm":
+        E_, H_, T, V = CFG["E"], CFG["hidden"], CFG["T"], CFG["V"]
+        f = 2 * Bsz * T * (4 * H_ * (E_ + H_) + (CFG["L"] - 1) * 4 * H_ * 2 * H_ + H_ * V)
     else:
         d, T, V, L = CFG["d"], CFG["T"], CFG["V"], CFG["L"]
         per_layer = 2 * Bsz * T * (d * 3 * d + d * d + 2 * d * 4 * d) + 2 * 2 * Bsz * T * T * d
@@ -137,9 +154,17 @@ n_params = int(sum(v.size for v in NP_PARAMS.values()))
 extra = {}
 
 
-def torch_api_loss(F, P, x, y):
+def torch_api_loss(F, P, x, y, M=None):
     """The models' loss, written once for every framework with PyTorch's functional API."""
-    return bench_models.loss(a.model, CFG, F, P, x, y)
+    return bench_models.loss(a.model, CFG, F, P, x, y, M)
+
+
+def lstm_module(nn, P, dtype_kw):
+    """The framework's nn.LSTM with the shared weights (its parameters become P's "lstm.*")."""
+    m = nn.LSTM(CFG["E"], CFG["hidden"], num_layers=CFG["L"], batch_first=True, **dtype_kw)
+    for k in [k for k in P if k.startswith("lstm.")]:
+        setattr(m, k[len("lstm."):], P.pop(k))
+    return {"lstm": m}
 
 
 # ---------------------------------------------------------------- torch
@@ -154,14 +179,18 @@ def build_torch():
         # nn.Linear layout is (out, in): store the transpose so F.linear is used idiomatically
         t = torch.tensor(np.ascontiguousarray(v.T) if k.endswith(".w") else v)
         P[k] = t.requires_grad_()
-    data = [(torch.from_numpy(x).long() if a.model == "gpt" else torch.from_numpy(x),
+    M = None
+    if a.model == "lstm":
+        P = {k: (torch.nn.Parameter(v) if k.startswith("lstm.") else v) for k, v in P.items()}
+        M = lstm_module(torch.nn, P, {})
+    data = [(torch.from_numpy(x).long() if TOKENS else torch.from_numpy(x),
              torch.from_numpy(y).long()) for x, y in NP_DATA]
 
     def loss_fn(P, x, y):
-        return torch_api_loss(F, P, x, y)
+        return torch_api_loss(F, P, x, y, M)
 
     okw = {} if a.torch_opt == "default" else {a.torch_opt: True}
-    params = list(P.values())
+    params = list(P.values()) + ([] if M is None else list(M["lstm"].parameters()))
     if CFG["opt"] == "adam":
         opt = torch.optim.Adam(params, lr=CFG["lr"], **okw)
     elif CFG["opt"] == "adamw":
@@ -199,13 +228,17 @@ def build_ember():
     for k, v in NP_PARAMS.items():
         # nn.Linear layout is (out, in), as in the torch builder
         P[k] = ember.tensor(np.ascontiguousarray(v.T) if k.endswith(".w") else v, requires_grad=True)
-    data = [(ember.from_numpy(x.astype(np.int64) if a.model == "gpt" else x), ember.from_numpy(y.astype(np.int64)))
+    M = None
+    if a.model == "lstm":
+        P = {k: (ember.nn.Parameter(v.detach()) if k.startswith("lstm.") else v) for k, v in P.items()}
+        M = lstm_module(ember.nn, P, {})
+    data = [(ember.from_numpy(x.astype(np.int64) if TOKENS else x), ember.from_numpy(y.astype(np.int64)))
             for x, y in NP_DATA]
 
     def loss_fn(x, y):
-        return torch_api_loss(F, P, x, y)
+        return torch_api_loss(F, P, x, y, M)
 
-    params = list(P.values())
+    params = list(P.values()) + ([] if M is None else list(M["lstm"].parameters()))
     if CFG["opt"] == "adam":
         opt = ember.optim.Adam(params, lr=CFG["lr"])
     elif CFG["opt"] == "adamw":
@@ -385,7 +418,7 @@ try:
     res.update(s)
     res["ms_median"] = s["median_s"] * 1e3
     res["samples_per_s"] = Bsz / s["median_s"]
-    if a.model == "gpt":
+    if TOKENS:
         res["tokens_per_s"] = Bsz * CFG["T"] / s["median_s"]
     res["model_gflop_per_step"] = model_flops_per_step() / 1e9
     res["achieved_gflops"] = model_flops_per_step() / s["median_s"] / 1e9

@@ -827,3 +827,26 @@ def test_be1_row_groups_over_several_row_dims_float64_and_int_rows():
     i = rng.integers(-50, 50, (9, 40)).astype(np.int32)
     _check(lambda i: i - i.amax(1, keepdim=True) + i.sum(1, keepdim=True) * 3, i)
     _check(lambda i: (i * 2).amin(1) + (i - 1).sum(1), i)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (40, 64, 48)])
+def test_be16_gemm_operand_blas_cannot_read_is_packed_not_sent_to_the_host(shape):
+    """A time-major view of a batch-first sequence (rows T, B do not merge into one stride) and a
+    weight gradient over it are packed into scratch and multiplied natively, small and threaded."""
+    B, T, Fi = shape
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((B, T, Fi)).astype(np.float32)
+    w = rng.standard_normal((7, Fi)).astype(np.float32)
+    g = rng.standard_normal((T, B, 7)).astype(np.float32)
+
+    def f(x, w, g):
+        xt = x.transpose(0, 1)                       # (T, B, F), not contiguous
+        return F.linear(xt, w), ember.matmul(g.reshape(T * B, 7).T, xt.reshape(T * B, Fi))
+    j = ember.jit(f, backend="native")
+    with ember.num_threads(2):
+        y, dw = j(ember.tensor(x), ember.tensor(w), ember.tensor(g))
+    xt = x.transpose(1, 0, 2)
+    np.testing.assert_allclose(y.numpy(), xt @ w.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dw.numpy(), g.reshape(T * B, 7).T @ xt.reshape(T * B, Fi), rtol=1e-4, atol=1e-4)
+    exe = _native(j)
+    assert sum(label == "dot_general" for label, *_ in exe.kernels) >= 1

@@ -1,12 +1,40 @@
 """CPU lowering of dot_general: CBLAS GEMMs with transposes as flags, split over the threads."""
 from __future__ import annotations
 
+import numpy as np
+
 from ...ops import P
-from ...runtime.layout import collapse, prod
+from ...runtime.layout import Ref, collapse, contiguous, prod
+from ..contract import Unsupported
 from ..lowering import register_lowering
 from . import loopnest as L
 from .c_expr import CTYPE, c_literal
-from .emitter import GEMM_PAR_MIN, blas_matrix, c_index
+from .emitter import GEMM_PAR_MIN, blas_matrix, c_index, loop_nest, round64
+
+
+def _operand(r, ref: Ref, batch, rows, cols, ct: str, at: int) -> tuple:
+    """(ref to index with, (flag, ld), C pointer, packing statements, scratch bytes) of one GEMM
+    operand. An operand BLAS cannot read as a matrix (its rows or columns do not merge into one
+    stride, e.g. (T, B) of a batch-first sequence seen time-major) is first copied into scratch
+    in (batch, rows, cols) order, at byte `at` of the call's workspace."""
+    try:
+        return ref, blas_matrix(ref, rows, cols), r.ptr(ref), [], 0
+    except Unsupported:
+        pass
+    order = list(batch) + list(rows) + list(cols)
+    cs = contiguous([ref.shape[i] for i in order])
+    strides = [0] * len(ref.shape)
+    for k, i in enumerate(order):
+        strides[i] = cs[k]
+    packed = Ref(ref.where, ref.at, 0, ref.shape, strides, ref.dtype)
+    dims = collapse(list(ref.shape), [list(ref.strides), strides])
+    names = [f"w{d}" for d in range(len(dims))]
+    src, dst = f"src{at}", f"(({ct}*)(C->ws + {at}))"
+    copy = [L.Stmt(f"{dst}[{c_index(names, [d[1][1] for d in dims])}] = {src}[{c_index(names, [d[1][0] for d in dims])}];")]
+    stmts = [L.Stmt(f"#pragma omp single\n{{\nconst {ct}* {src} = {r.ptr(ref)};")] + \
+        loop_nest(names, [d[0] for d in dims], copy) + [L.Stmt("}")]
+    nbytes = round64(prod(ref.shape) * np.dtype(ref.dtype).itemsize)
+    return packed, blas_matrix(packed, rows, cols), f"((const {ct}*)(C->ws + {at}))", stmts, nbytes
 
 
 def dot(r, e) -> None:
@@ -26,12 +54,17 @@ def dot(r, e) -> None:
     if k == 0:
         r.fill(e, 0, "dot_general")
         return
-    ta, lda = blas_matrix(xr, xf, xc)
-    tb, ldb = blas_matrix(yr, yc, yf)
-    bat = collapse(bshape, [[xr.strides[i] for i in xb], [yr.strides[i] for i in yb], list(o.strides[:nb])])
     ct = CTYPE[dt]
+    o_ptr = r.ptr(o)
+    xr, (ta, lda), a_ptr, x_pack, x_bytes = _operand(r, xr, xb, xf, xc, ct, 0)
+    yr, (tb, ldb), b_ptr, y_pack, y_bytes = _operand(r, yr, yb, yc, yf, ct, x_bytes)
+    packing = []
+    if x_bytes or y_bytes:
+        packing = [L.Stmt(f"#pragma omp single\nws_reserve(C, (size_t){x_bytes + y_bytes});\nif (!C->ws) return;")]
+        packing += x_pack + y_pack
+    bat = collapse(bshape, [[xr.strides[i] for i in xb], [yr.strides[i] for i in yb], list(o.strides[:nb])])
     one, zero = c_literal(1, dt), c_literal(0, dt)
-    pre = [L.Stmt(f"{ct}* o0 = {r.ptr(o)};\nconst {ct}* a0 = {r.ptr(xr)};\nconst {ct}* b0 = {r.ptr(yr)};")]
+    pre = [L.Stmt(f"{ct}* o0 = {o_ptr};\nconst {ct}* a0 = {a_ptr};\nconst {ct}* b0 = {b_ptr};")]
     gemm = "SGEMM" if kind == "s" else "DGEMM"
     flag = {"N": 111, "T": 112}
     nbatch = prod(bshape)
@@ -64,6 +97,7 @@ def dot(r, e) -> None:
                f"const int64_t hi = tid == nt - 1 ? {size} : ((int64_t){size} * (tid + 1) / nt) & ~(int64_t)7;\n"
                f"if (hi > lo) {c}")
         lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng), L.Stmt("}"), L.Stmt("#pragma omp barrier")])
+    lines = L.render(packing) + lines if packing else lines
     itemsize = e.out.aval.dtype.itemsize
     r.emit(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
 
