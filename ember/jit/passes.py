@@ -22,6 +22,7 @@ from ..ir.core import Eqn, Graph, Literal, Var, literal_key, params_key
 from ..ir.verify import verify as _verify
 from ..ops import P
 from ..runtime.executor import apply
+from .sums import dots_to_one_dot, pads_to_concatenate
 
 
 def _sub(a, env):
@@ -276,8 +277,10 @@ def schedule(g) -> list:
 
 
 PASSES = {"dce": dce, "cse": cse, "const_fold": const_fold, "simplify": simplify,
-          "simplify_strict": simplify_strict, "fold_dot_transpose": fold_dot_transpose}
-LEVELS = {0: [], 1: ["dce"], 2: ["const_fold", "simplify", "fold_dot_transpose", "cse", "dce"]}
+          "simplify_strict": simplify_strict, "fold_dot_transpose": fold_dot_transpose,
+          "pads_to_concatenate": pads_to_concatenate, "dots_to_one_dot": dots_to_one_dot}
+LEVELS = {0: [], 1: ["dce"], 2: ["const_fold", "simplify", "fold_dot_transpose", "pads_to_concatenate",
+                                 "dots_to_one_dot", "cse", "dce"]}
 
 
 class PassManager:
