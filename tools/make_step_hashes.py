@@ -158,7 +158,7 @@ def fingerprint(threads: int) -> tuple:
 def compiler_available() -> bool:
     """Whether ember's native backend can build (wherever the refactor keeps the compiler)."""
     import importlib
-    for name in ("ember.backend.cpu.compiler", "ember.backend.cpu.build", "ember.codegen.build"):
+    for name in ("ember.backend.cpu.compiler", "ember.codegen.build"):  # after / before the backend split
         try:
             mod = importlib.import_module(name)
         except ImportError:

@@ -36,12 +36,15 @@ class Program(abc.ABC):
     native: list
     rows: list
     kernel_of: list
-    why: dict = {}
+    why: dict
     source: str = ""
 
     def new_context(self):
         """A launch context of its own (status word, scratch) for calls that overlap."""
         return None
+
+    def free_context(self, ctx) -> None:
+        """Release what `new_context` allocated (called when the context is collected)."""
 
     @abc.abstractmethod
     def launch(self, ctx, arena_ptr: int, io, nthreads: int, prof, start: int, stop: int) -> None:
@@ -57,7 +60,6 @@ class Target(abc.ABC):
     """A device's implementation of the contract."""
 
     name = "?"
-    dtypes: frozenset = frozenset()
 
     def available(self) -> bool:
         """Whether this target can compile here (a working compiler, a device present)."""

@@ -39,11 +39,6 @@ def get_lowering(prim, target: str) -> Callable | None:
     return _LOWERINGS.get((prim, target))
 
 
-def lowered(target: str) -> list:
-    """Every primitive or unit kind with a lowering registered for `target`."""
-    return [k for (k, t) in _LOWERINGS if t == target]
-
-
 def mark_unlowered(prim, target: str, why: str) -> None:
     """Declare that `prim` intentionally has no lowering for `target` (it runs on the host)."""
     _UNLOWERED.setdefault(target, {})[prim] = why

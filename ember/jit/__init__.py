@@ -129,10 +129,11 @@ class _Entry:
                 self.fallback = f"numpy executor: {ex}"
             else:
                 if self.exe.host_units and backend == "native":
-                    self.fallback = "on the host, with numpy: " + self.exe.host_reasons()
-                    if not any(item[0] == "launch" for item in self.exe.schedule):
-                        self.exe = None  # nothing native: the numpy arena executor runs it better
-                        self.fallback = "numpy executor: " + self.fallback[len("on the host, with numpy: "):]
+                    reasons = self.exe.host_reasons()
+                    if any(item[0] == "launch" for item in self.exe.schedule):
+                        self.fallback = "on the host, with numpy: " + reasons
+                    else:  # nothing native: the numpy arena executor runs it better
+                        self.exe, self.fallback = None, "numpy executor: " + reasons
         if self.exe is None:
             self.exe = ArenaExecutable(g, persistent)
         self.graph = g

@@ -189,7 +189,7 @@ class StepExecutable:
             c.io[self.io_index[o]] = a.ctypes.data
         c.ctx = self.program.new_context()
         c.pool = {}
-        if c.ctx is not None and hasattr(self.program, "free_context"):
+        if c.ctx is not None:
             weakref.finalize(c, self.program.free_context, c.ctx)
         return c
 
@@ -336,7 +336,7 @@ class StepExecutable:
         by_why: dict = {}
         for item in self.schedule:
             if item[0] == "host":
-                why = self.program.why.get(index[id(item[1])], f"the {self.target.name} target lowers nothing")
+                why = self.program.why[index[id(item[1])]]
                 names = by_why.setdefault(why, {})
                 names.update(dict.fromkeys(host.label(item[1])[len("host: "):].split()))
         return "; ".join(f"{', '.join(names)} ({why})" for why, names in by_why.items())

@@ -36,7 +36,6 @@ class CpuTarget(Target):
     """The CPU: C kernels in one OpenMP region per launch."""
 
     name = "cpu"
-    dtypes = SUPPORTED_DTYPES
 
     def available(self) -> bool:
         """Whether the system C compiler works."""
@@ -76,6 +75,4 @@ class CpuTarget(Target):
                         why[k] = str(ex)
             native.append(k not in why)
             kernel_of.append((start, len(r.units)))
-        prog = CProgram(r.units, native, kernel_of, bits)
-        prog.why = why
-        return prog
+        return CProgram(r.units, native, kernel_of, why, bits)

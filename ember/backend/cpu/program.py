@@ -162,8 +162,8 @@ def source(kernels: list, bits: dict) -> tuple:
 class CProgram(Program):
     """A compiled step: `launch` runs kernels [start, stop) of its table."""
 
-    def __init__(self, kernels: list, native: list, kernel_of: list, bits: dict):
-        self.rows, self.native, self.kernel_of = kernels, native, kernel_of
+    def __init__(self, kernels: list, native: list, kernel_of: list, why: dict, bits: dict):
+        self.rows, self.native, self.kernel_of, self.why = kernels, native, kernel_of, why
         self.source, self._first = source(kernels, bits)
         self.lib = None
         if not any(lines for _, lines, *_ in kernels):  # nothing to run natively: nothing to build

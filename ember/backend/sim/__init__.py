@@ -18,6 +18,7 @@ class SimProgram(Program):
 
     def __init__(self, units: list):
         self.native = [u is None for u in units]
+        self.why = {k: "sim lowers nothing" for k, u in enumerate(units) if u is not None}
         self.kernel_of = [(0, 0)] * len(units)
         self.rows = []
 
