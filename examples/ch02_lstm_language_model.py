@@ -72,7 +72,7 @@ def main(steps: int, hidden: int, seq: int, batch: int) -> float:
     print(f"loss went from {first:.3f} to {last:.3f}: learning: {last < first}")
     model.eval()
     with ember.no_grad():  # sample: one character at a time, the LSTM state carried along
-        x = ember.tensor(tok.encode("ROMEO:\n")[None])
+        x = ember.tensor(tok.encode(text[:text.index("\n") + 1])[None])  # prime with the first line
         logits, state = model(x)
         out = []
         for _ in range(80):
