@@ -1,4 +1,5 @@
-"""Training-step benchmark: forward + backward + optimizer update, fp32, identical init and data.
+"""Training-step benchmark: forward + backward + optimizer update, fp32 (or --amp bf16 autocast),
+identical init and data.
 
 models (defaults = the anchor configurations; lstm runs on torch, torch_compile, ember, ember_jit):
   mlp: 784-1024-1024-10, ReLU, cross-entropy, batch 256, Adam(lr 1e-3)
@@ -43,6 +44,9 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--batch", type=int, default=None)
 ap.add_argument("--torch-opt", default="default", choices=["default", "fused", "foreach"])
 ap.add_argument("--compile-opt", action="store_true", help="torch_compile: also torch.compile opt.step")
+ap.add_argument("--amp", default="none", choices=["none", "bf16"],
+                help="ember/ember_jit/torch/torch_compile: run the loss under autocast (bfloat16 matmuls)")
+ap.add_argument("--record-losses", action="store_true", help="store every step's loss in the JSON")
 ap.add_argument("--warm-cache", action="store_true",
                 help="use the default on-disk compile caches (default: fresh empty ones = cold compile)")
 a = ap.parse_args()
@@ -187,6 +191,9 @@ def build_torch():
              torch.from_numpy(y).long()) for x, y in NP_DATA]
 
     def loss_fn(P, x, y):
+        if a.amp == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return torch_api_loss(F, P, x, y, M)
         return torch_api_loss(F, P, x, y, M)
 
     okw = {} if a.torch_opt == "default" else {a.torch_opt: True}
@@ -236,6 +243,9 @@ def build_ember():
             for x, y in NP_DATA]
 
     def loss_fn(x, y):
+        if a.amp == "bf16":
+            with ember.autocast(dtype=ember.bfloat16):
+                return torch_api_loss(F, P, x, y, M)
         return torch_api_loss(F, P, x, y, M)
 
     params = list(P.values()) + ([] if M is None else list(M["lstm"].parameters()))
@@ -393,7 +403,7 @@ def build_jax():
 
 
 # ---------------------------------------------------------------- run
-res = {"bench": "train", "model": a.model, "framework": a.framework, "batch": Bsz, "threads": a.threads,
+res = {"bench": "train", "model": a.model, "framework": a.framework, "batch": Bsz, "threads": a.threads, "amp": a.amp,
        "optimizer": CFG["opt"], "n_params": n_params, "warm_cache": a.warm_cache}
 try:
     t0 = time.perf_counter()
@@ -401,16 +411,18 @@ try:
             "tinygrad": build_tinygrad, "jax": build_jax}[a.framework]()
     res["build_s"] = time.perf_counter() - t0
     i = 0
+    losses = []
     t0 = time.perf_counter(); loss0 = step(i); res["first_step_s"] = time.perf_counter() - t0; i += 1
-    t0 = time.perf_counter(); step(i); res["second_step_s"] = time.perf_counter() - t0; i += 1
+    t0 = time.perf_counter(); losses += [loss0, step(i)]; res["second_step_s"] = time.perf_counter() - t0; i += 1
     for _ in range(a.warmup):
-        step(i); i += 1
+        losses.append(step(i)); i += 1
     ts = []
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(a.steps):
         t0 = time.perf_counter()
         last = step(i)
         ts.append(time.perf_counter() - t0)
+        losses.append(last)
         i += 1
     res["cpu_util"] = (time.process_time() - c0) / (time.perf_counter() - w0)
     s = stats(ts)
@@ -426,6 +438,8 @@ try:
     res["loss_last"] = last
     res["steps_total"] = i
     res["times_s"] = ts
+    if a.record_losses:
+        res["losses"] = losses
     res["status"] = "ok"
 except Exception as e:  # record the failure honestly
     import traceback

@@ -8,14 +8,16 @@ from ._core.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, floa
                            int8, int16, int32, int64, promote_types, uint8)
 from ._core.errors import AutogradError, DTypeError, EmberError, ShapeError  # noqa: F401
 from ._core.state import (default_dtype as get_default_dtype, enable_grad, is_grad_enabled,  # noqa: F401
-                          get_num_threads, jit_backend, no_grad, num_threads, set_default_dtype,
-                          set_grad_enabled, set_jit_backend, set_num_threads)
+                          get_num_threads, inference_mode, is_inference_mode_enabled, jit_backend, no_grad,
+                          num_threads, set_default_dtype, set_grad_enabled, set_jit_backend, set_num_threads,
+                          set_printoptions)
 from .backend import Device as device  # noqa: F401
 from .tensor import Tensor, as_tensor, from_dlpack, from_numpy, tensor  # noqa: F401
 from . import eager as _eager  # noqa: F401  (installs the eager interpreter)
 from . import autograd  # noqa: F401
 from .autograd import Function, grad_fn as grad, value_and_grad  # noqa: F401
 from .api import *  # noqa: F401,F403
+from .api.precision import autocast, get_autocast_dtype, is_autocast_enabled  # noqa: F401
 from .api import creation as _creation, math as _math, shape as _shape  # noqa: F401
 from .ops import register as register_primitive, Primitive, REGISTRY as primitives  # noqa: F401
 
@@ -29,8 +31,9 @@ short = int16
 
 __version__ = "0.1.0"
 
-_LAZY_ATTRS = {"save": "serialization", "load": "serialization", "make_ir": "jit", "inspect": "jit"}
-_LAZY_MODULES = ("nn", "serialization", "checkpoint", "metrics", "data", "datasets", "optim", "jit", "ir",
+_LAZY_ATTRS = {"save": "serialization", "load": "serialization", "make_ir": "jit", "inspect": "jit",
+               "sparse_coo_tensor": "sparse"}
+_LAZY_MODULES = ("nn", "amp", "distributions", "nested", "sparse", "serialization", "checkpoint", "metrics", "data", "datasets", "optim", "jit", "ir", "testing",
                  "onnx", "distributed")
 
 

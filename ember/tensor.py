@@ -18,7 +18,7 @@ import numpy as np
 
 from ._core import dtypes as dt
 from ._core.errors import AutogradError, DTypeError
-from ._core.state import TLS
+from ._core.state import TLS, print_options
 from .backend import CPU, Device, as_device
 from . import ops as _ops  # noqa: F401  (registers the primitives)
 
@@ -230,6 +230,9 @@ class Tensor:
         """A tensor sharing this one's storage but outside the autograd graph."""
         t = from_array(self._data, self._dtype)
         t._storage = self._ensure_storage()
+        interp = TLS.interpreters[-1]
+        if interp.level:  # tracing: the detached tensor reads what this one reads (a view stays one)
+            interp.alias(t, self)
         return t
 
     def detach_(self) -> "Tensor":
@@ -278,8 +281,13 @@ class Tensor:
         if self._data.__class__ is not np.ndarray:  # a tracer's value (print inside ember.jit)
             return (f"tensor(<traced {self._dtype.name}{list(self.shape)}: its values are not known while "
                     "ember.jit traces; return it from the function to see them>)")
-        body = np.array2string(self._data if self._dtype is not dt.bfloat16 else self._data.astype(np.float32),
-                               separator=", ", prefix="tensor(", threshold=200)
+        po = print_options
+        data = self._data if self._dtype is not dt.bfloat16 else self._data.astype(np.float32)
+        sci = po["sci_mode"]
+        fmt = {"float_kind": (lambda v: f"{v:.{po['precision']}e}")} if sci and data.dtype.kind == "f" else None
+        body = np.array2string(data, separator=", ", prefix="tensor(", precision=po["precision"],
+                               threshold=po["threshold"], edgeitems=po["edgeitems"], max_line_width=po["linewidth"],
+                               suppress_small=sci is False, formatter=fmt)
         extra = ""
         if self._dtype is not dt.float32 and self._dtype is not dt.int64 and self._dtype is not dt.bool_:
             extra += f", dtype={self._dtype!r}"

@@ -97,3 +97,73 @@ def gradgradcheck(fn: Callable, inputs: Sequence, *, seed: int = 0, **kw) -> boo
     if not first(*inputs):
         return True  # first derivative is constant: no second derivative to check
     return gradcheck(first, inputs, seed=seed, **kw)
+
+
+# default (rtol, atol) per dtype: PyTorch's torch.testing.assert_close
+_TOLERANCES = {"float16": (1e-3, 1e-5), "bfloat16": (1.6e-2, 1e-5), "float32": (1.3e-6, 1e-5),
+               "float64": (1e-7, 1e-7)}
+
+
+def _as_array(x):
+    """(numpy array, ember dtype name) of a tensor, array or number."""
+    if isinstance(x, Tensor):
+        a = x.detach().numpy()
+        return (a.astype(np.float32) if x.dtype.name == "bfloat16" else a), x.dtype.name
+    a = np.asarray(x)
+    return a, a.dtype.name
+
+
+def assert_close(actual, expected, *, rtol: float | None = None, atol: float | None = None,
+                 equal_nan: bool = False, check_dtype: bool = True, msg: str | None = None) -> None:
+    """PyTorch's torch.testing.assert_close: |actual - expected| <= atol + rtol * |expected|
+    elementwise, with dtype-based default tolerances; recurses into sequences and mappings."""
+    if isinstance(expected, dict):
+        if not isinstance(actual, dict) or set(actual) != set(expected):
+            raise AssertionError(msg or f"the keys do not match: {sorted(actual)} != {sorted(expected)}")
+        for k in expected:
+            assert_close(actual[k], expected[k], rtol=rtol, atol=atol, equal_nan=equal_nan, check_dtype=check_dtype,
+                         msg=msg)
+        return
+    if isinstance(expected, (list, tuple)) and not isinstance(actual, (Tensor, np.ndarray)):
+        if len(actual) != len(expected):
+            raise AssertionError(msg or f"the lengths do not match: {len(actual)} != {len(expected)}")
+        for a, e in zip(actual, expected):
+            assert_close(a, e, rtol=rtol, atol=atol, equal_nan=equal_nan, check_dtype=check_dtype, msg=msg)
+        return
+    if (rtol is None) != (atol is None):
+        raise ValueError("assert_close: give both rtol and atol, or neither")
+    a, adt = _as_array(actual)
+    e, edt = _as_array(expected)
+    if a.shape != e.shape:
+        raise AssertionError(msg or f"The values for attribute 'shape' do not match: {a.shape} != {e.shape}.")
+    if check_dtype and isinstance(actual, Tensor) and isinstance(expected, Tensor) and adt != edt:
+        raise AssertionError(msg or f"The values for attribute 'dtype' do not match: {adt} != {edt}.")
+    if rtol is None:
+        rtol, atol = max((_TOLERANCES.get(d, (0.0, 0.0)) for d in (adt, edt)), key=lambda t: t[0])
+    if a.dtype.kind in "biu" and e.dtype.kind in "biu":
+        ok = a == e
+    else:
+        a64, e64 = a.astype(np.float64), e.astype(np.float64)
+        with np.errstate(invalid="ignore"):
+            ok = (np.abs(a64 - e64) <= atol + rtol * np.abs(e64)) | (a64 == e64)
+        if equal_nan:
+            ok |= np.isnan(a64) & np.isnan(e64)
+    if ok.all():
+        return
+    if msg is not None:
+        raise AssertionError(msg)
+    bad = ~ok
+    n = int(bad.sum())
+    a64, e64 = a.astype(np.float64), e.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        diff = np.where(bad, np.abs(a64 - e64), -np.inf)
+        rel = np.where(bad, np.abs(a64 - e64) / np.abs(e64), -np.inf)
+    ia = np.unravel_index(int(np.nanargmax(np.where(np.isnan(diff), np.inf, diff))), a.shape) if a.ndim else ()
+    ir = np.unravel_index(int(np.nanargmax(np.where(np.isnan(rel), np.inf, rel))), a.shape) if a.ndim else ()
+    kind = "Scalars" if a.ndim == 0 else "Tensor-likes"
+    raise AssertionError(
+        f"{kind} are not close!\n\nMismatched elements: {n} / {a.size} ({100.0 * n / max(a.size, 1):.1f}%)\n"
+        f"Greatest absolute difference: {diff[ia] if a.ndim else diff} at index {tuple(int(i) for i in ia)} "
+        f"(up to {atol} allowed)\n"
+        f"Greatest relative difference: {rel[ir] if a.ndim else rel} at index {tuple(int(i) for i in ir)} "
+        f"(up to {rtol} allowed)")

@@ -204,6 +204,10 @@ def b_bitcast(g):
     if i is None:
         return None
     d = _SAME_SIZE[g.pool[i]._dtype]
+    if g.pool[i]._dtype.kind == "f":
+        # rounded first: a float computed by a native libm call may be an ulp off numpy's, which the
+        # integer bits would show exactly (integers, signed zeros, inf and NaN keep their bits)
+        return (lambda a: lax.bitcast(lax.round(a), d)), [i]
     return (lambda a: lax.bitcast(a, d)), [i]
 
 
@@ -241,6 +245,78 @@ def b_cumsum(g):
         return None
     ax, rev = int(g.rng.integers(g.pool[i].ndim)), bool(g.rng.random() < 0.5)
     return (lambda a: lax.cumsum(a, ax, rev)), [i]
+
+
+def b_cumprod(g):
+    i = g.pick(lambda t: _ok(P.cumprod)(t) and t.ndim >= 1)
+    if i is None:
+        return None
+    ax, rev = int(g.rng.integers(g.pool[i].ndim)), bool(g.rng.random() < 0.5)
+    return (lambda a: lax.cumprod(a, ax, rev)), [i]
+
+
+def b_argsort(g):
+    i = g.pick(lambda t: _ok(P.argsort)(t))
+    if i is None:
+        return None
+    ax = int(g.rng.integers(max(g.pool[i].ndim, 1)))
+    desc = bool(g.rng.random() < 0.5)
+    return (lambda a: lax.argsort(a, ax, desc, True)), [i]
+
+
+def b_searchsorted(g):  # into a sorted constant of the values' dtype (repeats included)
+    i = g.pick(lambda t: _ok(P.searchsorted)(t))
+    if i is None:
+        return None
+    d = g.pool[i]._dtype
+    seq = np.sort(_input_array(g.rng, (int(g.rng.integers(1, 7)),), d))
+    seq = np.concatenate([seq, seq[-1:]])
+    right = bool(g.rng.random() < 0.5)
+    return (lambda a: lax.searchsorted(ember.tensor(seq, dtype=d), a, right)), [i]
+
+
+def _matrices(a):
+    """(A, M) from any float32/float64 tensor a: M = clip(round(a), -2, 2) as (m, n), n its last dim,
+    and A = M^T M + m n I, symmetric with eigenvalues in [m n, 5 m n] (well conditioned). Both are
+    small integers, so jit and eager build them bit for bit alike, and a LAPACK host unit then gives
+    eager's bits too: even eigenvectors of a repeated eigenvalue (A repeats m n when m < n - 1)
+    and singular vectors of a rank-deficient M agree."""
+    n = a.shape[-1] if a.ndim else 1
+    m = max(a.numel() // n, 1)
+    x = lax.reshape(lax.max(lax.min(lax.round(a), 2.0), -2.0), (m, n))
+    gram = lax.dot_general(x, x, ((0,), (0,)))
+    return lax.add(gram, ember.tensor(np.eye(n, dtype=a._dtype.np) * (m * n))), x
+
+
+def _small_float(t):
+    return t._dtype in (F32, F64) and 1 <= t.numel() <= 64
+
+
+LINALG = ("inv", "solve", "triangular_solve", "det", "slogdet", "cholesky", "qr", "eigh", "eigvalsh", "svd",
+          "svdvals", "pinv")
+_RECT = ("qr", "svd", "svdvals", "pinv")  # these take M (or M^T) itself, rank-deficient at times
+
+
+def b_linalg(name):
+    prim = getattr(P, name)
+
+    def build(g):
+        i = g.pick(_small_float)
+        if i is None:
+            return None
+        flip, tr = bool(g.rng.random() < 0.5), bool(g.rng.random() < 0.5)
+        params = {"triangular_solve": dict(upper=flip, unitriangular=bool(g.rng.random() < 0.5)),
+                  "qr": dict(mode=g.choice(["reduced", "complete", "r"])),
+                  "eigh": dict(UPLO=g.choice(["L", "U"])), "eigvalsh": dict(UPLO=g.choice(["L", "U"])),
+                  "svd": dict(full_matrices=flip),
+                  "pinv": dict(atol=0.0, rtol=1e-6, hermitian=bool(g.rng.random() < 0.5))}.get(name, {})
+        if name in ("solve", "triangular_solve"):  # B = M^T: (n, m) right-hand sides
+            return (lambda a: (lambda A, x: prim.bind(A, lax.transpose(x, (1, 0)), **params))(*_matrices(a))), [i]
+        if name in _RECT and not params.get("hermitian"):
+            return (lambda a: prim.bind((lambda x: lax.transpose(x, (1, 0)) if tr else x)(_matrices(a)[1]),
+                                        **params)), [i]
+        return (lambda a: prim.bind(_matrices(a)[0], **params)), [i]
+    return build
 
 
 def b_reshape(g):
@@ -436,6 +512,25 @@ def b_along(name):
     return build
 
 
+def b_scatter_along(g):  # distinct indices in every row: no write is overwritten
+    i = g.pick(lambda t: t.ndim >= 1 and all(t.shape))
+    if i is None:
+        return None
+    x = g.pool[i]
+    ax = int(g.rng.integers(x.ndim))
+    n = x.shape[ax]
+    k = int(g.rng.integers(1, min(n, 2) + 1))
+    idx = np.moveaxis(np.zeros(tuple(s for j, s in enumerate(x.shape) if j != ax) + (k,), np.int64), -1, ax)
+    rows = np.moveaxis(idx, ax, -1)
+    for pos in np.ndindex(rows.shape[:-1]):
+        rows[pos] = g.rng.permutation(n)[:k]
+
+    def f(a):  # the updates: x's own values, read from the rows reversed (so they move)
+        j = ember.tensor(idx)  # made inside: a tensor captured from outside would be traced as an input
+        return lax.scatter_along_axis(a, j, lax.take_along_axis(lax.rev(a, (ax,)), j, ax), ax)
+    return f, [i]
+
+
 def b_full(g):
     i = g.pick()
     x = g.pool[i]
@@ -481,13 +576,15 @@ BUILDERS.update({
     "reduce_sum": b_reduce("reduce_sum"), "reduce_prod": b_reduce("reduce_prod"),
     "reduce_max": b_reduce("reduce_max"), "reduce_min": b_reduce("reduce_min"),
     "reduce_and": b_reduce("reduce_and"), "reduce_or": b_reduce("reduce_or"),
-    "argmax": b_arg("argmax"), "argmin": b_arg("argmin"), "cumsum": b_cumsum,
+    "argmax": b_arg("argmax"), "argmin": b_arg("argmin"), "cumsum": b_cumsum, "cumprod": b_cumprod,
+    "argsort": b_argsort, "searchsorted": b_searchsorted,
     "reshape": b_reshape, "broadcast_in_dim": b_broadcast, "transpose": b_transpose, "slice": b_slice,
     "pad": b_pad, "concatenate": b_concat, "rev": b_rev, "dot_general": b_dot,
     "conv_general": b_conv, "reduce_window_max": b_rw("max"), "reduce_window_sum": b_rw("sum"),
     "select_and_scatter_add": b_sas, "gather": b_gather("gather"), "scatter_add": b_gather("scatter_add"),
     "take_along_axis": b_along("take_along_axis"),
-    "scatter_add_along_axis": b_along("scatter_add_along_axis"),
+    "scatter_add_along_axis": b_along("scatter_add_along_axis"), "scatter_along_axis": b_scatter_along,
+    **{n: b_linalg(n) for n in LINALG},
     "full": b_full, "iota": b_iota, "random_bits": b_random_bits,
 })
 

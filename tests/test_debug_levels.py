@@ -29,8 +29,13 @@ def test_level_1_compile_events_and_fallbacks(capsys):
     assert "--- traced IR" not in err
     if compiler.available():
         assert "ember: compiled " in err  # a new library (the literal makes the source new)
-        err16 = _trace_at(1, capsys, np.float16)
-        assert "numpy executor" in err16 and "values of dtype float16" in err16
+        err16 = _trace_at(1, capsys, np.float16)  # half precision is native too
+        assert "cpu executor" in err16 and "0 on the host" in err16
+        f = ember.jit(lambda x: ember.sort(x).values * 2)  # a unit the CPU leaves to numpy
+        with debug(1):
+            f(ember.ones(4))
+        err = capsys.readouterr().err
+        assert "on the host, with numpy: argsort (a sort or a binary search per row" in err and "1 on the host" in err
 
 
 @pytest.mark.parametrize("level", [2, 3, 4])

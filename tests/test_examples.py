@@ -11,6 +11,7 @@ CASES = {
     "ch02_train_mlp.py": (["--steps", "120"], "restores the same predictions: True"),
     "ch02_lstm_language_model.py": (["--steps", "30", "--hidden", "32", "--seq", "16", "--batch", "8"],
                                     "learning: True"),
+    "ch02_unet.py": (["--steps", "12", "--channels", "4", "--batch", "4"], "learning: True"),
     "ch03_autograd.py": ([], "dy/dx1 = 5.50000"),
     "ch04_compiler_passes.py": ([], "after the O2 passes"),
     "ch05_native_step.py": ([], "4 threads x 50 inference calls agree: True"),

@@ -50,8 +50,9 @@ def s_distinct(rng, shape):
     return rng.permutation(np.linspace(-2.0, 2.0, max(math.prod(shape), 2)))[:math.prod(shape)].reshape(shape)
 
 
+# F's own functions, and the activations it re-exports from ember.api (torch.softmax, x.relu())
 PUBLIC = sorted(n for n in dir(F) if not n.startswith("_") and callable(getattr(F, n))
-                and getattr(getattr(F, n), "__module__", None) == F.__name__)
+                and getattr(getattr(F, n), "__module__", None) in (F.__name__, "ember.api.activations"))
 
 
 # ---------------------------------------------------------------- builders

@@ -8,6 +8,8 @@ primitive is not differentiable, and returns `(fn, inputs)` where `fn` applies e
 primitive. Second derivatives are checked with `gradgradcheck`; primitives whose second derivative
 is non-zero are listed in `SECOND_ORDER`, and for them the first derivative must itself carry a
 graph (so the check cannot pass vacuously). Primitives without a VJP are listed in `NO_VJP`.
+The builders of the linear-algebra primitives (ember/ops/decompositions.py) are tests/test_linalg.py's
+`LINALG_BUILDERS`, imported (one copy).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from ember import autograd
 from ember.ops import REGISTRY, bind, lax
 from _gradcheck_inputs import I, T, rng_from
 from ember.testing import GradcheckError, gradcheck, gradgradcheck
+from test_linalg import LINALG_BUILDERS  # one builder per primitive of ember/ops/decompositions.py
 
 F64 = ember.float64
 
@@ -40,6 +43,7 @@ DIFFERENTIABLE = sorted(n for n, p in REGISTRY.items() if p.vjp is not None and 
 # primitives whose VJP is intentionally missing, and why
 NO_VJP = {
     "argmax": "integer output", "argmin": "integer output", "check_classes": "integer output",
+    "argsort": "integer output", "searchsorted": "integer output",
     "eq": "bool output", "ne": "bool output", "lt": "bool output", "le": "bool output",
     "gt": "bool output", "ge": "bool output", "isnan": "bool output",
     "reduce_and": "bool output", "reduce_or": "bool output",
@@ -54,7 +58,10 @@ NO_VJP = {
 # primitives whose second derivative is not identically zero
 SECOND_ORDER = {
     "exp", "log", "log1p", "expm1", "sqrt", "rsqrt", "sin", "cos", "tanh", "erf", "logistic",
-    "mul", "div", "pow", "atan2", "logaddexp", "dot_general", "conv_general", "reduce_prod",
+    "mul", "div", "pow", "atan2", "logaddexp", "dot_general", "conv_general", "reduce_prod", "cumprod",
+    # linear algebra (their VJPs call inv, triangular_solve, eigh and svd, which are differentiable)
+    "inv", "solve", "triangular_solve", "det", "slogdet", "cholesky", "qr", "eigh", "eigvalsh", "svd", "svdvals",
+    "pinv",
 }
 # differentiable once only: their VJP uses a primitive without a VJP
 NO_DOUBLE_BACKWARD = {"reduce_window_max": "VJP is select_and_scatter_add"}
@@ -198,6 +205,20 @@ def b_cumsum(data, order=1):
     axis = data.draw(st.integers(0, len(shape) - 1))
     reverse = data.draw(st.booleans())
     return (lambda x: lax.cumsum(x, axis, reverse)), [T(s_any(_rng(data), shape))]
+
+
+def b_cumprod(data, order=1):
+    """Factors of magnitude 0.5-1.5 and exact zeros (cumprod is a polynomial: no kinks; the zeros
+    exercise the VJP's before / at / after the first zero branches, and at second order the
+    division-free pairwise form)."""
+    rng = _rng(data)
+    shape = _shape(data, min_dims=0)
+    axis = data.draw(st.integers(0, max(len(shape) - 1, 0)), label="axis")
+    reverse = data.draw(st.booleans(), label="reverse")
+    x = rng.choice([-1.0, 1.0], shape) * rng.uniform(0.5, 1.5, shape)
+    nz = data.draw(st.integers(0, 3), label="zeros")
+    x.reshape(-1)[rng.choice(x.size, min(nz, x.size), replace=False)] = 0.0
+    return (lambda x: lax.cumprod(x, axis, reverse)), [T(x)]
 
 
 def _random_shape_of_size(data, n, max_dims=4):
@@ -403,6 +424,32 @@ def b_scatter_add_along_axis(data, order=1):
     return (lambda x, u: lax.scatter_add_along_axis(x, idx, u, axis)), [T(s_any(rng, shape)), T(s_any(rng, out))]
 
 
+def _unique_indices(rng, n, shape, axis):
+    """Indices along `axis` that are distinct in every row (after wrapping negatives): no write
+    is overwritten, so every update reaches the output; some are given as negative ones."""
+    k = shape[axis]
+    assert k <= n
+    out = np.zeros(shape, np.int64)
+    rows = np.moveaxis(out, axis, -1)  # a view: writing a row writes `out`
+    for pos in np.ndindex(rows.shape[:-1]):
+        r = rng.permutation(n)[:k]
+        rows[pos] = r - n * (rng.random(k) < 0.3)
+    return out
+
+
+def b_scatter_along_axis(data, order=1):
+    rng = _rng(data)
+    shape = _shape(data, min_dims=1)
+    axis = data.draw(st.integers(0, len(shape) - 1), label="axis")
+    n = shape[axis]
+    k = data.draw(st.integers(1, n), label="k") if n else 0
+    # the indices broadcast (size 1) or match in the other dims; the updates cover x there
+    ishape = tuple(k if i == axis else data.draw(st.sampled_from([1, d])) for i, d in enumerate(shape))
+    idx = I(_unique_indices(rng, n, ishape, axis))
+    ushape = tuple(k if i == axis else d for i, d in enumerate(shape))
+    return (lambda x, u: lax.scatter_along_axis(x, idx, u, axis)), [T(s_any(rng, shape)), T(s_any(rng, ushape))]
+
+
 BUILDERS = {
     # elementwise unary
     "neg": unary("neg", s_any), "abs": unary("abs", s_nonzero), "sign": unary("sign", s_nonzero),
@@ -427,7 +474,7 @@ BUILDERS = {
     # reductions
     "reduce_sum": reduction("reduce_sum", "any"), "reduce_prod": reduction("reduce_prod", "prod"),
     "reduce_max": reduction("reduce_max", "distinct"), "reduce_min": reduction("reduce_min", "distinct"),
-    "cumsum": b_cumsum,
+    "cumsum": b_cumsum, "cumprod": b_cumprod,
     # shapes
     "reshape": b_reshape, "broadcast_in_dim": b_broadcast_in_dim, "transpose": b_transpose,
     "slice": b_slice, "pad": b_pad, "concatenate": b_concatenate, "rev": b_rev,
@@ -436,7 +483,9 @@ BUILDERS = {
     "reduce_window_max": window("max"), "reduce_window_sum": window("sum"),
     # indexing
     "gather": b_gather, "scatter_add": b_scatter_add, "take_along_axis": b_take_along_axis,
-    "scatter_add_along_axis": b_scatter_add_along_axis,
+    "scatter_add_along_axis": b_scatter_add_along_axis, "scatter_along_axis": b_scatter_along_axis,
+    # linear algebra (tests/test_linalg.py)
+    **LINALG_BUILDERS,
 }
 
 # second derivatives cost a backward pass per finite difference: fewer examples
@@ -554,6 +603,18 @@ def test_reduce_prod_with_zeros_matches_finite_differences():
     assert gradgradcheck(lambda x: lax.reduce_prod(x, (1,)), [T([[0.0, 2.0, 3.0], [1.5, -2.0, 0.5]])])
 
 
+def test_cumprod_with_zeros_matches_finite_differences():
+    x = T([[0.0, 2.0, 3.0, 0.5], [1.5, 0.0, 0.0, -2.0], [1.5, -2.0, 0.5, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    for axis in (0, 1):
+        for reverse in (False, True):
+            assert gradcheck(lambda x: lax.cumprod(x, axis, reverse), [x])
+
+
+def test_cumprod_second_derivative_at_a_zero():
+    # cumprod([a, z, c])[2] = a z c: d2/da dz = c, which the double backward gives as 0
+    assert gradgradcheck(lambda x: lax.cumprod(x, 0), [T([0.7, 0.0, 0.9])])
+
+
 def test_gradcheck_detects_a_wrong_vjp():
     """The harness can fail: a primitive with a deliberately wrong VJP is caught."""
     from ember.ops.core import Primitive, elementwise_abstract
@@ -602,5 +663,6 @@ def test_dilated_max_window_vjp_is_refused():
 
 def test_integer_outputs_carry_no_gradient():
     x = T([0.3, 2.0, -1.0])
-    for out in (lax.argmax(x, 0), lax.eq(x, 0.3), lax.isnan(x), lax.reduce_or(lax.gt(x, 0), (0,))):
+    for out in (lax.argmax(x, 0), lax.eq(x, 0.3), lax.isnan(x), lax.reduce_or(lax.gt(x, 0), (0,)),
+                lax.argsort(x, 0), lax.searchsorted(T([-1.0, 0.0, 2.0]), x)):
         assert not out.requires_grad and out.grad_fn is None

@@ -179,3 +179,13 @@ def test_writes_through_views_of_state_and_arguments():
     np.testing.assert_array_equal(s.numpy(), s_e.numpy())
     np.testing.assert_array_equal(x.numpy(), x2.numpy())
     assert out.item() == s_e.sum().item()
+
+
+def test_detached_square_views_keep_their_own_value_while_tracing():
+    """x.t().detach() of a square x is x's transpose under ember.jit, not x (it shares x's memory
+    and shape, and once read the base's traced value)."""
+    x = ember.tensor(np.arange(9.0).reshape(3, 3), dtype=ember.float32)
+
+    def f(a):
+        return a.t().detach() * 1.0 + ember.flip(a, [0]).detach()
+    np.testing.assert_array_equal(ember.jit(f)(x).numpy(), f(x).numpy())

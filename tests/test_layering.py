@@ -37,6 +37,8 @@ LAYERS = {
     "ember.serialization": 2,
     "ember._safetensors": 2,
     "ember.checkpoint": 2,
+    "ember.sparse": 2,
+    "ember.nested": 2,
 
     "ember.ir.*": 3,
 
@@ -49,6 +51,8 @@ LAYERS = {
 
     "ember.nn.*": 7,
     "ember.optim.*": 7,
+    "ember.distributions.*": 7,
+    "ember.amp": 7,
     "ember.data.*": 7,
     "ember.datasets.*": 7,
     "ember.metrics": 7,

@@ -4,7 +4,9 @@ measurements are chosen").
 Runs `onnx.backend.test.BackendTest` with ember as the backend over the core subset: default-domain
 node tests, not `_expanded`, whose inputs and outputs are all float32/float64/int32/int64/bool,
 plus the `light_*` models shipped in the onnx wheel. Unsupported ops raise `unittest.SkipTest`;
-the score printed at the end counts skips as not passed. Needs the `onnx` extra.
+the score printed at the end counts skips as not passed. Needs the `onnx` extra. BAR sits just
+below the measured 1018/1025 (99.3%); the 7 left are random ops (Dropout in training mode,
+Bernoulli) whose expected outputs come from numpy's RNG.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from ember.onnx.backend import EmberBackend  # noqa: E402
 CORE_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT32, TensorProto.INT64, TensorProto.BOOL}
 LIGHT_MODELS = {"test_bvlc_alexnet", "test_densenet121", "test_inception_v1", "test_inception_v2",
                 "test_resnet50", "test_shufflenet", "test_squeezenet", "test_vgg19", "test_zfnet512"}
-BAR = 0.60  # the issue's bar over the core subset
+BAR = 0.99  # just below the measured 99.3% over the core subset
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the case generators warn about overflow in their own casts

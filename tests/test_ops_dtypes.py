@@ -593,6 +593,123 @@ def check_cumsum(name, d):
                    np.asarray(x0[0, 0, 1]).astype(compute.np).astype(out.np), out, None, (), "cumsum 0-d")
 
 
+def check_cumprod(name, d):
+    """Products of powers of two (exact in every dtype, so compared exactly), with NaN, +-inf and
+    signed zeros: 0 * inf is NaN and the sign of a zero product follows its factors."""
+    prim = REGISTRY[name]
+    compute, out = expected_dtypes(prim, d)
+    x0 = reduction_input(d, np.random.default_rng(4), "prod")
+    for how, x, t in _reduce_cases(x0):
+        for axis in range(x.ndim):
+            for reverse in (False, True):
+                xs = np.flip(x, axis) if reverse else x
+                with np.errstate(all="ignore"):
+                    w = np.cumprod(xs.astype(F64 if compute.kind == "f" else compute.np), axis=axis)
+                w = np.flip(w, axis) if reverse else w
+                want = w.astype(compute.np).astype(out.np)
+                got = prim.bind(t, axis=axis, reverse=reverse)
+                assert_matches(got, want, out, None, (), f"cumprod[{d.name}, {how}, axis={axis}, rev={reverse}]")
+    if d.kind in "iu":  # integer products are int64 (as PyTorch's), wrapping on overflow like numpy's
+        big = np.array([np.iinfo(d.np).max] * 3 + [-1 if d.kind == "i" else 1] * 2, d.np)
+        with np.errstate(all="ignore"):
+            want = np.cumprod(big.astype(np.int64))
+        assert_matches(prim.bind(T(big), axis=0, reverse=False), want, out, None, (), f"cumprod[{d.name}] wraps")
+    e = T(x0[:, :0])
+    assert prim.bind(e, axis=1, reverse=True).shape == (3, 0, 5)
+    assert prim.bind(e, axis=0, reverse=False).dtype is out
+    assert_matches(prim.bind(T(x0[0, 0, 1]), axis=0, reverse=False),
+                   np.asarray(x0[0, 0, 1]).astype(compute.np).astype(out.np), out, None, (), "cumprod 0-d")
+    with pytest.raises(ember.ShapeError, match="out of range"):
+        prim.bind(T(x0), axis=3, reverse=False)
+
+
+# ====================================================================== sorting
+def _order_key(v, descending):
+    """PyTorch's order of one value: NaN after +inf ascending (first when descending); -0.0 == 0.0."""
+    v = float(v) if not isinstance(v, (bool, np.bool_)) else int(v)
+    nan = v != v
+    if descending:
+        return (0, 0.0) if nan else (1, -v)
+    return (1, 0.0) if nan else (0, v)
+
+
+def ref_argsort(x, axis, descending):
+    """A stable sort of every row along `axis` written out (ties keep their input order)."""
+    rows = np.moveaxis(x, axis, -1)
+    out = np.empty(rows.shape, np.int64)
+    for i in np.ndindex(rows.shape[:-1]):
+        row = rows[i].tolist() if x.dtype.kind in "iub" else rows[i].astype(F64).tolist()
+        out[i] = sorted(range(len(row)), key=lambda j: _order_key(row[j], descending))
+    return np.moveaxis(out, -1, axis)
+
+
+def check_argsort(name, d):
+    prim = REGISTRY[name]
+    x0 = reduction_input(d, np.random.default_rng(37))
+    if d.kind == "f":  # NaN first in one row, ties and signed zeros in others
+        x0[1, 3] = np.array([1.0, np.nan, -0.0, np.nan, 0.0]).astype(d.np)
+    for how, x, t in _reduce_cases(x0):
+        for axis in range(x.ndim):
+            for descending in (False, True):
+                want = ref_argsort(x, axis, descending)
+                got = prim.bind(t, axis=axis, descending=descending, stable=True)
+                assert_matches(got, want, dt.int64, None, (), f"argsort[{d.name}, {how}, axis={axis}, "
+                               f"desc={descending}]")
+                # unstable: any order of the ties, but the same sorted values
+                idx = prim.bind(t, axis=axis, descending=descending, stable=False).numpy()
+                assert np.array_equal(np.sort(idx, axis), np.broadcast_to(
+                    np.arange(x.shape[axis]).reshape([-1 if k == axis else 1 for k in range(x.ndim)]), x.shape))
+                sx, sw = np.take_along_axis(x, idx, axis), np.take_along_axis(x, want, axis)
+                if _is_float(x):
+                    sx, sw = sx.astype(F64), sw.astype(F64)
+                np.testing.assert_array_equal(sx, sw, err_msg=f"argsort[{d.name}] stable=False")
+    assert_matches(prim.bind(T(x0[0, 0, 0]), axis=0, descending=False, stable=True), np.int64(0), dt.int64, None, (),
+                   "argsort 0-d")
+    e = prim.bind(T(x0[:, :0]), axis=1, descending=True, stable=True)
+    assert e.shape == (3, 0, 5) and e.dtype is dt.int64
+    with pytest.raises(ember.ShapeError, match="out of range"):
+        prim.bind(T(x0), axis=3, descending=False, stable=True)
+
+
+def check_searchsorted(name, d):
+    """Insertion points into sorted rows (duplicates, signed zeros, +-inf, NaN last), both sides."""
+    prim = REGISTRY[name]
+    v = specials(d)
+    seq = np.sort(np.concatenate([v, v[:5], v[:3]]))  # repeats; numpy's sort puts NaN last
+    wide = F64 if _is_float(v) else np.int64  # exact for every dtype here
+    vals = np.stack([v, v[::-1]])
+    for right in (False, True):
+        side = "right" if right else "left"
+        want = np.searchsorted(seq.astype(wide), vals.astype(wide), side=side)
+        for how in ("contig", "transposed", "strided"):
+            got = prim.bind(T(seq), layout(vals, how), right=right)
+            assert_matches(got, want, dt.int64, None, (), f"searchsorted[{d.name}, {how}, right={right}]")
+        # rows: a batch of sorted sequences, each searched with its own values
+        rows = np.stack([seq, np.sort(np.resize(v[::-1], seq.shape))])
+        want2 = np.stack([np.searchsorted(r.astype(wide), q.astype(wide), side=side) for r, q in zip(rows, vals)])
+        for how in ("contig", "strided"):
+            got = prim.bind(layout(rows, how), layout(vals, how), right=right)
+            assert_matches(got, want2, dt.int64, None, (), f"searchsorted[{d.name}, rows, {how}, right={right}]")
+        assert_matches(prim.bind(T(seq), T(v[3]), right=right), np.searchsorted(seq.astype(wide), v[3].astype(wide),
+                       side=side), dt.int64, None, (), "searchsorted 0-d value")
+        assert_matches(prim.bind(T(seq[:0]), T(v), right=right), np.zeros(v.shape, np.int64), dt.int64, None, (),
+                       "searchsorted into an empty sequence")
+        assert prim.bind(T(seq), T(v[:0]), right=right).shape == (0,)
+        assert prim.bind(T(rows[:0]), T(vals[:0]), right=right).shape == (0, vals.shape[1])
+        # (empty rows, (2, 0): test_searchsorted_empty_rows)
+    with pytest.raises(ember.ShapeError, match="at least one dimension"):
+        prim.bind(T(v[0]), T(v), right=False)
+    with pytest.raises(ember.ShapeError, match="must agree"):
+        prim.bind(T(np.stack([seq, seq])), T(v[:4]), right=False)
+
+
+@pytest.mark.parametrize("seq,vals", [((2, 0), (2, 3)), ((2, 3), (2, 0)), ((2, 0), (2, 0))])
+def test_searchsorted_empty_rows(seq, vals):
+    """A batch of empty sequences (every insertion point 0), or no values to place."""
+    got = REGISTRY["searchsorted"].bind(T(np.zeros(seq, np.float32)), T(np.zeros(vals, np.float32)), right=False)
+    assert_matches(got, np.zeros(vals, np.int64), dt.int64, None, (), "searchsorted empty rows")
+
+
 # ====================================================================== shape primitives
 def shape_values(d, shape):
     v = specials(d) if d is not dt.uint32 else np.array([0, 1, 7, 2 ** 31, 2 ** 32 - 1], np.uint32)
@@ -1060,6 +1177,235 @@ def check_scatter_add_along_axis(name, d):
         prim.bind(T(x), T(np.full((3, 1), 4)), T(moderate(d, (3, 1), rng)), axis=1)
 
 
+def _write_ref(x, idx, upd, axis, out):
+    """PyTorch's scatter written out: positions in order, so of repeated indices the last wins."""
+    acc = x.astype(out.np)
+    n = x.shape[axis]
+    idx = np.broadcast_to(idx, upd.shape)
+    for pos in np.ndindex(*upd.shape):
+        tgt = list(pos)
+        tgt[axis] = int(idx[pos]) % n
+        acc[tuple(tgt)] = np.asarray(upd[pos]).astype(out.np)
+    return acc
+
+
+def check_scatter_along_axis(name, d):
+    prim = REGISTRY[name]
+    rng = np.random.default_rng(41)
+    x = np.resize(shape_values(d, (12,))[::-1], (3, 4))
+    for axis in (0, 1):
+        n = x.shape[axis]
+        ishape = (2, 4) if axis == 0 else (3, 3)
+        for idt in (dt.int64, dt.int32, dt.uint8, dt.int8):
+            idx = rng.integers(0, n, ishape)  # repeats included: the last write wins
+            if idt.kind == "i":
+                idx = idx - n * (rng.random(ishape) < 0.3)
+            upd = shape_values(d, ishape)
+            want = _write_ref(x, idx, upd, axis, d)
+            for how in ("contig", "transposed", "strided"):
+                got = prim.bind(layout(x, how), T(idx.astype(idt.np)), layout(upd, how), axis=axis)
+                assert_matches(got, want, d, None, (), f"scatter_along_axis[{d.name}, {how}, {axis}, {idt.name}]")
+        # indices broadcast (size 1) across the other dim; fewer updates than x along the axis
+        bshape = (1, 4) if axis == 0 else (3, 1)
+        idx = rng.integers(-n, n, bshape)
+        upd = shape_values(d, (2, 4) if axis == 0 else (3, 2))
+        idx = np.concatenate([idx, (idx + 1) % n], axis)
+        assert_matches(prim.bind(T(x), T(idx), T(upd), axis=axis), _write_ref(x, idx, upd, axis, d), d, None, (),
+                       f"scatter_along_axis[{d.name}] broadcast indices")
+        got = prim.bind(T(x), T(np.zeros(ishape[:axis] + (0,) + ishape[axis + 1:], np.int64)),
+                        T(shape_values(d, ishape[:axis] + (0,) + ishape[axis + 1:])), axis=axis)
+        assert_matches(got, x, d, None, (), "scatter_along_axis no updates")
+    if d is not dt.uint32:  # the updates' dtype promotes with x's, as in eager scatter
+        for other in dt.ALL:
+            p = promote(d, other)
+            idx, upd = np.array([[2, 0, 1, 0]]), shape_values(other, (1, 4))
+            got = prim.bind(T(x), T(idx), T(upd), axis=0)
+            assert_matches(got, _write_ref(x, idx, upd, 0, p), p, None, (),
+                           f"scatter_along_axis[{d.name}, {other.name}]")
+    with pytest.raises(IndexError, match="out of bounds"):
+        prim.bind(T(x), T(np.full((3, 1), 4)), T(shape_values(d, (3, 1))), axis=1)
+    with pytest.raises(ember.ShapeError):
+        prim.bind(T(x), T(np.zeros((2, 2), np.int64)), T(shape_values(d, (2, 5))), axis=1)
+
+
+def test_scatter_along_axis_updates_cover_part_of_x():
+    x, idx, upd = np.zeros((3, 4), np.float32), np.array([[0, 1], [2, 0]]), np.array([[1, 2], [3, 4]], np.float32)
+    want = _write_ref(x, idx, upd, 0, dt.float32)  # torch.zeros(3, 4).scatter(0, idx, upd)
+    added = REGISTRY["scatter_add_along_axis"].bind(T(x), T(idx), T(upd), axis=0)  # distinct indices: the same
+    assert_matches(added, want, dt.float32, None, (), "scatter_add_along_axis, updates (2, 2) into (3, 4)")
+    got = REGISTRY["scatter_along_axis"].bind(T(x), T(idx), T(upd), axis=0)
+    assert_matches(got, want, dt.float32, None, (), "scatter_along_axis, updates (2, 2) into (3, 4)")
+
+
+# ====================================================================== linear algebra (float32/float64 only)
+def _well_conditioned(rng, shape):
+    """Matrices (*batch, m, n) with singular values in [1, 3]."""
+    *batch, m, n = shape
+    k = min(m, n)
+    u = np.linalg.qr(rng.standard_normal(tuple(batch) + (m, m)))[0][..., :k]
+    v = np.linalg.qr(rng.standard_normal(tuple(batch) + (n, n)))[0][..., :k]
+    return (u * rng.uniform(1.0, 3.0, tuple(batch) + (k,))[..., None, :]) @ np.swapaxes(v, -1, -2)
+
+
+def _spd_with_garbage(rng, shape, keep_lower=True):
+    """An SPD matrix in one triangle (diagonal included) and large unrelated values strictly in the
+    other, which must not be read."""
+    x = rng.standard_normal(shape)
+    a = x @ np.swapaxes(x, -1, -2) / shape[-1] + np.eye(shape[-1])
+    junk = 100 * rng.standard_normal(shape)
+    n = shape[-1]
+    return np.where(np.tri(n, dtype=bool), a, junk) if keep_lower else np.where(np.tri(n, k=-1, dtype=bool), junk, a)
+
+
+def _sym_from(a, lower):
+    t = np.tril(a) if lower else np.triu(a)
+    return t + np.swapaxes(t, -1, -2) - np.eye(a.shape[-1]) * a  # the diagonal once
+
+
+def _triangular_with_garbage(rng, shape, upper):
+    n = shape[-1]
+    t = rng.uniform(-0.5, 0.5, shape) + np.eye(n) * rng.uniform(1.0, 2.0, shape[:-1])[..., None, :]
+    mask = np.triu(np.ones((n, n), bool)) if upper else np.tril(np.ones((n, n), bool))
+    return np.where(mask, t, 100 * rng.standard_normal(shape))
+
+
+def _split(packed, name, a_shape, **params):
+    """numpy twin of decompositions.unpack: the components of a packed output."""
+    from ember.ops.decompositions import PARTS
+    batch, out, off = packed.shape[:-1], [], 0
+    for s in PARTS[name](*a_shape[-2:], **params):
+        size = math.prod(s)
+        out.append(packed[..., off:off + size].reshape(batch + tuple(s)))
+        off += size
+    return out
+
+
+def _mT(x):
+    return np.swapaxes(x, -1, -2)
+
+
+def _eye_like(x):  # identities of x's last-dim size, batched like x
+    return np.broadcast_to(np.eye(x.shape[-1]), x.shape[:-2] + (x.shape[-1],) * 2)
+
+
+def _qr_ref_check(got, a, mode, tol, ctx):
+    m, n = a.shape[-2:]
+    q, r = _split(got, "qr", a.shape, mode=mode)
+    k = min(m, n)
+    _, rr = np.linalg.qr(a, mode="reduced")  # R is unique up to the signs of its rows
+    dg, dw = np.sign(np.diagonal(r, axis1=-2, axis2=-1))[..., :k], np.sign(np.diagonal(rr, axis1=-2, axis2=-1))
+    np.testing.assert_allclose(dg[..., :, None] * r[..., :k, :], dw[..., :, None] * rr, **tol, err_msg=ctx)
+    assert np.all(np.tril(r, -1) == 0), ctx  # exactly upper triangular (complete: zero rows below k)
+    if mode != "r":
+        np.testing.assert_allclose(q @ r, a, **tol, err_msg=ctx)
+        np.testing.assert_allclose(_mT(q) @ q, _eye_like(q), **tol, err_msg=ctx)
+
+
+def _eigh_ref_check(got, a, uplo, tol, ctx):
+    w, v = _split(got, "eigh", a.shape)
+    s = _sym_from(a, uplo == "L")
+    np.testing.assert_allclose(w, np.linalg.eigvalsh(s), **tol, err_msg=ctx)
+    np.testing.assert_allclose(s @ v, v * w[..., None, :], **tol, err_msg=ctx)
+    np.testing.assert_allclose(_mT(v) @ v, _eye_like(v), **tol, err_msg=ctx)
+
+
+def _svd_ref_check(got, a, full, tol, ctx):
+    u, s, vh = _split(got, "svd", a.shape, full_matrices=full)
+    k = s.shape[-1]
+    np.testing.assert_allclose(s, np.linalg.svd(a, compute_uv=False), **tol, err_msg=ctx)
+    np.testing.assert_allclose((u[..., :, :k] * s[..., None, :]) @ vh[..., :k, :], a, **tol, err_msg=ctx)
+    for f in (u, _mT(vh)):
+        np.testing.assert_allclose(_mT(f) @ f, _eye_like(f), **tol, err_msg=ctx)
+
+
+def _tri_ref(a, b, upper, unit):
+    t = np.triu(a) if upper else np.tril(a)
+    if unit:
+        t = t - np.eye(a.shape[-1]) * t + np.eye(a.shape[-1])
+    return np.linalg.solve(t, b)
+
+
+def _linalg_cases(rng):
+    """{name: [(params, [operand arrays], reference)]}: the reference is numpy's result from the
+    float64 operands, or for a decomposition a checker (packed output, A, tol, context)."""
+    sq, sq1, rect, wide = (_well_conditioned(rng, s) for s in ((2, 3, 3), (3, 3), (2, 4, 3), (3, 4)))
+    b = rng.standard_normal((2, 3, 2))
+    spd_l, spd_u = _spd_with_garbage(rng, (2, 3, 3), True), _spd_with_garbage(rng, (2, 3, 3), False)
+    cases = {
+        "inv": [({}, [a], np.linalg.inv) for a in (sq, sq1)],
+        "solve": [({}, [sq, b], np.linalg.solve), ({}, [sq1, b[0]], np.linalg.solve)],
+        "triangular_solve": [(dict(upper=u, unitriangular=un), [_triangular_with_garbage(rng, (2, 3, 3), u), b],
+                              (lambda u, un: lambda a, b: _tri_ref(a, b, u, un))(u, un))
+                             for u in (False, True) for un in (False, True)],
+        "det": [({}, [a], np.linalg.det) for a in (sq, sq1)],
+        "slogdet": [({}, [a], lambda a: np.stack(np.linalg.slogdet(a), -1)) for a in (sq, sq1)],
+        "cholesky": [({}, [spd_l], lambda a: np.linalg.cholesky(_sym_from(a, True)))],
+        "qr": [(dict(mode=md), [a], (lambda md: lambda g, a, tol, ctx: _qr_ref_check(g, a, md, tol, ctx))(md))
+               for md in ("reduced", "complete", "r") for a in (rect, wide)],
+        "eigh": [(dict(UPLO=ul), [a], (lambda ul: lambda g, a, tol, ctx: _eigh_ref_check(g, a, ul, tol, ctx))(ul))
+                 for ul, a in (("L", spd_l), ("U", spd_u))],
+        "eigvalsh": [(dict(UPLO=ul), [a], (lambda ul: lambda a: np.linalg.eigvalsh(_sym_from(a, ul == "L")))(ul))
+                     for ul, a in (("L", spd_l), ("U", spd_u))],
+        "svd": [(dict(full_matrices=f), [a], (lambda f: lambda g, a, tol, ctx: _svd_ref_check(g, a, f, tol, ctx))(f))
+                for f in (False, True) for a in (rect, wide)],
+        "svdvals": [({}, [a], lambda a: np.linalg.svd(a, compute_uv=False)) for a in (rect, wide)],
+        "pinv": [(dict(atol=0.0, rtol=1e-7, hermitian=False), [a], np.linalg.pinv) for a in (rect, wide, sq)] +
+                [(dict(atol=0.0, rtol=1e-7, hermitian=True), [_sym_from(spd_l, True)], np.linalg.pinv)],
+    }
+    return cases
+
+
+_LINALG_PARAMS = {"triangular_solve": dict(upper=True, unitriangular=False), "qr": dict(mode="reduced"),
+                  "eigh": dict(UPLO="L"), "eigvalsh": dict(UPLO="L"), "svd": dict(full_matrices=False),
+                  "pinv": dict(atol=0.0, rtol=1e-7, hermitian=False)}
+LINALG = ("inv", "solve", "triangular_solve", "det", "slogdet", "cholesky", "qr", "eigh", "eigvalsh", "svd",
+          "svdvals", "pinv")
+LINALG_TOL = {dt.float32: dict(rtol=5e-5, atol=5e-5), dt.float64: dict(rtol=1e-11, atol=1e-11)}
+# a primitive of one operand on empty inputs: (shape in, shape out) -- empty batches, 0 x 0 matrices
+LINALG_EMPTY = {
+    "inv": [((0, 3, 3), (0, 3, 3)), ((2, 0, 0), (2, 0, 0))], "det": [((0, 3, 3), (0,)), ((2, 0, 0), (2,))],
+    "slogdet": [((0, 3, 3), (0, 2))], "cholesky": [((0, 3, 3), (0, 3, 3)), ((2, 0, 0), (2, 0, 0))],
+    "eigvalsh": [((0, 3, 3), (0, 3)), ((2, 0, 0), (2, 0))], "svdvals": [((0, 4, 3), (0, 3)), ((3, 0), (0,))],
+    "pinv": [((0, 4, 3), (0, 3, 4)), ((3, 0), (0, 3))],
+}
+
+
+def check_linalg(name, d):
+    """float32/float64 against numpy's float64 LAPACK on well-conditioned inputs, in every layout.
+    Decompositions are checked through what is unique about them: Q R = A with R's rows sign-
+    normalised, A V = V diag(w), U S Vh = A, orthonormal factors."""
+    prim = REGISTRY[name]
+    tol = LINALG_TOL[d]
+    for params, ops, ref in _linalg_cases(np.random.default_rng(zlib.crc32(name.encode())))[name]:
+        ops = [o.astype(d.np) for o in ops]
+        o64 = [o.astype(F64) for o in ops]
+        for how in ("contig", "transposed", "strided"):
+            ctx = f"{name}[{d.name}, {how}, {[o.shape for o in ops]}, {params}]"
+            got = prim.bind(*[layout(o, how) for o in ops], **params)
+            assert got.dtype is d, f"{ctx}: dtype {got.dtype.name}"
+            g = got.numpy().astype(F64)
+            if name in ("qr", "eigh", "svd"):
+                ref(g, o64[0], tol, ctx)
+            else:
+                want = ref(*o64)
+                assert g.shape == want.shape, f"{ctx}: shape {g.shape}, expected {want.shape}"
+                np.testing.assert_allclose(g, want, **tol, err_msg=ctx)
+    for sin, sout in LINALG_EMPTY.get(name, []):
+        got = prim.bind(T(np.zeros(sin, d.np)), **_LINALG_PARAMS.get(name, {}))
+        assert got.shape == sout and got.dtype is d, f"{name}[{d.name}] empty {sin}: {got.shape} {got.dtype.name}"
+    if name == "solve" and d is dt.float32:  # the operands promote: float32 A, float64 B -> float64
+        a, b = _well_conditioned(np.random.default_rng(3), (3, 3)), np.ones((3, 1))
+        got = prim.bind(T(a.astype(np.float32)), T(b))
+        assert got.dtype is dt.float64
+        np.testing.assert_allclose(got.numpy(), np.linalg.solve(a.astype(np.float32).astype(F64), b), rtol=1e-12)
+    with pytest.raises(ember.ShapeError):
+        if name in ("solve", "triangular_solve"):
+            prim.bind(T(np.eye(3, dtype=d.np)), T(np.ones((4, 1), d.np)),
+                      **({} if name == "solve" else dict(upper=True, unitriangular=False)))
+        else:
+            prim.bind(T(np.ones(3, d.np)), **_LINALG_PARAMS.get(name, {}))
+
+
 # ====================================================================== creation and random
 def check_full(name, d):
     prim = REGISTRY[name]
@@ -1134,6 +1480,7 @@ CHECKS = {
     **{n: check_elementwise for n in UNARY}, **{n: check_elementwise for n in BINARY},
     "select": check_select, "convert": check_convert, "bitcast": check_bitcast,
     **{n: check_reduce for n in REDUCE_REF}, "argmax": check_arg, "argmin": check_arg, "cumsum": check_cumsum,
+    "cumprod": check_cumprod, "argsort": check_argsort, "searchsorted": check_searchsorted,
     "reshape": check_reshape, "broadcast_in_dim": check_broadcast_in_dim, "transpose": check_transpose,
     "slice": check_slice, "pad": check_pad, "concatenate": check_concatenate, "rev": check_rev,
     "dot_general": check_dot_general, "conv_general": check_conv_general,
@@ -1141,6 +1488,7 @@ CHECKS = {
     "select_and_scatter_add": check_select_and_scatter_add,
     "gather": check_gather, "scatter_add": check_scatter_add, "take_along_axis": check_take_along_axis,
     "scatter_add_along_axis": check_scatter_add_along_axis, "check_classes": check_check_classes,
+    "scatter_along_axis": check_scatter_along_axis, **{n: check_linalg for n in LINALG},
     "full": check_full, "iota": check_iota, "random_bits": check_random_bits,
 }
 
@@ -1174,6 +1522,10 @@ def _minimal_call(name, d):
         "select": lambda: prim.bind(T(np.ones((2, 2), bool)), v(), v()),
         "argmax": lambda: prim.bind(v(), axis=0), "argmin": lambda: prim.bind(v(), axis=0),
         "cumsum": lambda: prim.bind(v(), axis=0, reverse=False),
+        "cumprod": lambda: prim.bind(v(), axis=0, reverse=False),
+        "argsort": lambda: prim.bind(v(), axis=0, descending=False, stable=True),
+        "searchsorted": lambda: prim.bind(v((3,)), v((2,)), right=False),
+        "scatter_along_axis": lambda: prim.bind(v(), T(np.zeros((1, 2), np.int64)), v((1, 2)), axis=0),
         "conv_general": lambda: prim.bind(v((1, 1, 3)), v((1, 1, 2)), window_strides=(1,), padding=((0, 0),),
                                           lhs_dilation=(1,), rhs_dilation=(1,), groups=1),
         "reduce_window_max": lambda: prim.bind(v(), window=(1, 1), strides=(1, 1), padding=((0, 0), (0, 0)),
@@ -1196,6 +1548,9 @@ def _minimal_call(name, d):
     }
     if name in calls:
         return calls[name]()
+    if name in LINALG:  # an identity: defined for every op (the dtype is what is refused)
+        e = T(np.eye(2).astype(d.np))
+        return prim.bind(*((e, e) if name in ("solve", "triangular_solve") else (e,)), **_LINALG_PARAMS.get(name, {}))
     assert prim.kind == "reduction", name
     return prim.bind(v(), axes=(0,))
 
@@ -1215,6 +1570,16 @@ def test_supported_minimal_calls_succeed():
             d = dt.uint32
         assert isinstance(_minimal_call(name, d), ember.Tensor)
 
+
+def test_linalg_primitives_name_their_dtypes():
+    """float32/float64 only (PyTorch's CPU linalg has no half precision): any other dtype is a
+    DTypeError that names the dtype and the supported ones."""
+    for name in LINALG:
+        assert REGISTRY[name].dtypes == {dt.float32, dt.float64}, name
+        for d in (dt.float16, dt.bfloat16, dt.int64, dt.int32, dt.bool_):
+            with pytest.raises(ember.DTypeError, match=rf"{name}: no kernel for dtype {d.name} "
+                               r"\(supports float32, float64\)"):
+                _minimal_call(name, d)
 
 # ---------------------------------------------------------------- mixed dtypes and Python scalars
 @pytest.mark.parametrize("name", sorted(BINARY))
@@ -1385,7 +1750,7 @@ def test_reduction_combiner_matches_impl(name):
                       window_dilation=(1, 1))
         want = functools.reduce(fn, x.T, start)[:, None]
         np.testing.assert_allclose(prim.impl(x, **params), want, rtol=1e-12)
-    elif name == "cumsum":
+    elif name in ("cumsum", "cumprod"):
         acc, cols = start, []
         for c in x.T:
             acc = fn(acc, c)

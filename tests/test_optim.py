@@ -30,22 +30,24 @@ SHORT = {"float32": "f32", "float64": "f64"}
 TOL = {"float32": dict(rtol=1e-6, atol=1e-7), "float64": dict(rtol=1e-12, atol=0)}
 
 
-def _kwargs(kw):
+def kwargs_of(kw):
     return {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
 
 
 # ====================================================================== fixtures: optimizers
-def _run_case(case, on_step=None):
+def run_case(case, on_step=None, prob=PROB, data=DATA):
+    """Run one fixture trajectory (also for tests/test_optim_extra.py, over its own fixtures)."""
+    PROB, DATA = prob, data  # noqa: N806
     short = SHORT[case["dtype"]]
     n = len(PROB["shapes"])
     params = [ember.tensor(DATA[f"problem.{short}.init.p{i}"], requires_grad=True) for i in range(n)]
     targets = [ember.tensor(DATA[f"problem.{short}.target.p{i}"]) for i in range(n)]
     cls = getattr(optim, case["optimizer"])
-    kw = _kwargs(case["kwargs"])
+    kw = kwargs_of(case["kwargs"])
     if case["groups"] is None:
         opt = cls(params, **kw)
     else:
-        opt = cls([dict(_kwargs(g), params=[params[i] for i in g["params"]]) for g in case["groups"]], **kw)
+        opt = cls([dict(kwargs_of(g), params=[params[i] for i in g["params"]]) for g in case["groups"]], **kw)
     sched = None
     if case["scheduler"]:
         sched = getattr(S, case["scheduler"]["type"])(opt, **case["scheduler"]["kwargs"])
@@ -76,7 +78,7 @@ def test_optimizer_matches_pytorch(case):
             assert p.dtype.name == str(want.dtype)
             np.testing.assert_allclose(p.detach().numpy(), want, **tol, err_msg=f"step {t} param {i}")
 
-    params, opt = _run_case(case, check)
+    params, opt = run_case(case, check)
     for i, p in enumerate(params):
         for key in case["state_keys"][str(i)]:
             got = opt.state[p][key]

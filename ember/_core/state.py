@@ -4,6 +4,11 @@
   `set_grad_enabled` change it for a block.
 - the interpreter stack (thread-local): the bottom entry evaluates eagerly; a tracer pushes
   itself while it traces a function (`interpreter`).
+- autocast (thread-local): inside `ember.autocast`, `TLS.autocast` is the lower-precision dtype
+  that matmuls and convolutions run in (`ember.api.precision`); None outside.
+- inference mode (thread-local): `inference_mode` turns grad mode off for a block, as no_grad.
+- the print options (process-wide): `set_printoptions` (precision, threshold, edge items, line
+  width, scientific notation) for every tensor's repr (`print_options`).
 - the default floating dtype (process-wide): `set_default_dtype`/`default_dtype`.
 - the default random generator (process-wide): created on first use, see `ember.random`.
 - the debug level: `EMBER_DEBUG` from the environment, or `debug_level(n)` for a block.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 
 from . import dtypes
@@ -48,6 +54,7 @@ class _Local(threading.local):
         self.observer = None  # the tracer observing `.grad` reads and writes, while tracing
         self.anomaly = False  # detect_anomaly: name the first op that produced a non-finite value
         self.anomaly_node = None  # the node whose backward runs, while anomaly detection is on
+        self.autocast = None  # the lower-precision dtype inside an `ember.autocast` block, else None
 
 
 TLS = _Local()
@@ -140,26 +147,74 @@ def set_grad_enabled(mode: bool):
         TLS.grad_enabled = prev
 
 
-class no_grad(contextlib.ContextDecorator):
+class _GradMode(contextlib.ContextDecorator):
+    """Sets grad mode for a block. As a decorator, each call gets its own instance, so one
+    decorated function may run in many threads at once (the saved mode is per call)."""
+
+    mode = False
+
+    def _recreate_cm(self):
+        return type(self)()
+
+    def __enter__(self):
+        self._prev = TLS.grad_enabled
+        TLS.grad_enabled = self.mode
+
+    def __exit__(self, *exc):
+        TLS.grad_enabled = self._prev
+
+
+class no_grad(_GradMode):
     """Context manager and decorator: ops inside record no tape."""
 
-    def __enter__(self):
-        self._prev = TLS.grad_enabled
-        TLS.grad_enabled = False
 
-    def __exit__(self, *exc):
-        TLS.grad_enabled = self._prev
-
-
-class enable_grad(contextlib.ContextDecorator):
+class enable_grad(_GradMode):
     """Context manager and decorator: ops inside record the tape even under no_grad."""
 
+    mode = True
+
+
+class inference_mode(_GradMode):
+    """PyTorch's inference_mode: no tape inside (mode=False: leaves grad mode as it is)."""
+
+    def __init__(self, mode: bool = True):
+        self._on = bool(mode)
+
+    def _recreate_cm(self):
+        return type(self)(self._on)
+
     def __enter__(self):
         self._prev = TLS.grad_enabled
-        TLS.grad_enabled = True
+        if self._on:
+            TLS.grad_enabled = False
 
-    def __exit__(self, *exc):
-        TLS.grad_enabled = self._prev
+
+def is_inference_mode_enabled() -> bool:
+    """True inside an active `inference_mode` block of this thread (ember: grad mode is off)."""
+    return not TLS.grad_enabled
+
+
+# ---- how tensors print (process-wide): set_printoptions
+PRINT_DEFAULTS = {"precision": 8, "threshold": 200, "edgeitems": 3, "linewidth": 75, "sci_mode": None}
+PRINT_PROFILES = {"default": PRINT_DEFAULTS, "short": {"precision": 2, "threshold": 1000, "edgeitems": 2},
+                  "full": {"threshold": sys.maxsize}}
+print_options = dict(PRINT_DEFAULTS)
+
+
+def set_printoptions(precision=None, threshold=None, edgeitems=None, linewidth=None, profile=None,
+                     sci_mode=None) -> None:
+    """How tensors print (PyTorch's arguments): digits, summarising threshold, edge items, width,
+    scientific notation (True/False/None = automatic); `profile` "default", "short" or "full"."""
+    if profile is not None:
+        if profile not in PRINT_PROFILES:
+            raise ValueError(f"profile must be one of {sorted(PRINT_PROFILES)}, got {profile!r}")
+        print_options.clear()
+        print_options.update(PRINT_DEFAULTS, **PRINT_PROFILES[profile])
+    for k, v in (("precision", precision), ("threshold", threshold), ("edgeitems", edgeitems),
+                 ("linewidth", linewidth)):
+        if v is not None:
+            print_options[k] = sys.maxsize if k == "threshold" and v == float("inf") else int(v)
+    print_options["sci_mode"] = sci_mode
 
 
 def default_dtype() -> dtypes.DType:

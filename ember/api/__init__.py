@@ -7,17 +7,64 @@ from .._core import dtypes as _dt
 from .._core.state import TLS as _TLS
 from ..autograd import assign_
 from ..ops import lax as _lax
-from ..tensor import Tensor
-from . import creation, linalg, math, random, shape
+from ..tensor import Tensor, tensor as _tensor
+from . import activations, creation, diagonals, linalg, math, random, shape, sorting
+from .activations import log_softmax, relu, softmax  # noqa: F401
 from .creation import *  # noqa: F401,F403
-from .linalg import bmm, dot, matmul, mm, outer  # noqa: F401
+from .diagonals import *  # noqa: F401,F403
+from .einsum import einsum  # noqa: F401
+from .linalg import bmm, det, dot, inverse, logdet, matmul, mm, outer, pinverse, slogdet  # noqa: F401
 from .math import *  # noqa: F401,F403
 from .math import MaxMin, convert, result_type  # noqa: F401
 from .random import (Generator, bernoulli, default_generator, get_rng_state, initial_seed,  # noqa: F401
-                     manual_seed, normal, rand, randint, randn, randperm, seed, set_rng_state)
+                     manual_seed, multinomial, normal, rand, randint, randn, randperm, seed, set_rng_state)
 from .shape import *  # noqa: F401,F403
+from .sorting import *  # noqa: F401,F403
 
-M, S = math, shape
+M, S, O, D = math, shape, sorting, diagonals
+
+_TYPE_NAMES = {_dt.float32: "FloatTensor", _dt.float64: "DoubleTensor", _dt.float16: "HalfTensor",
+               _dt.bfloat16: "BFloat16Tensor", _dt.int8: "CharTensor", _dt.int16: "ShortTensor",
+               _dt.int32: "IntTensor", _dt.int64: "LongTensor", _dt.uint8: "ByteTensor", _dt.bool_: "BoolTensor"}
+
+
+def _type(self, dtype=None, non_blocking: bool = False):
+    """type(): the type name ("ember.FloatTensor"); type(dtype or name): a converted tensor."""
+    if dtype is None:
+        return "ember." + _TYPE_NAMES[self.dtype]
+    if isinstance(dtype, str):
+        by_name = {v: k for k, v in _TYPE_NAMES.items()}
+        name = dtype.rpartition(".")[2]
+        if name not in by_name:
+            raise TypeError(f"invalid type {dtype!r} (expected a dtype or one of "
+                            f"{', '.join('ember.' + n for n in by_name)})")
+        dtype = by_name[name]
+    return M.convert(self, dtype)
+
+
+def _new_full(self, size, fill_value, *, dtype=None, device=None, requires_grad: bool = False):
+    """A tensor of `size` filled with `fill_value`, of this tensor's dtype unless told otherwise."""
+    shape = (int(size),) if isinstance(size, int) else tuple(int(n) for n in size)
+    t = _lax.full(shape, fill_value, _dt.as_dtype(dtype) if dtype is not None else self.dtype)
+    return t.requires_grad_() if requires_grad else t
+
+
+def _new(fill):
+    def method(self, *size, dtype=None, device=None, requires_grad: bool = False):
+        return _new_full(self, S._shape_arg(size), fill, dtype=dtype, device=device, requires_grad=requires_grad)
+    method.__doc__ = f"A tensor of `size` filled with {fill}, of this tensor's dtype unless told otherwise."
+    return method
+
+
+def _to_sparse(self):
+    """The COO form of this tensor (ember.sparse)."""
+    from ..sparse import to_sparse
+    return to_sparse(self)
+
+
+def _new_tensor(self, data, *, dtype=None, device=None, requires_grad: bool = False):
+    """A copy of `data` as a tensor of this tensor's dtype unless told otherwise."""
+    return _tensor(data, dtype=dtype if dtype is not None else self.dtype, requires_grad=requires_grad)
 
 
 def _rev(fn):
@@ -72,8 +119,15 @@ _METHODS = {
     "where": lambda self, condition, other: M.where(condition, self, other), "lerp": M.lerp,
     "sum": M.sum, "mean": M.mean, "prod": M.prod, "amax": M.amax, "amin": M.amin, "max": M.max,
     "min": M.min, "argmax": M.argmax, "argmin": M.argmin, "all": M.all, "any": M.any, "var": M.var,
-    "std": M.std, "logsumexp": M.logsumexp, "cumsum": M.cumsum, "norm": M.norm,
-    "matmul": linalg.matmul, "mm": linalg.mm, "bmm": linalg.bmm, "dot": linalg.dot,
+    "std": M.std, "logsumexp": M.logsumexp, "cumsum": M.cumsum, "cumprod": M.cumprod, "norm": M.norm,
+    "nan_to_num": M.nan_to_num, "softmax": activations.softmax, "log_softmax": activations.log_softmax,
+    "relu": activations.relu,
+    # sorting and diagonals
+    "sort": O.sort, "argsort": O.argsort, "msort": O.msort, "topk": O.topk, "kthvalue": O.kthvalue,
+    "median": O.median, "nanmedian": O.nanmedian, "unique": O.unique, "unique_consecutive": O.unique_consecutive,
+    "bincount": O.bincount, "diag": D.diag, "diagonal": D.diagonal, "diag_embed": D.diag_embed, "trace": D.trace,
+    "matmul": linalg.matmul, "mm": linalg.mm, "bmm": linalg.bmm, "dot": linalg.dot, "det": linalg.det,
+    "inverse": linalg.inverse, "logdet": linalg.logdet, "slogdet": linalg.slogdet, "pinverse": linalg.pinverse,
     # shape
     "reshape": S.reshape, "view": S.view, "flatten": S.flatten, "unflatten": S.unflatten,
     "squeeze": S.squeeze, "unsqueeze": S.unsqueeze, "permute": S.permute, "transpose": S.transpose,
@@ -81,7 +135,11 @@ _METHODS = {
     "contiguous": S.contiguous, "clone": S.clone, "flip": S.flip, "split": S.split, "chunk": S.chunk,
     "unbind": S.unbind, "narrow": S.narrow, "repeat": S.repeat, "tril": S.tril, "triu": S.triu,
     "index_select": S.index_select, "gather": S.gather, "scatter_add": S.scatter_add,
-    "index_add": S.index_add, "masked_fill": S.masked_fill, "nonzero": S.nonzero,
+    "index_add": S.index_add, "masked_fill": S.masked_fill, "nonzero": S.nonzero, "scatter": S.scatter,
+    "roll": S.roll, "movedim": S.movedim, "moveaxis": S.movedim, "swapaxes": S.swapaxes,
+    # new tensors like this one, type names
+    "new_zeros": _new(0), "new_ones": _new(1), "new_empty": _new(0), "new_full": _new_full,
+    "new_tensor": _new_tensor, "type": _type, "to_sparse": _to_sparse,
     # dtype conversions
     "float": lambda self: M.convert(self, _dt.float32), "double": lambda self: M.convert(self, _dt.float64),
     "half": lambda self: M.convert(self, _dt.float16), "bfloat16": lambda self: M.convert(self, _dt.bfloat16),
@@ -93,7 +151,8 @@ _METHODS = {
     "pow_": _inplace(M.pow), "neg_": _inplace(M.neg), "exp_": _inplace(M.exp), "sqrt_": _inplace(M.sqrt),
     "clamp_": _inplace(M.clamp), "abs_": _inplace(M.abs), "sign_": _inplace(M.sign),
     "lerp_": _inplace(M.lerp), "masked_fill_": _inplace(S.masked_fill), "index_add_": _inplace(S.index_add),
-    "scatter_add_": _inplace(S.scatter_add), "maximum_": _inplace(M.maximum),
+    "scatter_add_": _inplace(S.scatter_add), "scatter_": _inplace(S.scatter), "maximum_": _inplace(M.maximum),
+    "relu_": _inplace(activations.relu), "nan_to_num_": _inplace(M.nan_to_num), "cumprod_": _inplace(M.cumprod),
     "__iadd__": _inplace(M.add), "__isub__": _inplace(M.sub), "__imul__": _inplace(M.mul),
     "__itruediv__": _inplace(M.div),
     "zero_": lambda self: assign_(self, _lax.full(self.shape, 0, self.dtype)),

@@ -13,6 +13,7 @@ from ..ops import lax
 from ..ops.core import P, bind, normalize_axes
 from ..tensor import Tensor
 from .precision import accumulate_in_float32
+from .shape import nonzero
 
 
 def _t(x):
@@ -179,8 +180,11 @@ def bitwise_xor(input, other): return bind(P.bitwise_xor, _t(input), _t(other))
 def bitwise_not(input): return bind(P.bitwise_not, input)
 
 
-def where(condition, input, other):
-    """Elementwise choice: input where condition is true, else other."""
+def where(condition, input=None, other=None):
+    """Elementwise choice: input where condition is true, else other; where(condition) alone is
+    nonzero(condition, as_tuple=True)."""
+    if input is None and other is None:
+        return nonzero(condition, as_tuple=True)
     c = _t(condition)
     if c.dtype is not dt.bool_:
         c = convert(c, dt.bool_)
@@ -405,6 +409,29 @@ def cumsum(input, dim: int, *, dtype=None):
     if not ax:
         return lax.reshape(lax.cumsum(lax.reshape(input, (1,)), 0), ())
     return lax.cumsum(input, ax[0])
+
+
+def cumprod(input, dim: int, *, dtype=None):
+    """Cumulative product along `dim` (differentiable through zeros, as PyTorch's)."""
+    if dtype is not None:
+        input = convert(input, dtype)
+    ax = _axes(input, dim, "cumprod")
+    if not ax:
+        return lax.reshape(lax.cumprod(lax.reshape(input, (1,)), 0), ())
+    return lax.cumprod(input, ax[0])
+
+
+def nan_to_num(input, nan: float = 0.0, posinf=None, neginf=None):
+    """NaN, +inf and -inf replaced (by default with 0 and the dtype's largest and lowest finite values)."""
+    if input.dtype.kind != "f":
+        return input
+    info = dt.finfo(input.dtype)
+    big = info.max if posinf is None else posinf
+    low = info.min if neginf is None else neginf
+    full = lambda v: lax.full((), v, input.dtype)  # noqa: E731
+    out = lax.select(isnan(input), full(nan), input)
+    out = lax.select(eq(input, float("inf")), full(big), out)
+    return lax.select(eq(input, float("-inf")), full(low), out)
 
 
 def norm(input, p=2, dim=None, keepdim: bool = False):

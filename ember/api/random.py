@@ -18,11 +18,13 @@ import numpy as np
 
 from .._core import dtypes as dt
 from .._core import state as _state
+from .._core.errors import ShapeError, op_error
 from .._core.state import default_dtype, no_grad
 from ..autograd import assign_
 from ..backend import as_device
 from ..ops import lax
 from ..tensor import Tensor, from_array
+from .sorting import searchsorted, topk
 
 
 class Generator:
@@ -200,6 +202,42 @@ def bernoulli(input: Tensor, p=None, *, generator=None) -> Tensor:
     with no_grad():
         u = _uniform01(input.shape, input.dtype if input.dtype.kind == "f" else default_dtype(), generator)
         return lax.convert(lax.lt(u, probs), input.dtype)
+
+
+def multinomial(input: Tensor, num_samples: int, replacement: bool = False, *, generator=None) -> Tensor:
+    """Indices drawn from the categories weighted by each row of `input` (1-D or 2-D), int64.
+
+    With replacement: inverse-CDF sampling (`searchsorted` of uniforms into the cumulative
+    weights); without: the Gumbel-top-k trick (the k largest of log w + Gumbel noise are a sample
+    without replacement). Both are fixed-shape, so they also run under ember.jit."""
+    if input.ndim not in (1, 2):
+        raise op_error(ShapeError, "multinomial", f"input must be 1-D or 2-D, got shape {input.shape}")
+    n = input.shape[-1]
+    rows = input.shape[:-1]
+    w = lax.convert(input, dt.float64 if input.dtype is dt.float64 else dt.float32)
+    if w._data.__class__.__name__ != "Var":  # eager: the checks PyTorch makes on the weights
+        a = np.asarray(w._data)
+        if a.size and (not np.isfinite(a).all() or (a < 0).any()):
+            raise op_error(ValueError, "multinomial", "weights must be finite and non-negative")
+        pos = (a > 0).sum(-1)
+        if a.size == 0 or (pos == 0).any():
+            raise op_error(ValueError, "multinomial", "every row needs a positive total weight")
+        if not replacement and (pos < num_samples).any():
+            raise op_error(ValueError, "multinomial", f"cannot draw {num_samples} samples without replacement "
+                           f"from a row with only {int(pos.min())} categories of non-zero weight")
+    if not replacement and num_samples > n:
+        raise op_error(ValueError, "multinomial", f"cannot draw {num_samples} > {n} samples without replacement")
+    with no_grad():
+        if replacement:
+            cdf = lax.cumsum(w, w.ndim - 1)
+            total = lax.slice(cdf, (0,) * len(rows) + (n - 1,), rows + (n,), (1,) * w.ndim)
+            u = lax.mul(_uniform01(rows + (num_samples,), w.dtype, generator), total)
+            idx = searchsorted(cdf, u, right=True)
+            return lax.min(idx, lax.full((), n - 1, dt.int64))
+        u = _uniform01(rows + (n,), w.dtype, generator)
+        tiny = float(dt.finfo(w.dtype).tiny)
+        gumbel = lax.neg(lax.log(lax.neg(lax.log(lax.max(u, tiny)))))
+        return topk(lax.add(lax.log(w), gumbel), num_samples, -1).indices
 
 
 def normal(mean=0.0, std=1.0, size=None, *, generator=None, dtype=None) -> Tensor:

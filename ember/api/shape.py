@@ -170,7 +170,7 @@ def cat(tensors, dim: int = 0):
     return lax.concatenate(nonempty, d)
 
 
-concatenate = cat
+concatenate = concat = cat
 
 
 def stack(tensors, dim: int = 0):
@@ -182,6 +182,65 @@ def stack(tensors, dim: int = 0):
             raise op_error(ShapeError, "stack", "tensors must all have one shape, got " +
                            ", ".join(str(x.shape) for x in tensors))
     return lax.concatenate([unsqueeze(x, d) for x in tensors], d)
+
+
+def movedim(input, source, destination):
+    """`input` with the dims in `source` moved to the positions in `destination`."""
+    src = (source,) if isinstance(source, int) else tuple(source)
+    dst = (destination,) if isinstance(destination, int) else tuple(destination)
+    if len(src) != len(dst):
+        raise op_error(ShapeError, "movedim", f"source {src} and destination {dst} differ in length")
+    src = tuple(_dim(d, input.ndim, "movedim") for d in src)
+    dst = tuple(_dim(d, input.ndim, "movedim") for d in dst)
+    if len(set(src)) != len(src) or len(set(dst)) != len(dst):
+        raise op_error(ShapeError, "movedim", f"repeated dim in source {src} or destination {dst}")
+    rest = iter(d for d in range(input.ndim) if d not in src)
+    where = dict(zip(dst, src))
+    perm = tuple(where[i] if i in where else next(rest) for i in range(input.ndim))
+    return input if perm == tuple(range(input.ndim)) else lax.transpose(input, perm)
+
+
+moveaxis = movedim
+
+
+def swapaxes(input, axis0: int, axis1: int):
+    return transpose(input, axis0, axis1)
+
+
+def roll(input, shifts, dims=None):
+    """Elements shifted along `dims` (the flattened tensor when None), wrapping around."""
+    if dims is None:
+        return reshape(roll(flatten(input), shifts, 0), input.shape)
+    shifts = (shifts,) if isinstance(shifts, int) else tuple(shifts)
+    dims = (dims,) if isinstance(dims, int) else tuple(dims)
+    if len(shifts) != len(dims):
+        raise op_error(ShapeError, "roll", f"shifts {shifts} and dims {dims} differ in length")
+    out = input
+    for shift, dim in zip(shifts, dims):
+        d = _dim(dim, max(out.ndim, 1), "roll")
+        if out.ndim == 0:
+            continue
+        n = out.shape[d]
+        k = shift % n if n else 0
+        if k:
+            out = lax.concatenate([narrow(out, d, n - k, k), narrow(out, d, 0, n - k)], d)
+    return out
+
+
+def meshgrid(*tensors, indexing: str = "ij"):
+    """Coordinate grids of 1-D tensors ("ij": matrix indexing; "xy": the first two swapped)."""
+    if len(tensors) == 1 and isinstance(tensors[0], (list, tuple)):
+        tensors = tuple(tensors[0])
+    if indexing not in ("ij", "xy"):
+        raise op_error(ValueError, "meshgrid", f"indexing must be 'ij' or 'xy', got {indexing!r}")
+    ts = [reshape(as_tensor(t), (-1,)) if as_tensor(t).ndim == 0 else as_tensor(t) for t in tensors]
+    for t in ts:
+        if t.ndim != 1:
+            raise op_error(ShapeError, "meshgrid", f"expects 0-d or 1-D tensors, got shape {t.shape}")
+    swap = indexing == "xy" and len(ts) >= 2
+    order = [1, 0] + list(range(2, len(ts))) if swap else list(range(len(ts)))
+    shape = tuple(ts[i].shape[0] for i in order)
+    return tuple(lax.broadcast_in_dim(t, shape, (order.index(i),)) for i, t in enumerate(ts))
 
 
 def narrow(input, dim: int, start: int, length: int):
@@ -297,6 +356,27 @@ def scatter_add(input, dim: int, index, src):
     if isinstance(src, Tensor):
         src = _index_region(src, index, d, "scatter_add", True)
     return lax.scatter_add_along_axis(input, index, src, d)
+
+
+def scatter(input, dim: int, index, src=None, *, value=None, reduce=None):
+    """PyTorch's scatter: input[i][index[i][j]] = src[i][j] (or a scalar `value`) along `dim`;
+    reduce="add" adds instead. Of repeated indices the last write wins (PyTorch leaves it undefined)."""
+    if src is None:
+        src = value
+    if src is None:
+        raise op_error(TypeError, "scatter", "needs src (a tensor or a number) or value=")
+    if reduce == "add":
+        return scatter_add(input, dim, index, src if isinstance(src, Tensor) else
+                           lax.full(_index_tensor(index).shape, src, input.dtype))
+    if reduce is not None:
+        raise op_error(ValueError, "scatter", f"reduce must be None or 'add', got {reduce!r}")
+    index, d = _index_tensor(index), _dim(dim, input.ndim, "scatter")
+    if input.ndim == 0:
+        src1 = _as_1d(src) if isinstance(src, Tensor) else src
+        return lax.reshape(scatter(lax.reshape(input, (1,)), 0, _as_1d(index), src1), ())
+    src = _index_region(src, index, d, "scatter", True) if isinstance(src, Tensor) else \
+        lax.full(index.shape, src, input.dtype)
+    return lax.scatter_along_axis(input, index, src, d)
 
 
 def index_add(input, dim: int, index, source, *, alpha=1):

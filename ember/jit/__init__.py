@@ -257,7 +257,7 @@ class Jitted:
         self.__doc__ = getattr(fn, "__doc__", None)
         self.__wrapped__ = fn
 
-    def _reasons(self, treedef, paths, sig, grad_mode):
+    def _reasons(self, treedef, paths, sig, modes):
         if self._last is None:
             return ["traced: first call"]
         ltree, lpaths, lsig, lgrad = self._last
@@ -265,9 +265,12 @@ class Jitted:
         ls, ns = _static_leaves(ltree, "", {}), _static_leaves(treedef, "", {})
         if lpaths != paths or set(ls) != set(ns):
             return ["retraced: the structure of the arguments changed"]
-        if grad_mode != lgrad:
-            out.append(f"retraced: grad mode is {'on' if grad_mode else 'off'} (traced with it "
-                       f"{'on' if lgrad else 'off'})")
+        if modes[0] != lgrad[0]:
+            out.append(f"retraced: grad mode is {'on' if modes[0] else 'off'} (traced with it "
+                       f"{'on' if lgrad[0] else 'off'})")
+        if modes[1] is not lgrad[1]:
+            name = lambda d: f"on ({d.name})" if d is not None else "off"  # noqa: E731
+            out.append(f"retraced: autocast is {name(modes[1])} (traced with it {name(lgrad[1])})")
         for p, (shape, dtype, rg), (oshape, odtype, org) in zip(paths, sig, lsig):
             n = _path_name(p)
             if shape != oshape:
@@ -291,14 +294,14 @@ class Jitted:
 
     def _hit(self, leaves, treedef, paths, sig):
         """(the cached entry for this call or None, why it cannot be used)."""
-        grad_mode = TLS.grad_enabled
-        ent = self.cache.get((treedef, sig, grad_mode))
+        modes = (TLS.grad_enabled, TLS.autocast)  # the thread modes a trace depends on
+        ent = self.cache.get((treedef, sig, modes))
         if ent is None:
             return None, None
         why = ent.check(leaves)
         if why is not None:
             return None, why
-        self._last = (treedef, paths, sig, grad_mode)
+        self._last = (treedef, paths, sig, modes)
         return ent, None
 
     def _entry(self, leaves, treedef, paths, sig, args, kwargs):
@@ -306,9 +309,9 @@ class Jitted:
         ent, why = self._hit(leaves, treedef, paths, sig)
         if ent is not None:
             return ent
-        grad_mode = TLS.grad_enabled
-        key = (treedef, sig, grad_mode)
-        self.explain.extend([why] if why else self._reasons(treedef, paths, sig, grad_mode))
+        modes = (TLS.grad_enabled, TLS.autocast)
+        key = (treedef, sig, modes)
+        self.explain.extend([why] if why else self._reasons(treedef, paths, sig, modes))
         backend = self.backend or jit_backend()
         if backend == "auto":
             from ..backend.cpu import compiler
@@ -324,7 +327,7 @@ class Jitted:
             if level >= 2:
                 dump(report(self.__name__, ent.traced, ent, self.explain[-1:], leaves if level >= 4 else None),
                      level)
-        self._last = (treedef, paths, sig, grad_mode)
+        self._last = (treedef, paths, sig, modes)
         return ent
 
     def __call__(self, *args, **kwargs):

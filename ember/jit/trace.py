@@ -59,6 +59,7 @@ class TraceInterpreter:
         self.roots = {}       # Storage -> Root, in order of adoption (= order of the graph inputs)
         self.cur = {}         # Storage -> the Var its root currently holds
         self.views = {}       # view Tensor -> (storage version, Var) its value was computed at
+        self.aliases = {}     # Tensor from detach() -> the tensor it was detached from (same memory)
         self.saved = {}       # Tensor -> (data, node, rg): tensors to give back after the trace
         self.grad_first = {}  # Tensor -> (first access is a write, .grad at entry, external)
         self.modules = {}     # id -> Module called while tracing
@@ -86,8 +87,21 @@ class TraceInterpreter:
             root_t._node = None  # arguments are leaves of the traced function
         return r
 
+    def alias(self, new: Tensor, old: Tensor) -> None:
+        """`new` shares `old`'s memory and value (detach): it reads whatever `old` reads, so a
+        detached view is the view, not its base."""
+        self.aliases[new] = old
+
     def value(self, t: Tensor) -> Var:
         """The SSA value `t` holds now (adopting it if it comes from outside the trace)."""
+        src = self.aliases.get(t)
+        if src is not None:
+            v = self.value(src)
+            if t._data is not v:
+                if isinstance(t._data, np.ndarray):
+                    self._save(t)
+                t._data = v
+            return v
         st = t._storage
         if st is not None:
             cur = self.cur.get(st)

@@ -10,7 +10,10 @@ import math
 import numpy as np
 
 from .. import api as E
-from ..api.precision import accumulate_in_float32
+from ..api import activations as _activations
+from ..api.activations import log_softmax, relu, softmax  # noqa: F401  (also torch.softmax, x.relu())
+from ..api.precision import accumulate_in_float32, autocast_float32
+from .._core.state import TLS
 from .._core import dtypes as dt
 from .._core.errors import ShapeError, op_error
 from ..ops import lax
@@ -29,13 +32,6 @@ def _inplace_src(input: Tensor, inplace: bool) -> Tensor:
     """What an in-place op reads: a differentiable copy when the tape would save memory it overwrites."""
     from .._core.state import TLS
     return E.clone(input) if inplace and input.requires_grad and TLS.grad_enabled else input
-
-
-def relu(input: Tensor, inplace: bool = False) -> Tensor:
-    """max(x, 0); NaN propagates and the gradient at 0 is 0 (as PyTorch)."""
-    src = _inplace_src(input, inplace)
-    out = lax.select(lax.le(src, 0), 0, src)
-    return E.assign_(input, out) if inplace else out
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:
@@ -70,39 +66,6 @@ def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tenso
     bx = lax.mul(input, beta)
     soft = lax.div(lax.add(lax.log1p(lax.exp(lax.neg(lax.abs(bx)))), lax.max(bx, 0.0)), beta)
     return lax.select(lax.gt(bx, threshold), input, soft)
-
-
-def _shifted(input: Tensor, dim, dtype):
-    """(x - max(x) along dim, dim): the stable starting point of softmax and log_softmax."""
-    if dtype is not None:
-        input = E.convert(input, dtype)
-    if dim is None:
-        raise TypeError("softmax needs dim=")
-    d = E.shape._dim(dim, input.ndim, "softmax")
-    if input.shape[d] == 0:  # nothing to shift (and no max of nothing)
-        return input, d
-    m = lax.reduce_max(input, (d,)).detach()
-    return lax.sub(input, lax.keepdims(m, (d,))), d
-
-
-@accumulate_in_float32("input")
-def softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
-    """exp(x - max) / sum(exp(x - max)) along `dim`."""
-    if input.ndim == 0:
-        return lax.div(input, input)
-    z, d = _shifted(input, dim, dtype)
-    e = lax.exp(z)
-    return lax.div(e, lax.keepdims(lax.reduce_sum(e, (d,)), (d,)))
-
-
-@accumulate_in_float32("input")
-def log_softmax(input: Tensor, dim: int, dtype=None) -> Tensor:
-    """x - max - log(sum(exp(x - max))) along `dim`."""
-    if input.ndim == 0:
-        return lax.sub(input, input)
-    z, d = _shifted(input, dim, dtype)
-    lse = lax.log(lax.reduce_sum(lax.exp(z), (d,)))
-    return lax.sub(z, lax.keepdims(lse, (d,)))
 
 
 # ---------------------------------------------------------------- normalisation and dropout
@@ -201,6 +164,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         raise op_error(ShapeError, "linear", f"input of shape {input.shape} does not fit weight of shape "
                        f"{weight.shape} (in_features {weight.shape[-1]})")
     out = lax.dot_general(input, weight, ((input.ndim - 1,), (weight.ndim - 1,)))
+    if bias is not None and TLS.autocast is not None and bias.dtype is dt.float32:
+        bias = lax.convert(bias, out.dtype)  # PyTorch's linear is one autocast op: bias included
     return lax.add(out, bias) if bias is not None else out
 
 
@@ -214,10 +179,15 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
     return out
 
 
-def pad(input: Tensor, pad, mode: str = "constant", value: float = 0.0) -> Tensor:
-    """Pad trailing dims by (left, right) pairs, last dim first (negative values crop)."""
+def pad(input: Tensor, pad, mode: str = "constant", value: float | None = None) -> Tensor:
+    """Pad trailing dims by (left, right) pairs, last dim first (negative values crop).
+
+    mode 'constant' fills with `value` (0 by default) on any number of dims; 'reflect', 'replicate'
+    and 'circular' pad the last 1, 2 or 3 dims of a (batched) input as PyTorch does."""
     if mode != "constant":
-        raise ValueError(f"pad mode {mode!r} is not supported; ember pads with a constant")
+        return _pad_nonconstant(input, pad, mode, value)
+    if value is None:
+        value = 0.0
     if len(pad) % 2 or len(pad) // 2 > input.ndim:
         raise op_error(ShapeError, "pad", f"padding {pad} does not fit input of shape {input.shape}")
     cfg = [(0, 0, 0)] * input.ndim
@@ -289,8 +259,9 @@ def _pool_geometry(shape, kernel, stride, padding, dilation, ceil_mode):
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
     """Max over windows; padding counts as -inf (PI-3)."""
-    if return_indices:
-        raise ValueError("max_pool2d(return_indices=True) is not supported in ember")
+    if return_indices:  # (values, flat indices into each input plane), as PyTorch
+        from .functional_resample import max_pool2d_with_indices  # (here: that module imports this one)
+        return max_pool2d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
     x, unbatched = _batched(input, 2, "max_pool2d")
     k = _pair(kernel_size)
     s = _pair(stride) if stride not in (None, ()) else k
@@ -340,12 +311,14 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
+@autocast_float32("input", "target")
 def mse_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean squared error."""
     d = lax.sub(input, target)
     return _reduce(lax.mul(d, d), reduction)
 
 
+@autocast_float32("input", "target")
 def l1_loss(input: Tensor, target: Tensor, reduction: str = "mean") -> Tensor:
     """Mean absolute error."""
     return _reduce(lax.abs(lax.sub(input, target)), reduction)
@@ -399,6 +372,7 @@ def _channels_first(input: Tensor, op: str) -> Tensor:
     return input
 
 
+@autocast_float32("input", "weight")
 @accumulate_in_float32("input", "weight")
 def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
              reduction: str = "mean") -> Tensor:
@@ -410,6 +384,7 @@ def nll_loss(input: Tensor, target: Tensor, weight=None, ignore_index: int = -10
     return lax.reshape(out, ()) if unb and reduction == "none" else out
 
 
+@autocast_float32("input", "weight")
 @accumulate_in_float32("input", "weight")
 def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
                   reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
@@ -435,12 +410,13 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int 
             return lax.div(E.sum(loss), max(loss.numel(), 1) if loss.numel() else 0)
         return _reduce(loss, reduction)
     t = lax.reshape(target, (1,)) if unb else target
-    z, _ = _shifted(x, 1, None)
+    z, _ = _activations.shifted_by_max(x, 1, None)
     lse = lax.log(lax.reduce_sum(lax.exp(z), (1,)))
     out = _class_loss(z, lse, t, weight, ignore_index, reduction, label_smoothing, "cross_entropy")
     return lax.reshape(out, ()) if unb and reduction == "none" else out
 
 
+@autocast_float32("input", "target", "weight", "pos_weight")
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight=None, reduction: str = "mean",
                                      pos_weight=None) -> Tensor:
     """Sigmoid + binary cross-entropy in one stable expression."""
@@ -478,3 +454,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if dropout_p:
         p = dropout(p, dropout_p, True)
     return E.matmul(p, value)
+
+
+from .functional_extra import *  # noqa: E402,F401,F403  (more activations, losses, distances, one_hot)
+from .ctc import ctc_loss  # noqa: E402,F401
+from .functional_extra import _pad_nonconstant  # noqa: E402
+from .functional_spatial import *  # noqa: E402,F401,F403  (conv_transpose, norms, interpolate, fold, pools)

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._core import dtypes as dt
 from .._core.state import no_grad
 from ..api import random as _random
 from ..autograd import assign_
 from ..ops import lax
-from ..tensor import Tensor
+from ..tensor import Tensor, from_array
 
 __all__ = ["calculate_gain", "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
-           "eye_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_"]
+           "eye_", "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_"]
 
 
 def calculate_gain(nonlinearity: str, param=None) -> float:
@@ -165,6 +167,32 @@ def kaiming_normal_(tensor: Tensor, a: float = 0, mode: str = "fan_in", nonlinea
     fan = _calculate_correct_fan(tensor, mode)
     std = calculate_gain(nonlinearity, a) / math.sqrt(fan)
     return normal_(tensor, 0.0, std, generator)
+
+
+def _orthogonal_from_normal(flat: np.ndarray) -> np.ndarray:
+    """PyTorch's map from a (rows, cols) normal sample to a (semi-)orthogonal matrix: QR of the
+    tall orientation, Q's columns multiplied by sign(diag(R)) (Mezzadri 2007) so Q is Haar-uniform."""
+    rows, cols = flat.shape
+    a = flat.T if rows < cols else flat
+    q, r = np.linalg.qr(a)
+    q = q * np.sign(np.diagonal(r))
+    return q.T if rows < cols else q
+
+
+def orthogonal_(tensor: Tensor, gain: float = 1, generator=None) -> Tensor:
+    """Fill with a (semi-)orthogonal matrix times `gain`: rows x (numel / rows), from the QR of a
+    normal sample drawn from ember's generator (Saxe et al. 2013)."""
+    if tensor.ndim < 2:
+        raise ValueError("Only tensors with 2 or more dimensions are supported")
+    if tensor.numel() == 0:
+        return tensor
+    rows = tensor.shape[0]
+    cols = tensor.numel() // rows
+    with no_grad():
+        sample = _random.randn((rows, cols), generator=generator, dtype=tensor.dtype)
+        q = _orthogonal_from_normal(sample.numpy().astype(np.float64)) * gain
+        return assign_(tensor, lax.convert(from_array(np.ascontiguousarray(q.reshape(tensor.shape)), dt.float64),
+                                           tensor.dtype))
 
 
 # PyTorch's deprecated non-underscore aliases are not provided: use the in-place names.

@@ -91,6 +91,7 @@ class Module:
         d["_forward_hooks_with_kwargs"] = {}
         d["_forward_pre_hooks"] = OrderedDict()
         d["_forward_pre_hooks_with_kwargs"] = {}
+        d["_backward_hooks"] = OrderedDict()
 
     # ------------------------------------------------------------------ forward and hooks
     def forward(self, *args, **kwargs):
@@ -114,6 +115,11 @@ class Module:
                     res = hook(self, args)
                     if res is not None:
                         args = res if isinstance(res, tuple) else (res,)
+        bw = None
+        if d.get("_backward_hooks") and TLS.grad_enabled:
+            from ._backward_hooks import BackwardHook
+            bw = BackwardHook(self, list(d["_backward_hooks"].values()))
+            args = bw.setup_inputs(args)
         out = self.forward(*args, **kwargs)
         if d["_forward_hooks"]:
             for hid, hook in list(d["_forward_hooks"].items()):
@@ -123,6 +129,8 @@ class Module:
                     res = hook(self, args, out)
                 if res is not None:
                     out = res
+        if bw is not None:
+            out = bw.setup_outputs(out)
         return out
 
     def register_forward_pre_hook(self, hook: Callable, *, prepend: bool = False,
@@ -137,6 +145,21 @@ class Module:
                               with_kwargs: bool = False) -> RemovableHandle:
         """Call `hook(module, args, output)` after forward; a returned value replaces the output."""
         return self._add_hook("_forward_hooks", hook, prepend, with_kwargs)
+
+    def register_full_backward_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Call `hook(module, grad_input, grad_output)` when the gradients w.r.t. the module's inputs are
+        computed; it may return a tuple replacing grad_input.
+
+        grad_input holds one entry per positional argument (None where it is not a tensor requiring
+        grad), grad_output one per output; see ember/nn/_backward_hooks.py. The hook runs when the
+        backward pass runs: under ember.jit, once, while the step is traced."""
+        d = self.__dict__
+        hooks = d.setdefault("_backward_hooks", OrderedDict())
+        h = RemovableHandle(hooks)
+        hooks[h.id] = hook
+        if prepend:
+            hooks.move_to_end(h.id, last=False)
+        return h
 
     def _add_hook(self, table: str, hook: Callable, prepend: bool, with_kwargs: bool) -> RemovableHandle:
         d = self.__dict__

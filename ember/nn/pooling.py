@@ -1,25 +1,24 @@
-"""Pooling layers: `MaxPool2d` (pads with -inf), `AvgPool2d` (pads with 0), `AdaptiveAvgPool2d` (PI-3)."""
+"""Pooling layers (PI-3): `MaxPool2d` (pads with -inf; return_indices), `AvgPool2d` (pads with 0),
+`AdaptiveAvgPool2d`, `AdaptiveMaxPool2d` (return_indices), `MaxUnpool2d`."""
 from __future__ import annotations
-
-import numpy as np
 
 from .. import api as E
 from ..ops import lax
-from ..tensor import from_numpy
 from . import functional as F
 from .module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d"]
+__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]
 
 
 class MaxPool2d(Module):
-    """Max over kernel_size windows moved by stride (default: kernel_size); padding counts as -inf."""
+    """Max over kernel_size windows moved by stride (default: kernel_size); padding counts as -inf.
+
+    With return_indices the forward returns (output, indices), the flat H * W position of each
+    maximum (PyTorch's: the last NaN, else the first maximum in the window), for MaxUnpool2d."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
                  ceil_mode: bool = False):
         super().__init__()
-        if return_indices:
-            raise NotImplementedError("MaxPool2d(return_indices=True) is not supported in ember")
         self.kernel_size = kernel_size
         self.stride = stride if stride is not None else kernel_size
         self.padding = padding
@@ -28,6 +27,9 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
 
     def forward(self, input):
+        if self.return_indices:
+            return F.max_pool2d_with_indices(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                             self.ceil_mode)
         if F._pair(self.dilation) != (1, 1):
             return _dilated_max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
                                        self.ceil_mode)
@@ -82,37 +84,9 @@ class AvgPool2d(Module):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-def _avg_matrix(n_in: int, n_out: int, np_dtype) -> np.ndarray:
-    """(n_out, n_in) averaging weights over PyTorch's windows [floor(i n/o), ceil((i+1) n/o))."""
-    a = np.zeros((n_out, n_in), np_dtype)
-    for i in range(n_out):
-        s = (i * n_in) // n_out
-        e = -((-(i + 1) * n_in) // n_out)
-        a[i, s:e] = 1.0 / (e - s)
-    return a
-
-
 def adaptive_avg_pool2d(input, output_size):
-    """Average pooling to a fixed output size (None in output_size keeps that input dim)."""
-    if input.ndim not in (3, 4):
-        raise ValueError(f"adaptive_avg_pool2d: expected 3D or 4D input, got shape {input.shape}")
-    h, w = input.shape[-2:]
-    os_ = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
-    oh = h if os_[0] is None else int(os_[0])
-    ow = w if os_[1] is None else int(os_[1])
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"adaptive_avg_pool2d: output size must be positive, got {(oh, ow)}")
-    lead = input.shape[:-2]
-    if h % oh == 0 and w % ow == 0:
-        x = E.reshape(input, lead + (oh, h // oh, ow, w // ow))
-        nd = input.ndim
-        return E.mean(x, (nd - 1, nd + 1))
-    if input.dtype.kind != "f":
-        raise TypeError(f"adaptive_avg_pool2d needs a floating input, got {input.dtype.name}")
-    npdt = input.dtype.np if input.dtype.name in ("float32", "float64") else np.float32
-    ah = from_numpy(_avg_matrix(h, oh, npdt)).to(input.dtype)
-    awt = from_numpy(np.ascontiguousarray(_avg_matrix(w, ow, npdt).T)).to(input.dtype)
-    return E.matmul(E.matmul(ah, input), awt)
+    """Average pooling to a fixed output size (None in output_size keeps that input dim): F.adaptive_avg_pool2d."""
+    return F.adaptive_avg_pool2d(input, output_size)
 
 
 class AdaptiveAvgPool2d(Module):
@@ -127,3 +101,37 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
+
+
+
+class AdaptiveMaxPool2d(Module):
+    """Max-pool (N, C, H, W) to (N, C, *output_size) over PyTorch's adaptive windows; return_indices
+    also returns the flat H * W index of each maximum."""
+
+    def __init__(self, output_size, return_indices: bool = False):
+        super().__init__()
+        self.output_size = output_size
+        self.return_indices = return_indices
+
+    def forward(self, input):
+        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class MaxUnpool2d(Module):
+    """The partial inverse of MaxPool2d(return_indices=True): forward(input, indices, output_size=None)
+    writes each value at its index and zeros elsewhere."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = F._pair(kernel_size)
+        self.stride = F._pair(stride if stride is not None else kernel_size)
+        self.padding = F._pair(padding)
+
+    def forward(self, input, indices, output_size=None):
+        return F.max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

@@ -2,8 +2,8 @@
 export: `ember.onnx.export(model, example_inputs, path)` from ember.jit's traced IR (`export.py`).
 
 Needs the optional `onnx` package (`pip install 'ember[onnx]'`); `import ember` never imports it.
-Every ONNX op is one small handler in `ember/onnx/ops.py` (`ops_shape.py`, `ops_nn.py`), written in
-ember ops so autograd (and later jit) see through it; the handlers are registered in `OPS`, keyed by
+Every ONNX op is one small handler in `ember/onnx/ops.py` (and the `ops_*.py` modules it imports),
+written in ember ops so autograd (and later jit) see through it; the handlers are registered in `OPS`, keyed by
 (domain, op_type) with the opset version each handler applies from. `checks.py` validates a model
 at load and each node's sizes before it runs, so a bad model raises `OnnxError`. See `docs/onnx.md`.
 """

@@ -429,6 +429,17 @@ def _scatter_add_along_axis(ctx, eqn, x, idx, upd):
     return ctx.node("ScatterElements", [x, idx, upd], axis=eqn.params["axis"], reduction="add")
 
 
+@converter("scatter_along_axis")
+def _scatter_along_axis(ctx, eqn, x, idx, upd):
+    ctx.set_dyn(eqn.out, ctx.dyn_of(eqn.inputs[0]))
+    return ctx.node("ScatterElements", [x, idx, upd], axis=eqn.params["axis"])
+
+
+@converter("det")
+def _det(ctx, eqn, x):
+    return ctx.node("Det", [x])
+
+
 # ---------------------------------------------------------------- creation
 @converter("full", "iota")
 def _creation(ctx, eqn):

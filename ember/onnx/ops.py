@@ -1,6 +1,9 @@
 """ONNX op handlers, one small function per op, written in ember ops: the registry, `Ctx`,
 elementwise math, constants, reductions, linear algebra and If here; shape/indexing ops in
-`ops_shape.py`, convolution/pooling/normalisation/losses in `ops_nn.py`.
+`ops_shape.py`, convolution/pooling/normalisation/losses in `ops_nn.py`, Attention and friends in
+`ops_attention.py`, Resize/GridSample in `ops_resize.py`, RNN/GRU/LSTM in `ops_rnn.py`, Loop/Scan
+in `ops_control.py`, MaxUnpool/Col2Im/RoiAlign/DeformConv/NMS in `ops_vision.py`, the rest
+(TopK, Unique, Einsum, DFT...) in `ops_misc.py`.
 
 A handler is `fn(ctx, *inputs) -> Tensor | tuple`, where missing optional inputs are None and
 `ctx` gives the node's attributes and the opset version. `register(op_type, since=v)` files it
@@ -501,3 +504,4 @@ def if_(ctx, cond):
 
 
 from . import ops_nn, ops_shape  # noqa: E402,F401 - register the other op families
+from . import ops_attention, ops_control, ops_misc, ops_resize, ops_rnn, ops_vision  # noqa: E402,F401

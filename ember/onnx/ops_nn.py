@@ -96,13 +96,15 @@ def _pool_pads(ctx, x, k, s, d, pads):
 
 @register("MaxPool")
 def max_pool(ctx, x):
-    if ctx.wants(1):
-        raise ctx.unsupported("the Indices output")
     k = ctx.attr("kernel_shape")
     s, d, pads = _geometry(ctx, x, k)
     pads, _ = _pool_pads(ctx, x, k, s, d, pads)
-    return lax.reduce_window(x, "max", (1, 1) + tuple(k), (1, 1) + tuple(s), [(0, 0), (0, 0)] + pads,
-                             None, (1, 1) + tuple(d))
+    y = lax.reduce_window(x, "max", (1, 1) + tuple(k), (1, 1) + tuple(s), [(0, 0), (0, 0)] + pads,
+                          None, (1, 1) + tuple(d))
+    if ctx.wants(1):
+        from .ops_vision import max_pool_with_indices
+        return max_pool_with_indices(ctx, x, y, k, s, d, pads)
+    return y
 
 
 @register("AveragePool")

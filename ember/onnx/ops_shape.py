@@ -192,12 +192,44 @@ def _scatter(x, mask_src, upd_src, reduction, ctx):
     raise ctx.unsupported(f"reduction={reduction!r}")
 
 
+_COMBINE = {"mul": lax.mul, "max": lax.max, "min": lax.min}
+
+
+def _scatter_rounds(ctx, x, lin, upd, reduction):
+    """Fold rows `upd` into rows `lin` (static) of `x` with mul/max/min, in rounds of distinct rows."""
+    fn = _COMBINE.get(reduction)
+    if fn is None:
+        raise ctx.unsupported(f"reduction={reduction!r}")
+    lin = np.asarray(lin, np.int64).reshape(-1)
+    occ = np.zeros(lin.shape, np.int64)
+    seen: dict = {}
+    for i, p in enumerate(lin.tolist()):
+        occ[i] = seen.get(p, 0)
+        seen[p] = occ[i] + 1
+    rows = x.shape[0]
+    for r in range(int(occ.max()) + 1 if lin.size else 0):
+        sel = np.nonzero(occ == r)[0]
+        pos = lin[sel]
+        vals = lax.gather(upd, const(sel), 0)
+        placed = lax.scatter_add(lax.full(x.shape, 0, x.dtype), const(pos), vals, 0)
+        hit = np.zeros((rows,) + (1,) * (x.ndim - 1), bool)
+        hit[pos] = True
+        x = lax.select(const(hit), fn(x, placed), x)
+    return x
+
+
 @register("ScatterElements")
 def scatter_elements(ctx, x, idx, upd):
     axis = _ax(ctx.attr("axis", 0), x.ndim)
     idx = _fix_index(idx, x.shape[axis])
     zeros = lax.full(x.shape, 0, x.dtype)
     red = ctx.attr("reduction", "none")
+    if red in _COMBINE:  # each update element's flat position in x, read at run time
+        pos = np.indices(idx.shape)
+        pos[axis] = static(idx)
+        lin = np.ravel_multi_index(tuple(pos), x.shape).reshape(-1)
+        flat = (int(np.prod(x.shape)),)
+        return lax.reshape(_scatter_rounds(ctx, lax.reshape(x, flat), lin, lax.reshape(upd, (lin.size,)), red), x.shape)
     mask = lax.scatter_add_along_axis(lax.full(x.shape, 0, dt.int32), idx, lax.full(upd.shape, 1, dt.int32), axis)
     return _scatter(x, mask, lax.scatter_add_along_axis(zeros, idx, upd, axis), red, ctx)
 
@@ -211,6 +243,9 @@ def scatter_nd(ctx, x, idx, upd):
     lin = lax.reshape(lin, (-1,) if lin.ndim else (1,))
     lin = lax.reshape(lin, (int(np.prod(lin.shape)),))
     u = lax.reshape(upd, (lin.shape[0],) + flat[1:])
+    red = ctx.attr("reduction", "none")
+    if red in _COMBINE:
+        return lax.reshape(_scatter_rounds(ctx, lax.reshape(x, flat), static(lin), u, red), x.shape)
     zeros = lax.full(flat, 0, x.dtype)
     mask = lax.scatter_add(lax.full(flat, 0, dt.int32), lin, lax.full(u.shape, 1, dt.int32), 0)
     out = _scatter(lax.reshape(x, flat), mask, lax.scatter_add(zeros, lin, u, 0), ctx.attr("reduction", "none"), ctx)

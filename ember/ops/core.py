@@ -84,6 +84,7 @@ class Primitive:
         self.eager_checks = abstract is not None
         self.is_view = is_view      # eager result may alias its first input
         self.half_in_f32 = half_in_f32  # float16/bfloat16 compute in float32, rounded at the end
+        self.autocast_low = False   # inside ember.autocast, float32 operands run in the lower precision
         self.doc = doc
         self._dtype_cache: dict = {}
 
@@ -170,7 +171,15 @@ def primitive(name: str, **kw) -> Primitive:
 
 def bind(prim: Primitive, *args, **params):
     """The one dispatch point: evaluate `prim` with the innermost interpreter of this thread."""
+    if prim.autocast_low and TLS.autocast is not None:
+        args = _autocast(args, TLS.autocast)
     return TLS.interpreters[-1].process(prim, args, params)
+
+
+def _autocast(args: tuple, low) -> tuple:
+    """float32 tensor operands converted to autocast's lower-precision dtype (float64 stays)."""
+    return tuple(bind(REGISTRY["convert"], a, dtype=low) if getattr(a, "_dtype", None) is dt.float32 else a
+                 for a in args)
 
 
 # ---------------------------------------------------------------- shape-rule helpers

@@ -3,7 +3,8 @@
 - `gather(x, idx, axis)`: numpy `take` — out shape x.shape[:axis] + idx.shape + x.shape[axis+1:]
   (embedding lookup, integer-array indexing);
 - `scatter_add(x, idx, upd, axis)`: x with `upd` added at the gathered positions (its transpose);
-- `take_along_axis` / `scatter_add_along_axis`: the per-row variants (cross-entropy's pick).
+- `take_along_axis` / `scatter_add_along_axis`: the per-row variants (cross-entropy's pick);
+- `scatter_along_axis`: the per-row write (PyTorch's scatter), the last of repeated indices winning.
 
 Negative indices count from the end; an index out of range raises IndexError naming it.
 """
@@ -14,6 +15,7 @@ import numpy as np
 from .._core import dtypes as dt
 from .._core.errors import DTypeError, ShapeError, op_error
 from . import lax
+from ..backend.lowering import mark_unlowered
 from .core import ALL_DTYPES, Aval, P, Primitive, register
 
 INDEX_DTYPES = (dt.int8, dt.int16, dt.int32, dt.int64, dt.uint8)
@@ -93,14 +95,14 @@ def _tal_impl(x, idx, *, axis):
     return np.take_along_axis(x, idx, axis=axis)  # fancy indexing checks the bounds
 
 
-def _sal_abstract(x: Aval, idx: Aval, upd: Aval, *, axis) -> Aval:
+def _sal_abstract(x: Aval, idx: Aval, upd: Aval, *, axis, name: str = "scatter_add_along_axis") -> Aval:
     # as PyTorch's scatter_add: the updates may cover less than x in dims other than `axis`
-    _check_index("scatter_add_along_axis", x, idx, axis)
+    _check_index(name, x, idx, axis)
     if len(upd.shape) != len(x.shape) or len(idx.shape) != len(x.shape) or any(
             i != u and i != 1 or d != axis and u > n for d, (i, u, n) in enumerate(zip(idx.shape, upd.shape, x.shape))):
-        raise op_error(ShapeError, "scatter_add_along_axis", f"indices {idx.shape} and updates {upd.shape} do "
+        raise op_error(ShapeError, name, f"indices {idx.shape} and updates {upd.shape} do "
                        f"not fit tensor {x.shape} along axis {axis}")
-    return _updated("scatter_add_along_axis", x, upd)
+    return _updated(name, x, upd)
 
 
 def _sal_vjp(g, out, x, idx, upd, *, axis):
@@ -125,6 +127,32 @@ register(Primitive("take_along_axis", impl=_tal_impl, abstract=_tal_abstract, ki
                        lax.scatter_add_along_axis(lax.zeros_like(x), idx, g, axis), None)))
 register(Primitive("scatter_add_along_axis", impl=_sal_impl, abstract=_sal_abstract, kind="index",
                    promote_args=(0, 2), dtypes=ALL_DTYPES, vjp=_sal_vjp))
+
+
+def _set_impl(x, idx, upd, *, axis):
+    idx = check_bounds(idx, x.shape[axis], "scatter") % max(x.shape[axis], 1)
+    out = np.array(x, copy=True)
+    # every update's full position (the updates may cover less of x than x's other dims, as in
+    # scatter_add_along_axis); with a repeated index the last write wins
+    full = [np.broadcast_to(np.arange(n).reshape((-1,) + (1,) * (x.ndim - i - 1)), upd.shape)
+            for i, n in enumerate(upd.shape)]
+    full[axis] = np.broadcast_to(idx, upd.shape)
+    out[tuple(full)] = upd
+    return out
+
+
+def _set_vjp(g, out, x, idx, upd, *, axis):
+    # PyTorch's: the written positions get no gradient, each update the cotangent where it went
+    shape = tuple(g.shape[d] if d == axis else n for d, n in enumerate(upd.shape))
+    gu = g if shape == tuple(g.shape) else lax.slice(g, (0,) * len(shape), shape, (1,) * len(shape))
+    return (lax.scatter_along_axis(g, idx, lax.zeros_like(upd), axis), None, lax.take_along_axis(gu, idx, axis))
+
+
+_P_set = register(Primitive("scatter_along_axis", impl=_set_impl, kind="index", promote_args=(0, 2), dtypes=ALL_DTYPES,
+                   abstract=lambda x, idx, upd, *, axis: _sal_abstract(x, idx, upd, axis=axis, name="scatter_along_axis"), vjp=_set_vjp,
+                   doc="x with upd written (not added) at the per-row positions idx along `axis`"))
+# the last of repeated indices must win, which a parallel C scatter would not guarantee
+mark_unlowered(_P_set, "cpu", "writes in index order, the last repeated index winning")
 
 
 def _classes_abstract(t: Aval, *, n, ignore, op) -> Aval:

@@ -95,6 +95,10 @@ def reduce_or(x, axes): return bind(P.reduce_or, x, axes=tuple(axes))
 def argmax(x, axis): return bind(P.argmax, x, axis=axis)
 def argmin(x, axis): return bind(P.argmin, x, axis=axis)
 def cumsum(x, axis, reverse=False): return bind(P.cumsum, x, axis=axis, reverse=reverse)
+def cumprod(x, axis, reverse=False): return bind(P.cumprod, x, axis=axis, reverse=reverse)
+def argsort(x, axis, descending=False, stable=True):
+    return bind(P.argsort, x, axis=axis, descending=descending, stable=stable)
+def searchsorted(seq, v, right=False): return bind(P.searchsorted, seq, v, right=right)
 
 
 # ---- shapes and views
@@ -137,6 +141,7 @@ def gather(x, idx, axis): return bind(P.gather, x, idx, axis=axis)
 def scatter_add(x, idx, upd, axis): return bind(P.scatter_add, x, idx, upd, axis=axis)
 def take_along_axis(x, idx, axis): return bind(P.take_along_axis, x, idx, axis=axis)
 def scatter_add_along_axis(x, idx, upd, axis): return bind(P.scatter_add_along_axis, x, idx, upd, axis=axis)
+def scatter_along_axis(x, idx, upd, axis): return bind(P.scatter_along_axis, x, idx, upd, axis=axis)
 def random_bits(key, shape): return bind(P.random_bits, key, shape=tuple(shape))
 def check_classes(t, n, ignore, op): return bind(P.check_classes, t, n=int(n), ignore=ignore, op=op)
 

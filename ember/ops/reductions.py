@@ -10,6 +10,7 @@ import numpy as np
 
 from .._core import dtypes as dt
 from .._core.errors import ShapeError, op_error
+from .._core.state import TLS
 from . import expr as E
 from . import lax
 from .core import ALL_DTYPES, BOOL, CUSTOM, INDEX, NUMERIC, SUM, SAME, Aval, Primitive, normalize_axes, register
@@ -110,21 +111,72 @@ for _name, _fn in (("argmax", np.argmax), ("argmin", np.argmin)):
     _p.abstract = _arg_abstract(_p)
 
 
-def _cumsum_impl(x, *, axis, reverse):
-    if x.ndim == 0:  # np.cumsum would return shape (1,)
-        return np.array(x, dtype=x.dtype)
+def _scan_impl(ufunc):
+    def impl(x, *, axis, reverse):
+        if x.ndim == 0:  # np.cumsum would return shape (1,)
+            return np.array(x, dtype=x.dtype)
+        if reverse:
+            return np.flip(ufunc.accumulate(np.flip(x, axis), axis=axis, dtype=x.dtype), axis)
+        return ufunc.accumulate(x, axis=axis, dtype=x.dtype)
+    return impl
+
+
+def _scan_abstract(name):
+    def rule(x: Aval, *, axis, reverse) -> Aval:
+        if not 0 <= axis < max(len(x.shape), 1):
+            raise op_error(ShapeError, name, f"axis {axis} is out of range for shape {x.shape}")
+        _, out = REGISTRY_SCANS[name].resolve_dtypes((x.dtype,))
+        return Aval(x.shape, out)
+    return rule
+
+
+def _cumprod_vjp(g, out, x, *, axis, reverse):
+    if TLS.grad_enabled and x.ndim and x.shape[axis] > 1:  # a higher derivative will be taken
+        return (_cumprod_vjp_pairwise(g, x, axis, reverse),)
+    # before the first zero (in scan order) dx_i = sum_{j>=i} g_j out_j / x_i; at the first zero
+    # z, dx_z = sum_{j>=z} g_j prod_{k<=j, k!=z} x_k, the cumprod of x with x_z set to 1; after
+    # it, 0 (every product there holds x_z). PyTorch's cumprod_backward, written with scans.
+    iszero = lax.eq(x, 0)
+    zc = lax.cumsum(lax.convert(iszero, dt.int32), axis, reverse)
+    before = lax.eq(zc, 0)
+    first = lax.bitwise_and(iszero, lax.eq(zc, 1))
+    zero, one = lax.zeros_like(x), lax.full(x.shape, 1, x.dtype)
+    tail = lax.cumsum(lax.select(before, lax.mul(g, out), zero), axis, not reverse)
+    part1 = lax.select(before, lax.div(tail, lax.select(before, x, one)), zero)
+    cy = lax.cumprod(lax.select(first, one, x), axis, reverse)
+    total = lax.reduce_sum(lax.select(before, zero, lax.mul(g, cy)), (axis,)) if x.ndim else lax.mul(g, cy)
+    at_zero = lax.expand_reduced(total, x.shape, (axis,)) if x.ndim else total
+    return (lax.add(part1, lax.select(first, at_zero, zero)),)
+
+
+def _cumprod_vjp_pairwise(g, x, axis, reverse):
+    """dx_i = prod_{k<i} x_k * sum_{j>=i} g_j prod_{i<k<=j} x_k, with no division, so it is
+    differentiable everywhere (zeros included). O(n^2) per row along `axis`: used only when the
+    VJP itself will be differentiated, as PyTorch's double-backward formula."""
     if reverse:
-        return np.flip(np.cumsum(np.flip(x, axis), axis=axis, dtype=x.dtype), axis)
-    return np.cumsum(x, axis=axis, dtype=x.dtype)
+        r = lax.rev
+        return r(_cumprod_vjp_pairwise(r(g, (axis,)), r(x, (axis,)), axis, False), (axis,))
+    nd, n = x.ndim, x.shape[axis]
+    perm = tuple(d for d in range(nd) if d != axis) + (axis,)
+    inv = tuple(perm.index(d) for d in range(nd))
+    xm, gm = lax.transpose(x, perm), lax.transpose(g, perm)
+    lead = xm.shape[:-1]
+    pair = lead + (n, n)                                  # [..., i, j]
+    i_idx, j_idx = lax.iota(pair, nd - 1, dt.int32), lax.iota(pair, nd, dt.int32)
+    xj = lax.broadcast_in_dim(xm, pair, tuple(range(nd - 1)) + (nd,))
+    one = lax.full(pair, 1, x.dtype)
+    span = lax.cumprod(lax.select(lax.gt(j_idx, i_idx), xj, one), nd)   # prod_{i<k<=j} x_k (1 for j<=i)
+    gj = lax.broadcast_in_dim(gm, pair, tuple(range(nd - 1)) + (nd,))
+    tail = lax.reduce_sum(lax.select(lax.ge(j_idx, i_idx), lax.mul(gj, span), lax.zeros_like(span)), (nd,))
+    before = lax.concatenate([lax.full(lead + (1,), 1, x.dtype), lax.slice(xm, (0,) * nd, lead + (n - 1,), (1,) * nd)],
+                             nd - 1)
+    return lax.transpose(lax.mul(lax.cumprod(before, nd - 1), tail), inv)
 
 
-def _cumsum_abstract(x: Aval, *, axis, reverse) -> Aval:
-    if not 0 <= axis < max(len(x.shape), 1):
-        raise op_error(ShapeError, "cumsum", f"axis {axis} is out of range for shape {x.shape}")
-    _, out = P_cumsum.resolve_dtypes((x.dtype,))
-    return Aval(x.shape, out)
-
-
-P_cumsum = register(Primitive("cumsum", impl=_cumsum_impl, abstract=_cumsum_abstract,
+P_cumsum = register(Primitive("cumsum", impl=_scan_impl(np.add), abstract=_scan_abstract("cumsum"),
                               vjp=lambda g, out, x, *, axis, reverse: (lax.cumsum(g, axis, not reverse),),
                               dtype_rule=SUM, dtypes=ALL_DTYPES, kind="reduction", lowering=("add", 0)))
+P_cumprod = register(Primitive("cumprod", impl=_scan_impl(np.multiply), abstract=_scan_abstract("cumprod"),
+                               vjp=_cumprod_vjp, dtype_rule=SUM, dtypes=ALL_DTYPES, kind="reduction",
+                               lowering=("mul", 1), needs_out=True))
+REGISTRY_SCANS = {"cumsum": P_cumsum, "cumprod": P_cumprod}

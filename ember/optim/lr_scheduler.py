@@ -5,16 +5,20 @@ with tensor ops from that counter and the group's current `lr` tensor, then copi
 `lr` tensor in place. `step()` reads no tensor value into Python, so it can be traced with the
 training step and replayed (the counter and the `lr` tensors are state, updated in place).
 
-StepLR, LinearLR and CosineAnnealingLR use PyTorch's *recursive* ("chainable") rules, selected
-per epoch with `where` instead of Python branches, so they give PyTorch's values and compose
-with outside changes to `group["lr"]` as PyTorch's do; `step(epoch)` uses the closed forms.
-LambdaLR and WarmupCosineLR are closed forms of the epoch (absolute: they overwrite the `lr`).
+StepLR, MultiStepLR, ExponentialLR, LinearLR and CosineAnnealingLR use PyTorch's *recursive*
+("chainable") rules, selected per epoch with `where` instead of Python branches, so they give
+PyTorch's values and compose with outside changes to `group["lr"]` as PyTorch's do;
+`step(epoch)` uses the closed forms. LambdaLR, WarmupCosineLR and CosineAnnealingWarmRestarts are
+closed forms of their counters (absolute: they overwrite the `lr`); counters other than the epoch
+are `_TensorAttr`s (0-d tensors that read as Python numbers). OneCycleLR, ReduceLROnPlateau and
+SequentialLR live in `lr_scheduler_extra.py` and are re-exported here.
 """
 from __future__ import annotations
 
 import math
 import types
-from typing import Callable
+from collections import Counter
+from typing import Callable, Iterable
 
 from .._core import dtypes as dt
 from .._core.state import no_grad
@@ -23,7 +27,9 @@ from ..ops import lax
 from ..tensor import Tensor, tensor as _tensor
 from .optimizer import LR_DTYPE, Optimizer, write_scalar
 
-__all__ = ["LRScheduler", "StepLR", "LinearLR", "CosineAnnealingLR", "LambdaLR", "WarmupCosineLR"]
+__all__ = ["LRScheduler", "StepLR", "MultiStepLR", "ExponentialLR", "LinearLR", "CosineAnnealingLR",
+           "CosineAnnealingWarmRestarts", "LambdaLR", "WarmupCosineLR", "OneCycleLR",
+           "ReduceLROnPlateau", "SequentialLR"]
 
 
 def _where(cond, a, b):
@@ -32,6 +38,40 @@ def _where(cond, a, b):
 
 def _and(a, b):
     return lax.bitwise_and(a, b)
+
+
+class _TensorAttr:
+    """A scheduler attribute held as a 0-d tensor (`self._t_<name>`), updated in place so that a
+    traced `step()` carries it; reading the attribute gives its value as a Python number (eager
+    use, state dicts), assigning writes into the tensor."""
+
+    def __init__(self, dtype: dt.DType):
+        self.dtype = dtype
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name, self.key = name, "_t_" + name
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return obj.__dict__[self.key].item()
+
+    def __set__(self, obj, value) -> None:
+        t = obj.__dict__.get(self.key)
+        if t is None:
+            obj.__dict__[self.key] = _tensor(value.item() if isinstance(value, Tensor) else value,
+                                             dtype=self.dtype)
+        else:
+            write_scalar(t, value)
+
+
+def _tensor_attr_names(cls) -> list[str]:
+    names = []
+    for klass in reversed(cls.__mro__):
+        for k, v in vars(klass).items():
+            if isinstance(v, _TensorAttr) and k not in names:
+                names.append(k)
+    return names
 
 
 class LRScheduler:
@@ -56,6 +96,11 @@ class LRScheduler:
                                    "resuming a scheduler with last_epoch >= 0")
         self.base_lrs: list[float] = [float(g["initial_lr"]) for g in optimizer.param_groups]
         self._epoch = _tensor(int(last_epoch), dtype=dt.int64)
+        self._is_initial = False
+        self._initial_step()
+
+    def _initial_step(self) -> None:
+        """The constructor's step (``get_lr`` sees `_is_initial`); SequentialLR calls it too."""
         self._is_initial = True
         try:
             self.step()
@@ -89,14 +134,28 @@ class LRScheduler:
         """Advance one epoch (or jump to `epoch`, closed form) and write the new learning rates."""
         with no_grad():
             if epoch is None:
-                assign_(self._epoch, lax.add(self._epoch, 1))
-                values = self.get_lr()
+                values = self._step_values()
             else:
                 write_scalar(self._epoch, int(epoch))
                 closed = getattr(self, "_get_closed_form_lr", None)
                 values = closed() if closed is not None else self.get_lr()
             for group, lr in zip(self.optimizer.param_groups, values, strict=True):
                 write_scalar(group["lr"], lr)
+
+    def _step_values(self) -> list:
+        """Advance the scheduler's own state by one epoch (in place); the new learning rates."""
+        assign_(self._epoch, lax.add(self._epoch, 1))
+        return self.get_lr()
+
+    def _restart_values(self) -> list:
+        """Set the epoch to 0 and give the closed-form learning rates there (SequentialLR's milestones)."""
+        write_scalar(self._epoch, 0)
+        closed = getattr(self, "_get_closed_form_lr", None)
+        return closed() if closed is not None else self.get_lr()
+
+    def _state_tensors(self) -> list[Tensor]:
+        """The 0-d tensors `_step_values` may write: the epoch and every `_TensorAttr`."""
+        return [self._epoch] + [getattr(self, "_t_" + n) for n in _tensor_attr_names(type(self))]
 
     def get_last_lr(self) -> list[float]:
         """The learning rates now in the optimizer's groups, as Python floats."""
@@ -107,11 +166,13 @@ class LRScheduler:
         """Every attribute except the optimizer (callables are skipped); `last_epoch` as an int."""
         out = {}
         for k, v in self.__dict__.items():
-            if k in ("optimizer", "_epoch", "_is_initial") or callable(v):
+            if k in ("optimizer", "_epoch", "_is_initial") or k.startswith("_t_") or callable(v):
                 continue
             if k == "lr_lambdas":
                 continue
             out[k] = v
+        for name in _tensor_attr_names(type(self)):
+            out[name] = getattr(self, name)
         out["last_epoch"] = self.last_epoch
         return out
 
@@ -120,8 +181,8 @@ class LRScheduler:
         for k, v in state_dict.items():
             if k == "last_epoch":
                 self.last_epoch = v
-            elif k not in ("lr_lambdas", "optimizer", "_epoch"):
-                setattr(self, k, v)
+            elif k not in ("lr_lambdas", "optimizer", "_epoch") and not k.startswith("_t_"):
+                setattr(self, k, v)  # a _TensorAttr is written into its tensor
 
 
 class StepLR(LRScheduler):
@@ -305,3 +366,121 @@ class WarmupCosineLR(LRScheduler):
         return out
 
     _get_closed_form_lr = get_lr
+
+
+class MultiStepLR(LRScheduler):
+    """Multiply the learning rate by `gamma` at each of the `milestones` epochs (by ``gamma ** n``
+    at a milestone listed n times): ``base_lr * gamma ** (number of milestones <= epoch)``."""
+
+    def __init__(self, optimizer: Optimizer, milestones: Iterable[int], gamma: float = 0.1,
+                 last_epoch: int = -1):
+        self.milestones = Counter(int(m) for m in milestones)
+        self.gamma = float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        groups = self.optimizer.param_groups
+        if not self.milestones:
+            return [g["lr"] for g in groups]
+        e = self._epoch
+        factor = lax.full((), 1.0, LR_DTYPE)  # exactly 1 off the milestones, as PyTorch keeps the lr
+        for m, n in self.milestones.items():
+            factor = _where(lax.eq(e, m), self.gamma ** n, factor)
+        return [lax.mul(g["lr"], factor) for g in groups]
+
+    def _get_closed_form_lr(self):
+        k = lax.full((), 0.0, LR_DTYPE)
+        for m, n in self.milestones.items():
+            k = lax.add(k, lax.mul(lax.convert(lax.ge(self._epoch, m), LR_DTYPE), float(n)))
+        return [lax.mul(base, lax.pow(self.gamma, k)) for base in self.base_lrs]
+
+
+class ExponentialLR(LRScheduler):
+    """Multiply the learning rate by `gamma` every epoch: ``base_lr * gamma ** epoch``."""
+
+    def __init__(self, optimizer: Optimizer, gamma: float, last_epoch: int = -1):
+        self.gamma = float(gamma)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        groups = self.optimizer.param_groups
+        if self._is_initial:
+            return [g["lr"] for g in groups]
+        return [lax.mul(g["lr"], self.gamma) for g in groups]
+
+    def _get_closed_form_lr(self):
+        return [lax.mul(base, lax.pow(self.gamma, self.epoch_f)) for base in self.base_lrs]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    r"""SGDR (Loshchilov & Hutter): cosine annealing from the base learning rate to `eta_min` over
+    ``T_i`` epochs, then a restart; ``T_0`` epochs first, each period `T_mult` times the last::
+
+        lr = eta_min + (base_lr - eta_min) * (1 + cos(pi * T_cur / T_i)) / 2
+
+    `T_cur` (epochs since the last restart) and `T_i` are 0-d float64 tensors updated with `where`
+    on restarts, so `step()` traces; `step(epoch)` (a float epoch too, PyTorch's per-batch use)
+    computes them in Python, as PyTorch does.
+    """
+
+    T_cur = _TensorAttr(LR_DTYPE)
+    T_i = _TensorAttr(LR_DTYPE)
+
+    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+                 last_epoch: int = -1):
+        if not isinstance(T_0, int) or T_0 <= 0:
+            raise ValueError(f"Expected positive integer T_0, but got {T_0}")
+        if not isinstance(T_mult, int) or T_mult < 1:
+            raise ValueError(f"Expected integer T_mult >= 1, but got {T_mult}")
+        if not isinstance(eta_min, (float, int)):
+            raise ValueError(f"Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}")
+        self.T_0 = T_0
+        self.T_i = T_0
+        self.T_mult = T_mult
+        self.eta_min = float(eta_min)
+        self.T_cur = last_epoch
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        m = self.eta_min
+        c = lax.add(1.0, lax.cos(lax.div(lax.mul(math.pi, self._t_T_cur), self._t_T_i)))
+        return [lax.add(m, lax.div(lax.mul(base - m, c), 2.0)) for base in self.base_lrs]
+
+    def _step_values(self):
+        assign_(self._epoch, lax.add(self._epoch, 1))
+        t_cur, t_i = self._t_T_cur, self._t_T_i
+        cur = lax.add(t_cur, 1.0)
+        restart = lax.ge(cur, t_i)
+        assign_(t_cur, _where(restart, lax.rem(cur, t_i), cur))
+        if self.T_mult != 1:
+            assign_(t_i, _where(restart, lax.mul(t_i, float(self.T_mult)), t_i))
+        return self.get_lr()
+
+    def step(self, epoch: float | None = None) -> None:
+        """Advance one epoch, or jump to `epoch` (an int or a float: a fraction of a period)."""
+        if epoch is None and self._is_initial and self.last_epoch < 0:
+            epoch = 0
+        with no_grad():
+            if epoch is None:
+                values = self._step_values()
+            else:
+                if epoch < 0:
+                    raise ValueError(f"Expected non-negative epoch, but got {epoch}")
+                T_0, T_mult = self.T_0, self.T_mult
+                if epoch >= T_0:
+                    if T_mult == 1:
+                        self.T_cur = epoch % T_0
+                    else:
+                        n = int(math.log((epoch / T_0 * (T_mult - 1) + 1), T_mult))
+                        self.T_cur = epoch - T_0 * (T_mult ** n - 1) / (T_mult - 1)
+                        self.T_i = T_0 * T_mult ** n
+                else:
+                    self.T_i = T_0
+                    self.T_cur = epoch
+                self.last_epoch = math.floor(epoch)
+                values = self.get_lr()
+            for group, lr in zip(self.optimizer.param_groups, values, strict=True):
+                write_scalar(group["lr"], lr)
+
+
+from .lr_scheduler_extra import OneCycleLR, ReduceLROnPlateau, SequentialLR  # noqa: E402,F401

@@ -213,6 +213,24 @@ def _row_key(u) -> tuple | None:
     return (K, R) if n_r > 1 and 0 not in K else None
 
 
+def _reads_as_column(u, v, F: tuple) -> bool:
+    """Whether vector group `u` reads `v` with numpy's broadcasting, which lines v's dims up with
+    F's last ones: a value of the rows' shape K read so is a column vector there (K equal to R's
+    trailing dims), not one scalar per row."""
+    return isinstance(u, Group) and tuple(u.shape) == F and v in u.inputs and len(v.aval.shape) < len(F)
+
+
+def _column_read(units, c, r, members, role, key) -> bool:
+    """Whether unit `c` (role `r`) and the group's members would meet as a per-row value read as a
+    column vector (`_reads_as_column`): such a unit stays out of the group."""
+    F = key[0] + key[1]
+    if r == "vec":
+        outs = {v for m in members if role[m] != "vec" for v in unit_outputs(units[m])}
+        return any(_reads_as_column(units[c], a, F) for a in _ins(units[c]) if a in outs)
+    return any(_reads_as_column(units[m], v, F) for m in members if role[m] == "vec"
+               for v in unit_outputs(units[c]))
+
+
 def row_groups(graph, units: list) -> list:
     """`units` with row-wise neighbourhoods of row reductions merged into RowGroups, reordered."""
     n = len(units)
@@ -247,6 +265,8 @@ def row_groups(graph, units: list) -> list:
                     continue
                 root = _find(parent, seed)
                 members = groups[root]
+                if _column_read(units, c, r, members, role, key):
+                    continue
                 cols = {v for m in members if role[m] == "colred" for v in unit_outputs(units[m])}
                 if any(a in cols for a in _ins(units[c])):
                     continue

@@ -8,13 +8,17 @@
 - launcher: `CProgram.launch`, one OpenMP region per range of kernels;
 - library calls: CBLAS sgemm/dgemm (`blas.py`: MKL when installed, else numpy's OpenBLAS).
 
+float16 and bfloat16 values (their bits in a uint16_t) are computed in float32 and rounded once
+per primitive, bit for bit the numpy executor's (`c_expr.py`); GEMMs and convolutions of them
+convert their operands into float32 scratch for SGEMM.
+
 A unit with no lowering, or whose lowering raises `Unsupported` (a dtype C lacks, a GEMM
 operand layout BLAS cannot read), is left to the host; the runtime runs it with numpy.
 """
 from __future__ import annotations
 
 from ..contract import Target, Unsupported
-from ..lowering import get_lowering
+from ..lowering import get_lowering, unlowered
 from . import blas, compiler
 from . import conv, elementwise, fills, gather, gemm, reductions, rows, windows  # noqa: F401  (registrations)
 from .c_expr import SUPPORTED_DTYPES, eqn_supported, why_unsupported
@@ -65,7 +69,7 @@ class CpuTarget(Target):
                 elif fn is None and u.prim is not None and u.prim.kind == "elementwise" and u.prim.lowering:
                     why[k] = why_unsupported(u) or "not fused"  # its scalar expression has no C form here
                 elif fn is None:
-                    why[k] = "no CPU lowering"
+                    why[k] = unlowered("cpu").get(u.prim, "no CPU lowering")
                 else:
                     try:
                         fn(r, u)

@@ -177,6 +177,67 @@ static inline double em_mod(double a, double b)
 { const double m = fmod(a, b); return (m != 0 && ((m < 0) != (b < 0))) ? m + b : m; }
 """
 
+#: half precision, added to the prelude of a step holding float16 or bfloat16 values (the C of
+#: every other step is unchanged). Both types are their bits in a uint16_t, converted by integer
+#: and float operations written as masks, which GCC vectorises (C's _Float16 conversions, and
+#: branches, it does not):
+#: - bfloat16 widens by a shift and rounds to nearest even with NaN kept NaN (0x7fc0 and the
+#:   sign), as ml_dtypes;
+#: - float16 is numpy's own conversions (npy_halfbits_to_floatbits, npy_floatbits_to_halfbits):
+#:   exact widening, subnormals renormalised by a float subtraction; round to nearest even, with
+#:   a subnormal result rounded by adding 0.5 (F. Giesen's method); a NaN keeps its sign and the
+#:   top of its payload (made non-zero), a signalling one stays signalling;
+#: - float64 rounds to either once, as numpy and ml_dtypes do: to float rounding to odd, then
+#:   to 16 bits (no double rounding: float keeps more than two extra bits; a signalling NaN
+#:   comes back quiet)
+HALF_PRELUDE = r"""
+static inline float em_bf2f(uint16_t b) { return em_u2f((uint32_t)b << 16); }
+static inline uint16_t em_f2bf(float f)
+{
+    const uint32_t u = em_f2u(f);
+    const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? ((u >> 16) & 0x8000u) | 0x7fc0u : r);  /* NaN */
+}
+static inline float em_h2f(uint16_t h)
+{
+    const uint32_t o = (uint32_t)(h & 0x7fffu) << 13, e = o & 0x0f800000u;
+    const uint32_t big = 0u - (uint32_t)(e == 0x0f800000u), zero = 0u - (uint32_t)(e == 0);  /* masks */
+    const uint32_t n = o + 0x38000000u + (big & 0x38000000u);  /* rebiased; inf/NaN to exponent 255 */
+    const uint32_t sub = em_f2u(em_u2f(o + 0x38800000u) - 0x1p-14f);  /* zero or subnormal, renormalised */
+    return em_u2f((n & ~zero) | (sub & zero) | (uint32_t)(h & 0x8000u) << 16);
+}
+static inline uint16_t em_f2h(float f)
+{
+    const uint32_t u = em_f2u(f), a = u & 0x7fffffffu, m = (a >> 13) & 0x3ffu;
+    const uint32_t nrm = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;  /* rebiased, rounded to even */
+    const uint32_t sub = em_f2u(em_u2f(a) + 0.5f) - 0x3f000000u;  /* below 2^-14: the addition rounds */
+    const uint32_t is_sub = 0u - (uint32_t)(a < 0x38800000u), is_big = 0u - (uint32_t)(a >= 0x47800000u);
+    const uint32_t is_nan = 0u - (uint32_t)(a > 0x7f800000u);
+    uint32_t r = (nrm & ~is_sub) | (sub & is_sub);
+    r = (r & ~is_big) | (0x7c00u & is_big);
+    r = (r & ~is_nan) | ((0x7c00u | m | (uint32_t)(m == 0)) & is_nan);
+    return (uint16_t)(r | ((u >> 16) & 0x8000u));
+}
+static inline float em_d2f_odd(double d)
+{
+    uint32_t u = em_f2u((float)d);
+    const double back = (double)em_u2f(u);
+    if (back != d && d == d) {  /* inexact: the float below |d| with its last bit set (round to odd) */
+        if (fabs(back) > fabs(d)) u -= 1;
+        u |= 1u;
+    }
+    return em_u2f(u);
+}
+static inline uint16_t em_d2bf(double d) { return em_f2bf(em_d2f_odd(d)); }
+static inline uint16_t em_d2h(double d) { return em_f2h(em_d2f_odd(d)); }
+/* bfloat16 -> integer as ml_dtypes casts: truncated, 0 where that lies outside [lo, hi) */
+static inline int64_t em_bf2i(float f, double lo, double hi)
+{ const double t = (double)truncf(f); return (t >= lo && t < hi) ? (int64_t)t : 0; }
+"""
+
+#: names that make a step's C need HALF_PRELUDE
+HALF_NAMES = ("em_bf2f", "em_f2bf", "em_h2f", "em_f2h", "em_d2bf", "em_d2h", "em_bf2i", "em_lut_")
+
 #: functions with a float32 and a float64 version: name -> (float32 C name, float64 C name)
 FUNCTIONS = {name: (f"em_{name}f", f"em_{name}") for name in ("exp", "log", "tanh", "erf", "sigmoid")}
 

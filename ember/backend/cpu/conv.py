@@ -1,15 +1,14 @@
 """CPU lowering of conv_general: im2col into per-thread scratch, then CBLAS GEMMs."""
 from __future__ import annotations
 
-import numpy as np
-
 from ...ops import P
 from ...runtime.layout import prod
 from ...runtime.memory import nbytes
 from ..contract import Unsupported
 from ..lowering import register_lowering
 from . import loopnest as L
-from .c_expr import CTYPE, c_literal
+from ...runtime.layout import Ref, contiguous
+from .c_expr import CTYPE, HALF, c_literal, itemsize
 from .emitter import blas_matrix, loop_nest, round64
 
 
@@ -35,11 +34,31 @@ def conv(r, e) -> None:
     if Cg * Kn == 0:
         r.fill(e, 0, "conv_general")
         return
-    ct, item = CTYPE[dt], np.dtype(dt).itemsize
+    ct, item = CTYPE[dt], itemsize(dt)
     gemm, one = ("SGEMM" if kind == "s" else "DGEMM"), c_literal(1, dt)
+    # half-precision values: x and w converted into float32 scratch ahead of the threads' own
+    # (contiguous there), the float32 result into scratch, then rounded into o (the numpy
+    # kernel's float32 copies and final astype)
+    convert, at, scratch = [], 0, {}
+    for name, ref in (("xin", x), ("win", w), ("out", o)):
+        if ref.dtype in HALF:
+            scratch[name] = (ref, at)
+            at += round64(prod(ref.shape) * item)
+    if scratch:
+        for name, (ref, a) in scratch.items():
+            if name != "out":
+                convert += r.convert_to_scratch(ref, a)
+        x, w, o = (Ref(ref.where, ref.at, 0, ref.shape, contiguous(ref.shape), dt) if ref.dtype in HALF else ref
+                   for ref in (x, w, o))
+    base = f"C->ws + {at} + " if scratch else "C->ws + "  # the threads' own scratch follows
+
+    def where(name, ref, const):
+        if name in scratch:
+            return f"(({'const ' if const else ''}{ct}*)(C->ws + {scratch[name][1]}))"
+        return r.ptr(ref)
     xs, ws = x.strides, w.strides
-    pre = [L.Stmt(f"{ct}* out = {r.ptr(o)};\nconst {ct}* xin = {r.ptr(x)};\n"
-                  f"const {ct}* win = {r.ptr(w)};")]
+    pre = [L.Stmt(f"{ct}* out = {where('out', o, False)};\nconst {ct}* xin = {where('xin', x, True)};\n"
+                  f"const {ct}* win = {where('win', w, True)};")]
 
     def qs(dims, pv, kv):
         """C: padded positions q_d, whether all are inside x, and the offset they add."""
@@ -98,9 +117,9 @@ def conv(r, e) -> None:
                f"{wsrc} + g * {Og} * {ws[0] if w_mat else Cg * Kn}, {lda}, col, {Pn}, 0, "
                f"out + (b * {O} + g * {Og}) * {Pn}, {Pn});")
         loop = L.Loop("b", B, [L.Loop("g", G, fill + [L.Stmt(gem)])], parallel=True)
-        body = pre + r.reserve(per_thread) + [L.Stmt(f"{ct}* col = ({ct}*)(C->ws + (size_t)tid * {per_thread});")]
+        body = pre + r.reserve(per_thread) + [L.Stmt(f"{ct}* col = ({ct}*)({base}(size_t)tid * {per_thread});")]
         if not w_mat:
-            body += [L.Stmt(f"{ct}* wp = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col});")]
+            body += [L.Stmt(f"{ct}* wp = ({ct}*)({base}(size_t)tid * {per_thread} + {col});")]
             body += r.pack(w, "win", "wp", ct)
         lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("}")])
     else:
@@ -130,14 +149,19 @@ def conv(r, e) -> None:
             f"const int64_t b = bo / {O}, oo = bo % {O};\n"
             f"for (int64_t p = 0; p < {Pn}; p++) {{\n"
             f"    {ct} sum = 0;\n"
-            f"    for (int t = 0; t < nt; t++) sum += (({ct}*)(C->ws + (size_t)t * {per_thread} + {col}))"
+            f"    for (int t = 0; t < nt; t++) sum += (({ct}*)({base}(size_t)t * {per_thread} + {col}))"
             f"[(b * {Pn} + p) * {O} + oo];\n"
             f"    out[bo * {Pn} + p] = sum;\n}}")], parallel=True)
         body = pre + r.reserve(per_thread) + [L.Stmt(
-            f"{ct}* col = ({ct}*)(C->ws + (size_t)tid * {per_thread});\n"
-            f"{ct}* acc = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col});\n"
-            f"{ct}* wp = ({ct}*)(C->ws + (size_t)tid * {per_thread} + {col + acc});\n(void)wp;"), L.Stmt(rng)]
+            f"{ct}* col = ({ct}*)({base}(size_t)tid * {per_thread});\n"
+            f"{ct}* acc = ({ct}*)({base}(size_t)tid * {per_thread} + {col});\n"
+            f"{ct}* wp = ({ct}*)({base}(size_t)tid * {per_thread} + {col + acc});\n(void)wp;"), L.Stmt(rng)]
         lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("#pragma omp barrier"), red, L.Stmt("}")])
+    if scratch:
+        reserve = f"#pragma omp single\nws_reserve(C, (size_t){at} + (size_t){per_thread} * nt);\nif (!C->ws) return;"
+        lines = L.render([L.Stmt(reserve)]) + convert + lines
+        if "out" in scratch:
+            lines += r.round_scratch(*scratch["out"])
     flops = 2 * B * O * Pn * Cg * Kn
     r.emit(("conv_general", lines, flops, nbytes(lhs.aval) + nbytes(rhs.aval) + nbytes(e.out.aval)))
 

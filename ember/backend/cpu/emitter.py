@@ -19,7 +19,7 @@ from ...runtime.layout import Ref, aligned_strides, collapse, contiguous, merge,
 from ...runtime.memory import nbytes
 from ..contract import Unsupported
 from . import loopnest as L
-from .c_expr import CTYPE, c_convert, c_literal, render_eqn
+from .c_expr import CTYPE, c_convert, c_literal, compute_of, itemsize, render_eqn
 
 PAR_MIN = 1 << 14     # loops over fewer elements run on one thread
 GEMM_PAR_MIN = 1 << 16  # GEMMs with fewer multiply-adds run on one thread
@@ -146,7 +146,7 @@ class Emitter:
         """dst = src elementwise (same shape; dtype converted as numpy's astype)."""
         conv = lambda ld: ([], [c_convert(ld[0], src.dtype, dst.dtype)])  # noqa: E731
         lines = L.render([L.Stmt("{")] + self.loops(list(src.shape), [dst], [src], conv) + [L.Stmt("}")])
-        self.emit((label, lines, 0, prod(src.shape) * (np.dtype(src.dtype).itemsize + np.dtype(dst.dtype).itemsize)))
+        self.emit((label, lines, 0, prod(src.shape) * (itemsize(src.dtype) + itemsize(dst.dtype))))
 
     def worksharing(self, pre, nest, parallel: bool) -> list:
         """C lines running `nest` with its outermost loop shared among the threads, or on one."""
@@ -154,6 +154,36 @@ class Emitter:
             nest[0].parallel = True
             return L.render([L.Stmt("{")] + pre + nest + [L.Stmt("}")])
         return L.render([L.Stmt("#pragma omp single\n{")] + pre + nest + [L.Stmt("}")])
+
+    def convert_to_scratch(self, ref: Ref, at: int) -> list:
+        """C lines converting `ref` (a half-precision value) to float32 at byte `at` of the
+        workspace, contiguous in `ref`'s shape (reserved by the caller)."""
+        return self._scratch_copy(ref, at, True)
+
+    def round_scratch(self, o: Ref, at: int) -> list:
+        """C lines rounding the float32 results at byte `at` of the workspace (contiguous in `o`'s
+        shape) into the half-precision value `o` (the numpy kernel's astype after float32 work)."""
+        return self._scratch_copy(o, at, False)
+
+    def _scratch_copy(self, ref: Ref, at: int, into: bool) -> list:
+        """`ref` converted into float32 scratch at byte `at` (`into`), or back from it."""
+        dims = collapse(list(ref.shape), [list(ref.strides), list(contiguous(ref.shape))])
+        names = [f"w{d}" for d in range(len(dims))]
+        mine, theirs = (c_index(names, [d[1][k] for d in dims]) for k in (0, 1))
+        ht, ft = CTYPE[ref.dtype], CTYPE[compute_of(ref.dtype)]
+        if into:
+            body = f"ws[{theirs}] = {c_convert(f'v[{mine}]', ref.dtype, compute_of(ref.dtype))};"
+            pre = f"const {ht}* v = {self.ptr(ref)};\n{ft}* ws = ({ft}*)(C->ws + {at});"
+        else:
+            body = f"v[{mine}] = {c_convert(f'ws[{theirs}]', compute_of(ref.dtype), ref.dtype)};"
+            pre = f"{ht}* v = {self.ptr(ref)};\nconst {ft}* ws = (const {ft}*)(C->ws + {at});"
+        nest = loop_nest(names, [d[0] for d in dims], [L.Stmt(body)])
+        return self.worksharing([L.Stmt(pre)], nest, bool(dims) and prod(ref.shape) >= PAR_MIN)
+
+    def reserve_shared(self, n: int) -> list:
+        """Statements making the workspace hold `n` bytes shared by the team (run by every thread,
+        outside any `omp single`)."""
+        return [L.Stmt(f"#pragma omp single\nws_reserve(C, (size_t){n});\nif (!C->ws) return;")]
 
     def reserve(self, per_thread: int) -> list:
         """Statements making the workspace hold `per_thread` bytes for every thread."""
@@ -204,10 +234,11 @@ class Emitter:
         return self.worksharing(pre, nest, False)
 
     def blas_kind(self, e) -> tuple:
-        """(dtype, CBLAS kind "s" or "d") of a GEMM-based equation, or Unsupported."""
-        dt = e.out.aval.dtype.name
-        if dt not in ("float32", "float64") or any(a.aval.dtype.name != dt for a in e.inputs):
-            raise Unsupported(f"{e.prim.name} on {dt}")
+        """(dtype, CBLAS kind "s" or "d") of a GEMM-based equation, or Unsupported; float16 and
+        bfloat16 values are multiplied in float32 (their lowerings convert them)."""
+        dt = compute_of(e.out.aval.dtype.name)
+        if dt not in ("float32", "float64") or any(compute_of(a.aval.dtype.name) != dt for a in e.inputs):
+            raise Unsupported(f"{e.prim.name} on {e.out.aval.dtype.name}")
         kind = "s" if dt == "float32" else "d"
         if kind not in self.bits:
             raise Unsupported("no CBLAS library found")

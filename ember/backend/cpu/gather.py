@@ -1,13 +1,14 @@
 """CPU lowerings of gathers and scatters: gather, scatter_add, take and scatter-add along an axis
-(each element adds its updates in index order, so results are numpy's add.at bitwise)."""
+(each element adds its updates in index order, so results are numpy's add.at bitwise). Gathers
+move half-precision values as their 16 bits; scatter-adds of them sum in float32 scratch."""
 from __future__ import annotations
 
 from ...ops import P
-from ...runtime.layout import aligned_strides, around, collapse, prod
+from ...runtime.layout import aligned_strides, around, collapse, contiguous, prod
 from ...runtime.memory import nbytes
 from ..lowering import register_lowering
 from . import loopnest as L
-from .c_expr import CTYPE, c_call, c_convert
+from .c_expr import CTYPE, c_call, c_convert, compute_of
 from .emitter import PAR_MIN, c_index, c_offset
 
 
@@ -50,21 +51,24 @@ def scatter_add(r, e) -> None:
     out = r.refs[e.out]
     axis, k = e.params["axis"], len(idx.shape)
     n = out.shape[axis]
-    if (x.where, x.at, x.offset) != (out.where, out.at, out.offset):  # not planned in place
+    ot, ut = compute_of(e.out.aval.dtype.name), e.inputs[2].aval.dtype.name
+    summed = ot != out.dtype and prod(upd.shape) > 0  # half values: the sums in float32 scratch
+    if (x.where, x.at, x.offset) != (out.where, out.at, out.offset) and not summed:  # not planned in place
         r.copy_values(x, out, "scatter_add copy")
-    ot, ut = e.out.aval.dtype.name, e.inputs[2].aval.dtype.name
     if prod(upd.shape) == 0:
         return
-    od = collapse(out.shape[:axis], [list(upd.strides[:axis]), list(out.strides[:axis])])
+    ost = contiguous(out.shape) if summed else out.strides
+    od = collapse(out.shape[:axis], [list(upd.strides[:axis]), list(ost[:axis])])
     jd = collapse(idx.shape, [list(idx.strides), list(upd.strides[axis:axis + k])])
-    cd = collapse(out.shape[axis + 1:], [list(upd.strides[axis + k:]), list(out.strides[axis + 1:])])
-    pre = [L.Stmt(f"{CTYPE[out.dtype]}* o0 = {r.ptr(out)};\nconst {CTYPE[upd.dtype]}* up = {r.ptr(upd)};\n"
+    cd = collapse(out.shape[axis + 1:], [list(upd.strides[axis + k:]), list(ost[axis + 1:])])
+    o_ptr = f"(({CTYPE[ot]}*)C->ws)" if summed else r.ptr(out)
+    pre = [L.Stmt(f"{CTYPE[ot]}* o0 = {o_ptr};\nconst {CTYPE[upd.dtype]}* up = {r.ptr(upd)};\n"
                   f"const {CTYPE[idx.dtype]}* ix0 = {r.ptr(idx)};")]
 
     def body(av, jv, cv):
         uo = " + ".join([c_index(av, [d[1][0] for d in od]), c_index(jv, [d[1][1] for d in jd]),
                          c_index(cv, [d[1][0] for d in cd])])
-        oo = " + ".join([c_index(av, [d[1][1] for d in od]), f"ix * {out.strides[axis]}",
+        oo = " + ".join([c_index(av, [d[1][1] for d in od]), f"ix * {ost[axis]}",
                          c_index(cv, [d[1][1] for d in cd])])
         acc = c_call("add", [(f"o0[{oo}]", ot), (c_convert(f"up[{uo}]", ut, ot), ot)], ot)[0]
         return [L.Stmt(f"o0[{oo}] = {acc};")]
@@ -73,7 +77,17 @@ def scatter_add(r, e) -> None:
         return r.index_value(f"ix0[{c_index(jv, [d[1][0] for d in jd])}]", n)
     total = prod(upd.shape)
     lines = r.ordered_nest(pre, od, jd, cd, body, total, head=head)
+    if summed:
+        lines = _summed(r, x, out, lines)
     r.emit(("scatter_add", lines, total, 2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval)))
+
+
+def _summed(r, x, out, lines: list) -> list:
+    """`lines` (adding into float32 scratch laid out contiguously in out's shape) between x
+    converted into that scratch and the scratch rounded into the half-precision `out`: the numpy
+    kernel's add.at on float32 copies, rounded once at its end."""
+    return (L.render(r.reserve_shared(prod(out.shape) * 4)) + r.convert_to_scratch(x, 0) + lines
+            + r.round_scratch(out, 0))
 
 def take_along_axis(r, e) -> None:
     """out[.., j, ..] = x[.., idx[.., j, ..], ..] (numpy's take_along_axis; idx broadcasts)."""
@@ -103,27 +117,32 @@ def scatter_add_along_axis(r, e) -> None:
     x, idx, upd = (r.refs[a] for a in e.inputs)
     out = r.refs[e.out]
     axis, shape = e.params["axis"], list(upd.shape)
-    if (x.where, x.at, x.offset) != (out.where, out.at, out.offset):  # not planned in place
-        r.copy_values(x, out, "scatter_add_along_axis copy")
     total = prod(shape)
+    ot, ut = compute_of(e.out.aval.dtype.name), e.inputs[2].aval.dtype.name
+    summed = ot != out.dtype and total > 0  # half values: the sums in float32 scratch
+    if (x.where, x.at, x.offset) != (out.where, out.at, out.offset) and not summed:  # not planned in place
+        r.copy_values(x, out, "scatter_add_along_axis copy")
     if total == 0:
         return
-    ot, ut = e.out.aval.dtype.name, e.inputs[2].aval.dtype.name
-    os_ = [0 if d == axis else s for d, s in enumerate(out.strides)]
+    ost = contiguous(out.shape) if summed else out.strides
+    os_ = [0 if d == axis else s for d, s in enumerate(ost)]
     ist = aligned_strides(idx, shape)
-    pre = [L.Stmt(f"{CTYPE[out.dtype]}* o0 = {r.ptr(out)};\nconst {CTYPE[upd.dtype]}* up = {r.ptr(upd)};\n"
+    o_ptr = f"(({CTYPE[ot]}*)C->ws)" if summed else r.ptr(out)
+    pre = [L.Stmt(f"{CTYPE[ot]}* o0 = {o_ptr};\nconst {CTYPE[upd.dtype]}* up = {r.ptr(upd)};\n"
                   f"const {CTYPE[idx.dtype]}* ix0 = {r.ptr(idx)};")]
 
     od, cd = around(shape, axis, [os_, ist, upd.strides])
 
     def body(av, jv, cv):
-        t = f"{c_offset(av, cv, od, cd, 0)} + ix * {out.strides[axis]}"
+        t = f"{c_offset(av, cv, od, cd, 0)} + ix * {ost[axis]}"
         u = f"up[{c_offset(av, cv, od, cd, 2)} + j0 * {upd.strides[axis]}]"
         acc = c_call("add", [(f"o0[{t}]", ot), (c_convert(u, ut, ot), ot)], ot)[0]
         return r.index_value(f"ix0[{c_offset(av, cv, od, cd, 1)} + j0 * {ist[axis]}]", out.shape[axis]) + [
             L.Stmt(f"o0[{t}] = {acc};")]
-    r.emit(("scatter_add_along_axis", r.ordered_nest(pre, od, [(shape[axis], [])], cd, body, total),
-               total, 2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval)))
+    lines = r.ordered_nest(pre, od, [(shape[axis], [])], cd, body, total)
+    if summed:
+        lines = _summed(r, x, out, lines)
+    r.emit(("scatter_add_along_axis", lines, total, 2 * nbytes(e.inputs[2].aval) + nbytes(e.inputs[1].aval)))
 
 register_lowering(P.gather, "cpu", gather)
 register_lowering(P.scatter_add, "cpu", scatter_add)

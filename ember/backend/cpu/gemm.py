@@ -1,39 +1,47 @@
-"""CPU lowering of dot_general: CBLAS GEMMs with transposes as flags, split over the threads."""
-from __future__ import annotations
+"""CPU lowering of dot_general: CBLAS GEMMs with transposes as flags, split over the threads.
 
-import numpy as np
+float16/bfloat16 operands are converted into float32 scratch and multiplied by SGEMM; a half
+result is rounded from the float32 product once (the numpy kernel: np.matmul on float32 copies,
+then astype)."""
+from __future__ import annotations
 
 from ...ops import P
 from ...runtime.layout import Ref, collapse, contiguous, prod
 from ..contract import Unsupported
 from ..lowering import register_lowering
 from . import loopnest as L
-from .c_expr import CTYPE, c_literal
+from .c_expr import CTYPE, HALF, c_convert, c_literal, compute_of, itemsize
 from .emitter import GEMM_PAR_MIN, blas_matrix, c_index, loop_nest, round64
 
 
 def _operand(r, ref: Ref, batch, rows, cols, ct: str, at: int) -> tuple:
     """(ref to index with, (flag, ld), C pointer, packing statements, scratch bytes) of one GEMM
     operand. An operand BLAS cannot read as a matrix (its rows or columns do not merge into one
-    stride, e.g. (T, B) of a batch-first sequence seen time-major) is first copied into scratch
-    in (batch, rows, cols) order, at byte `at` of the call's workspace."""
+    stride, e.g. (T, B) of a batch-first sequence seen time-major), or of a half type (no BLAS
+    multiplies those: converted to float32, as the numpy kernel's float32 copies), is first copied
+    into scratch in (batch, rows, cols) order, at byte `at` of the call's workspace."""
+    order = list(batch) + list(rows) + list(cols)
     try:
-        return ref, blas_matrix(ref, rows, cols), r.ptr(ref), [], 0
+        flag = blas_matrix(ref, rows, cols)
+        if ref.dtype not in HALF:
+            return ref, flag, r.ptr(ref), [], 0
+        # a half operand BLAS could read: converted in its own memory order (a sequential copy)
+        order = sorted(range(len(ref.shape)), key=lambda i: (-abs(ref.strides[i]), i))
     except Unsupported:
         pass
-    order = list(batch) + list(rows) + list(cols)
     cs = contiguous([ref.shape[i] for i in order])
     strides = [0] * len(ref.shape)
     for k, i in enumerate(order):
         strides[i] = cs[k]
-    packed = Ref(ref.where, ref.at, 0, ref.shape, strides, ref.dtype)
+    packed = Ref(ref.where, ref.at, 0, ref.shape, strides, compute_of(ref.dtype))
     dims = collapse(list(ref.shape), [list(ref.strides), strides])
     names = [f"w{d}" for d in range(len(dims))]
     src, dst = f"src{at}", f"(({ct}*)(C->ws + {at}))"
-    copy = [L.Stmt(f"{dst}[{c_index(names, [d[1][1] for d in dims])}] = {src}[{c_index(names, [d[1][0] for d in dims])}];")]
-    stmts = [L.Stmt(f"#pragma omp single\n{{\nconst {ct}* {src} = {r.ptr(ref)};")] + \
+    value = c_convert(f"{src}[{c_index(names, [d[1][0] for d in dims])}]", ref.dtype, compute_of(ref.dtype))
+    copy = [L.Stmt(f"{dst}[{c_index(names, [d[1][1] for d in dims])}] = {value};")]
+    stmts = [L.Stmt(f"#pragma omp single\n{{\nconst {CTYPE[ref.dtype]}* {src} = {r.ptr(ref)};")] + \
         loop_nest(names, [d[0] for d in dims], copy) + [L.Stmt("}")]
-    nbytes = round64(prod(ref.shape) * np.dtype(ref.dtype).itemsize)
+    nbytes = round64(prod(ref.shape) * itemsize(compute_of(ref.dtype)))
     return packed, blas_matrix(packed, rows, cols), f"((const {ct}*)(C->ws + {at}))", stmts, nbytes
 
 
@@ -55,12 +63,18 @@ def dot(r, e) -> None:
         r.fill(e, 0, "dot_general")
         return
     ct = CTYPE[dt]
-    o_ptr = r.ptr(o)
+    half_out = o.dtype in HALF
+    o_ptr = r.ptr(o) if not half_out else None
     xr, (ta, lda), a_ptr, x_pack, x_bytes = _operand(r, xr, xb, xf, xc, ct, 0)
     yr, (tb, ldb), b_ptr, y_pack, y_bytes = _operand(r, yr, yb, yc, yf, ct, x_bytes)
+    o_at, o_bytes = x_bytes + y_bytes, 0
+    if half_out:  # the float32 product into scratch (contiguous), then rounded into `o`
+        o_bytes = round64(prod(o.shape) * 4)
+        o_ptr = f"((float*)(C->ws + {o_at}))"
+        o_half, o = o, Ref(o.where, o.at, 0, o.shape, contiguous(o.shape), dt)
     packing = []
-    if x_bytes or y_bytes:
-        packing = [L.Stmt(f"#pragma omp single\nws_reserve(C, (size_t){x_bytes + y_bytes});\nif (!C->ws) return;")]
+    if x_bytes or y_bytes or o_bytes:
+        packing = [L.Stmt(f"#pragma omp single\nws_reserve(C, (size_t){x_bytes + y_bytes + o_bytes});\nif (!C->ws) return;")]
         packing += x_pack + y_pack
     bat = collapse(bshape, [[xr.strides[i] for i in xb], [yr.strides[i] for i in yb], list(o.strides[:nb])])
     one, zero = c_literal(1, dt), c_literal(0, dt)
@@ -98,7 +112,9 @@ def dot(r, e) -> None:
                f"if (hi > lo) {c}")
         lines = L.render([L.Stmt("{")] + pre + [L.Stmt(rng), L.Stmt("}"), L.Stmt("#pragma omp barrier")])
     lines = L.render(packing) + lines if packing else lines
-    itemsize = e.out.aval.dtype.itemsize
-    r.emit(("dot_general", lines, 2 * work, itemsize * nbatch * (m * k + k * n + m * n)))
+    if half_out:
+        lines += r.round_scratch(o_half, o_at)
+    item = e.out.aval.dtype.itemsize
+    r.emit(("dot_general", lines, 2 * work, item * nbatch * (m * k + k * n + m * n)))
 
 register_lowering(P.dot_general, "cpu", dot)

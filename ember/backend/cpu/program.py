@@ -12,12 +12,14 @@ kernels between two host units as one call (with no host unit, the whole step is
 from __future__ import annotations
 
 import ctypes
+import re
 
 import numpy as np
 
 from ..contract import Program
 from . import blas, compiler
-from .cmath import PRELUDE
+from .c_expr import half_table, itemsize
+from .cmath import HALF_NAMES, HALF_PRELUDE, PRELUDE
 
 FLAGS = compiler.FLAGS + ("-fopenmp",)
 ENTRY, INIT = "ember_step", "ember_init"
@@ -89,9 +91,15 @@ static inline void philox4x32_10(uint32_t x0, uint32_t x1, uint32_t k0, uint32_t
 }"""
 
 
-def prelude(bits: dict) -> str:
-    """The C every step starts with: math, OpenMP, the GEMM pointers, status and scratch."""
-    lines = [PRELUDE, "#ifdef _OPENMP\n#include <omp.h>\n#endif"]
+def prelude(bits: dict, tables=None) -> str:
+    """The C every step starts with: math, OpenMP, the GEMM pointers, status and scratch; with
+    `tables` (the step holds half-precision values), the half helpers and those tables' pointers
+    (set when the library is loaded)."""
+    lines = [PRELUDE]
+    if tables is not None:
+        lines.append(HALF_PRELUDE)
+        lines += [f"const uint16_t* {name};" for name in tables]
+    lines.append("#ifdef _OPENMP\n#include <omp.h>\n#endif")
     for kind, ct in (("s", "float"), ("d", "double")):
         if kind in bits:
             bi = "int64_t" if bits[kind] == 64 else "int"
@@ -126,13 +134,15 @@ def source(kernels: list, bits: dict) -> tuple:
                       "{", "    (void)P; (void)tid; (void)nt; (void)C;", *lines, "}"]
         table.append((known[text], u))
         for ref in refs_u:
-            item = np.dtype(ref.dtype).itemsize
+            item = itemsize(ref.dtype)
             args.append(f"{{{int(ref.where == 'io')}, {ref.at}, {ref.offset * item}}}")
         arg0.append(len(args))
     first.append(len(table))
     n_args = max([b - a for a, b in zip(arg0, arg0[1:])] + [1])
+    body = "\n".join(funcs)
+    tables = sorted(set(re.findall(r"em_lut_[0-9a-f]+", body))) if any(n in body for n in HALF_NAMES) else None
     text = "\n".join([
-        prelude(bits),
+        prelude(bits, tables),
         *funcs,
         "typedef void (*unit_t)(void* const*, int, int, ember_ctx*);",
         f"static const unit_t UNITS[] = {{{', '.join(f for f, _ in table) or '0'}}};",
@@ -156,7 +166,7 @@ def source(kernels: list, bits: dict) -> tuple:
         "        if (BLAS_LOCAL) BLAS_LOCAL(0);",
         "    }",
         "}", ""])
-    return text, first
+    return text, first, tables or []
 
 
 class CProgram(Program):
@@ -164,7 +174,7 @@ class CProgram(Program):
 
     def __init__(self, kernels: list, native: list, kernel_of: list, why: dict, bits: dict):
         self.rows, self.native, self.kernel_of, self.why = kernels, native, kernel_of, why
-        self.source, self._first = source(kernels, bits)
+        self.source, self._first, self.tables = source(kernels, bits)
         self.lib = None
         if not any(lines for _, lines, *_ in kernels):  # nothing to run natively: nothing to build
             return
@@ -173,6 +183,8 @@ class CProgram(Program):
             from ..contract import Unsupported
             raise Unsupported("no working C compiler")
         self.lib = lib
+        for name in self.tables:  # the half tables live for the process (`half_table`)
+            ctypes.c_void_p.in_dll(lib, name).value = half_table(name).ctypes.data
         init = getattr(lib, INIT)
         init.argtypes = [ctypes.c_void_p] * 3
         init.restype = None

@@ -1,14 +1,12 @@
 """CPU lowering of a row group: a softmax or a layer norm, forward or backward, as one loop over rows."""
 from __future__ import annotations
 
-import numpy as np
-
 from ...ops import P
 from ...runtime.layout import aligned_strides, collapse, contiguous, prod
 from ...runtime.memory import nbytes
 from ..lowering import register_lowering
 from . import loopnest as L
-from .c_expr import CTYPE, c_call, c_convert
+from .c_expr import CTYPE, c_call, c_convert, compute_of, itemsize
 from .emitter import LANES, PAR_MIN, c_index, identity, round64
 from ...runtime.fusion import RowGroup
 from .emitter import REDUCE
@@ -38,7 +36,7 @@ def rows(r, rg: RowGroup) -> None:
     def slot(dt):
         nonlocal per_thread
         at = per_thread
-        per_thread += round64(nR * np.dtype(dt).itemsize)
+        per_thread += round64(nR * itemsize(dt))
         return at
 
     def base(ref, const=True):
@@ -139,7 +137,8 @@ def rows(r, rg: RowGroup) -> None:
         # a reduction over R (a scalar per row) or over K (into this thread's partial row)
         op = REDUCE[u.prim]
         x = u.inputs[0]
-        xt, ot = x.aval.dtype.name, u.out.aval.dtype.name
+        xt, half = x.aval.dtype.name, u.out.aval.dtype.name
+        ot = compute_of(half)  # a half result accumulates in float32, rounded once at its end
         ct = CTYPE[ot]
         src = operand(x, F)
         ident = identity(op, ot)
@@ -149,11 +148,14 @@ def rows(r, rg: RowGroup) -> None:
         flops += nK * nR
         if role == "rowred":
             name = f"s{len(form)}"
+            acc = name if ot == half else f"{name}f"
             if src[0] == "s":
-                body = [L.Stmt(f"{ct} {name} = {ident};\nfor (int64_t r = 0; r < {nR}; r++) "
-                               f"{name} = {comb(name, c_convert(src[1], xt, ot))};")]
+                body = [L.Stmt(f"{ct} {acc} = {ident};\nfor (int64_t r = 0; r < {nR}; r++) "
+                               f"{acc} = {comb(acc, c_convert(src[1], xt, ot))};")]
             else:
-                body = _row_reduce(r, name, src[1], src[2], R, op, xt, ot)
+                body = _row_reduce(r, acc, src[1], src[2], R, op, xt, ot)
+            if ot != half:
+                body.append(L.Stmt(f"const {CTYPE[half]} {name} = {c_convert(acc, ot, half)};"))
             row.extend(body)
             form[u.out] = ("s", name)
             if u.out in outs:
@@ -176,7 +178,7 @@ def rows(r, rg: RowGroup) -> None:
         post.append(L.Loop("r", nR, [L.Stmt(
             f"{ct} a = (({ct}*)(C->ws + {at}))[r];\n"
             f"for (int t = 1; t < nt; t++) a = {comb('a', f'(({ct}*)(C->ws + (size_t)t * pt + {at}))[r]')};\n"
-            f"{dst}[r] = a;")], parallel=True))
+            f"{dst}[r] = {c_convert('a', ot, half)};")], parallel=True))
     pre_ws = []
     if per_thread:
         pre_ws = r.reserve(per_thread) + [L.Stmt(f"const size_t pt = {per_thread};  /* scratch bytes per thread */\n"

@@ -4,12 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from ...ops import P
-from ...runtime.layout import Ref, prod
+from ...runtime.layout import Ref, contiguous, prod
 from ...runtime.memory import nbytes
 from ..contract import Unsupported
 from ..lowering import register_lowering
 from . import loopnest as L
-from .c_expr import CTYPE, c_call, c_convert, c_literal
+from .c_expr import CTYPE, c_call, c_convert, c_literal, compute_of, itemsize
 from .emitter import PAR_MIN
 
 
@@ -52,7 +52,7 @@ def _window_rows(r, pre, out_shape, body, total, share="rows") -> list:
 def reduce_window(r, e) -> None:
     """out[p] = max (or sum) over the window taps of x; taps in the padding are skipped."""
     x, out = r.refs[e.inputs[0]], r.refs[e.out]
-    t = e.out.aval.dtype.name
+    t = compute_of(e.out.aval.dtype.name)  # half values: taps combined in float32, rounded at the store
     op = "max" if e.prim is P.reduce_window_max else "add"
     prm = e.params
     if not x.shape:
@@ -66,11 +66,11 @@ def reduce_window(r, e) -> None:
         ident = "-INFINITY" if t == "float32" else "-(double)INFINITY"
     else:
         ident = c_literal(np.iinfo(np.dtype(t)).min, t)
-    comb = c_call(op, [("acc", t), ("in0[xi]", t)], t)[0]
+    comb = c_call(op, [("acc", t), (c_convert("in0[xi]", x.dtype, t), t)], t)[0]
     taps = _window_taps(r, x, out.shape, prm["window"], prm["strides"], prm["padding"], prm["base_dilation"],
                              prm["window_dilation"], [L.Stmt(f"if (ok{len(x.shape) - 1}) {{ const int64_t xi = xi{len(x.shape) - 1}; acc = {comb}; }}")])
     oidx = " + ".join(f"p{d} * {s_}" for d, s_ in enumerate(out.strides))
-    body = [L.Stmt(f"{CTYPE[out.dtype]} acc = {ident};")] + taps + [L.Stmt(f"o0[{oidx}] = acc;")]
+    body = [L.Stmt(f"{CTYPE[t]} acc = {ident};")] + taps + [L.Stmt(f"o0[{oidx}] = {c_convert('acc', t, out.dtype)};")]
     pre = [L.Stmt(f"{CTYPE[out.dtype]}* o0 = {r.ptr(out)};\nconst {CTYPE[x.dtype]}* in0 = {r.ptr(x)};")]
     total = prod(out.shape) * prod(prm["window"])
     r.emit((e.prim.name, _window_rows(r, pre, out.shape, body, total), total,
@@ -80,7 +80,8 @@ def select_and_scatter_add(r, e) -> None:
     """Each source element added at the first maximum of its window of the operand (the
     first NaN wins); taps in the padding compete with the value -inf and are dropped."""
     src, x, out = r.refs[e.inputs[0]], r.refs[e.inputs[1]], r.refs[e.out]
-    xt, ot = e.inputs[1].aval.dtype.name, e.out.aval.dtype.name
+    xs_, half = e.inputs[1].aval.dtype.name, e.out.aval.dtype.name
+    xt, ot = compute_of(xs_), compute_of(half)  # half values compared and added in float32
     prm = e.params
     nd = len(x.shape)
     if not nd:
@@ -90,38 +91,52 @@ def select_and_scatter_add(r, e) -> None:
     # is written once, the chosen one with the source, the others with 0
     tiles = all(w == s_ and lo == 0 for w, s_, (lo, _) in zip(win, st, pads)) and nd > 0
     covers = tiles and all(n_ * s_ >= m for n_, s_, m in zip(src.shape, st, x.shape))
-    if not covers:
+    # overlapping windows add into one element more than once: a half result sums in float32
+    # scratch (contiguous, x's shape), rounded into `out` at the end
+    summed = not tiles and half != ot
+    if not covers and not summed:
         r.fill(e, 0, "select_and_scatter_add zero")
     if not prod(src.shape) or not prod(win):
+        if summed:
+            r.fill(e, 0, "select_and_scatter_add zero")
         return
     floats = xt in ("float32", "float64")
     ident = ("-INFINITY" if xt == "float32" else "-(double)INFINITY") if floats else \
         c_literal(np.iinfo(np.dtype(xt)).min, xt)
     take = "first || (bv == bv && (v > bv || v != v))" if floats else "first || v > bv"
-    # out has x's shape, contiguous: the chosen tap's element index in out
-    oi = " + ".join(f"(p{d} * {st[d]} + k{d} - {pads[d][0]}) * {out.strides[d]}" for d in range(nd))
+    # out has x's shape, contiguous: the chosen tap's element index in out (or the scratch)
+    ost = contiguous(x.shape) if summed else out.strides
+    oi = " + ".join(f"(p{d} * {st[d]} + k{d} - {pads[d][0]}) * {ost[d]}" for d in range(nd))
     ones = (1,) * nd
     taps = _window_taps(r, x, src.shape, win, st, pads, ones, ones, [L.Stmt(
-        f"const {CTYPE[xt]} v = ok{nd - 1} ? in0[xi{nd - 1}] : {ident};\n"
+        f"const {CTYPE[xt]} v = ok{nd - 1} ? {c_convert(f'in0[xi{nd - 1}]', xs_, xt)} : {ident};\n"
         f"if ({take}) {{ bv = v; best = ok{nd - 1} ? {oi} : -1; first = 0; }}")])
     sidx = " + ".join(f"p{d} * {s_}" for d, s_ in enumerate(src.strides))
     source = c_convert(f"s0[{sidx}]", src.dtype, ot)
     body = [L.Stmt(f"{CTYPE[xt]} bv = 0;\nint64_t best = -1;\nint first = 1;")] + taps
     if tiles:
         zero = c_literal(0, ot)
-        body.append(L.Stmt(f"const {CTYPE[out.dtype]} val = {c_call('add', [(zero, ot), (source, ot)], ot)[0]};"))
+        val = c_convert(c_call('add', [(zero, ot), (source, ot)], ot)[0], ot, half)
+        body.append(L.Stmt(f"const {CTYPE[out.dtype]} val = {val};"))
         body += _window_taps(r, x, src.shape, win, st, pads, ones, ones, [L.Stmt(
-            f"if (ok{nd - 1}) {{ const int64_t oi = {oi}; o0[oi] = oi == best ? val : {zero}; }}")])
+            f"if (ok{nd - 1}) {{ const int64_t oi = {oi}; o0[oi] = oi == best ? val : {c_literal(0, half)}; }}")])
     else:
         add = c_call("add", [("o0[best]", ot), (source, ot)], ot)[0]
         body.append(L.Stmt(f"if (best >= 0) o0[best] = {add};"))
-    pre = [L.Stmt(f"{CTYPE[out.dtype]}* o0 = {r.ptr(out)};\nconst {CTYPE[x.dtype]}* in0 = {r.ptr(x)};\n"
+    o_ptr = f"(({CTYPE[ot]}*)C->ws)" if summed else r.ptr(out)
+    pre = [L.Stmt(f"{CTYPE[ot if summed else out.dtype]}* o0 = {o_ptr};\nconst {CTYPE[x.dtype]}* in0 = {r.ptr(x)};\n"
                   f"const {CTYPE[src.dtype]}* s0 = {r.ptr(src)};")]
     # threads own whole rows of dim 0 when its windows cannot overlap, else one thread adds
     rows_apart = win[0] == 1 and st[0] == 1 and nd > 1
     total = prod(src.shape) * prod(win)
     share = "rows" if tiles else "dim0" if rows_apart else None
-    r.emit(("select_and_scatter_add", _window_rows(r, pre, src.shape, body, total, share),
+    lines = _window_rows(r, pre, src.shape, body, total, share)
+    if summed:
+        n = prod(x.shape)
+        zero = [L.Stmt(f"{CTYPE[ot]}* z = ({CTYPE[ot]}*)C->ws;"), L.Loop("i", n, [L.Stmt("z[i] = 0;")], vectorize=True)]
+        lines = (L.render(r.reserve_shared(n * itemsize(ot))) + r.worksharing(zero[:1], zero[1:], n >= PAR_MIN)
+                 + lines + r.round_scratch(out, 0))
+    r.emit(("select_and_scatter_add", lines,
                total, nbytes(e.inputs[0].aval) + nbytes(e.inputs[1].aval) + nbytes(e.out.aval)))
 
 register_lowering(P.reduce_window_max, "cpu", reduce_window)
