@@ -27,7 +27,7 @@ def distinct(r, shape):
 
 def special(r, shape):
     x = distinct(r, shape).ravel()
-    x[: 4] = [NAN, INF, -INF, 0.0][: x.size] if x.size >= 4 else x[:4]
+    x[:4] = [NAN, INF, -INF, 0.0]
     return r.permutation(x).reshape(shape)
 
 

@@ -25,7 +25,7 @@ import ember
 import ember.optim as optim
 from ember.optim import lr_scheduler as S
 
-from test_optim import SHORT, TOL, kwargs_of as _kwargs, run_case  # the same runner and tolerances
+from test_optim import SHORT, TOL, _data, _loss, _model, kwargs_of as _kwargs, run_case  # shared with test_optim
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -296,24 +296,6 @@ def test_lamb_and_lion_closed_forms():
 
 
 # ====================================================================== traceability properties
-def _model(dtype=ember.float32):
-    rng = np.random.default_rng(0)
-    w = ember.tensor(rng.standard_normal((4, 3)), dtype=dtype, requires_grad=True)
-    b = ember.tensor(rng.standard_normal(3), dtype=dtype, requires_grad=True)
-    return w, b
-
-
-def _loss(w, b, x, y):
-    d = x @ w + b - y
-    return (d * d).mean()
-
-
-def _data(n=8, dtype=ember.float32, seed=1):
-    rng = np.random.default_rng(seed)
-    return (ember.tensor(rng.standard_normal((n, 4)), dtype=dtype),
-            ember.tensor(rng.standard_normal((n, 3)), dtype=dtype))
-
-
 NEW_OPTIMIZERS = [
     (optim.RMSprop, dict(lr=0.01)),
     (optim.RMSprop, dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.01)),

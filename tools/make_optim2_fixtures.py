@@ -66,6 +66,9 @@ import numpy as np
 import torch
 from safetensors.numpy import save_file
 
+from make_optim_fixtures import C, DT, SHAPES, SKIP, STEPS, _c, problem  # the same problem
+from make_optim_fixtures import run_optimizer as _trajectory
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "tests", "fixtures")
 
@@ -73,11 +76,6 @@ torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
 warnings.filterwarnings("ignore", category=UserWarning)
 
-SHAPES = [(3, 4), (5,), (2, 3, 2), ()]
-C = 0.5
-STEPS = 10
-SKIP = {1: [3, 4]}  # parameter index -> steps at which it has no gradient
-DT = {"f32": (torch.float32, np.float32), "f64": (torch.float64, np.float64)}
 DTYPE_NAME = {"f32": "float32", "f64": "float64"}
 
 
@@ -327,62 +325,9 @@ def metric_sequences() -> dict:
     return {"plateau": plateau, "rising": rising}
 
 
-def _c(a) -> np.ndarray:
-    return np.array(a, order="C", copy=True)
-
-
-def problem(tensors: dict) -> None:
-    rng = np.random.default_rng(20240611)  # the problem of make_optim_fixtures.py
-    init = [rng.standard_normal(s) for s in SHAPES]
-    target = [rng.standard_normal(s) for s in SHAPES]
-    noise = [[rng.standard_normal(s) * 0.1 for s in SHAPES] for _ in range(STEPS)]
-    for short, (_, npd) in DT.items():
-        for i in range(len(SHAPES)):
-            tensors[f"problem.{short}.init.p{i}"] = _c(init[i].astype(npd))
-            tensors[f"problem.{short}.target.p{i}"] = _c(target[i].astype(npd))
-            for t in range(STEPS):
-                tensors[f"problem.{short}.noise{t}.p{i}"] = _c(noise[t][i].astype(npd))
-
-
 def run_optimizer(tensors: dict, name, opt_name, kwargs, groups, sched, short) -> dict:
-    tdt = DT[short][0]
-    params = [torch.tensor(tensors[f"problem.{short}.init.p{i}"], dtype=tdt, requires_grad=True)
-              for i in range(len(SHAPES))]
-    targets = [torch.tensor(tensors[f"problem.{short}.target.p{i}"]) for i in range(len(SHAPES))]
-    if opt_name in REFERENCE:
-        cls, extra = REFERENCE[opt_name], {}
-    else:
-        cls, extra = getattr(torch.optim, opt_name), {"foreach": False}
-    if groups is None:
-        opt = cls(params, **extra, **kwargs)
-    else:
-        opt = cls([dict(g, params=[params[i] for i in g["params"]]) for g in groups], **extra, **kwargs)
-    scheduler = getattr(torch.optim.lr_scheduler, sched[0])(opt, **sched[1]) if sched else None
-    case = f"{name}_{short}"
-    for t in range(STEPS):
-        for i, p in enumerate(params):
-            if t in SKIP.get(i, []):
-                p.grad = None
-            else:
-                noise = torch.tensor(tensors[f"problem.{short}.noise{t}.p{i}"])
-                with torch.no_grad():
-                    p.grad = C * (p - targets[i]) + noise
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        for i, p in enumerate(params):
-            tensors[f"{case}.step{t}.p{i}"] = _c(p.detach().numpy())
-    state_keys = {}
-    for i, p in enumerate(params):
-        keys = []
-        for k, v in opt.state[p].items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{case}.state.p{i}.{k}"] = _c(v.detach().numpy())
-                keys.append(k)
-        state_keys[str(i)] = keys
-    return {"name": case, "optimizer": opt_name, "kwargs": kwargs, "groups": groups,
-            "scheduler": {"type": sched[0], "kwargs": sched[1]} if sched else None,
-            "dtype": DTYPE_NAME[short], "state_keys": state_keys}
+    """make_optim_fixtures' trajectory, with the torch-op references for LAMB and Lion."""
+    return _trajectory(tensors, name, opt_name, kwargs, groups, sched, short, REFERENCE.get(opt_name))
 
 
 def build_scheduler(opt, spec):

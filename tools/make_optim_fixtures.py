@@ -107,16 +107,19 @@ def problem(tensors: dict) -> None:
                 tensors[f"problem.{short}.noise{t}.p{i}"] = _c(noise[t][i].astype(npd))
 
 
-def run_optimizer(tensors: dict, name, opt_name, kwargs, groups, sched, short) -> dict:
+def run_optimizer(tensors: dict, name, opt_name, kwargs, groups, sched, short, cls=None) -> dict:
+    """One trajectory of the fixed problem; `cls` (default: torch.optim's single-tensor path) is
+    any optimizer class taking torch.optim's arguments (make_optim2_fixtures' references)."""
     tdt = DT[short][0]
     params = [torch.tensor(tensors[f"problem.{short}.init.p{i}"], dtype=tdt, requires_grad=True)
               for i in range(len(SHAPES))]
     targets = [torch.tensor(tensors[f"problem.{short}.target.p{i}"]) for i in range(len(SHAPES))]
-    cls = getattr(torch.optim, opt_name)
+    extra = {} if cls is not None else {"foreach": False}
+    cls = cls or getattr(torch.optim, opt_name)
     if groups is None:
-        opt = cls(params, foreach=False, **kwargs)
+        opt = cls(params, **extra, **kwargs)
     else:
-        opt = cls([dict(g, params=[params[i] for i in g["params"]]) for g in groups], foreach=False, **kwargs)
+        opt = cls([dict(g, params=[params[i] for i in g["params"]]) for g in groups], **extra, **kwargs)
     scheduler = getattr(torch.optim.lr_scheduler, sched[0])(opt, **sched[1]) if sched else None
     case = f"{name}_{short}"
     for t in range(STEPS):

@@ -11,10 +11,14 @@ from .precision import accumulate_in_float32
 from .shape import _dim, clone
 
 
+def inplace_source(input: Tensor, inplace: bool) -> Tensor:
+    """What an in-place op reads: a differentiable copy when the tape would save memory it overwrites."""
+    return clone(input) if inplace and input.requires_grad and TLS.grad_enabled else input
+
+
 def relu(input: Tensor, inplace: bool = False) -> Tensor:
     """max(x, 0); NaN propagates and the gradient at 0 is 0 (as PyTorch)."""
-    # in place, the tape would save memory about to be overwritten: read a differentiable copy
-    src = clone(input) if inplace and input.requires_grad and TLS.grad_enabled else input
+    src = inplace_source(input, inplace)
     out = lax.select(lax.le(src, 0), 0, src)
     return assign_(input, out) if inplace else out
 

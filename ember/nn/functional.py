@@ -28,10 +28,7 @@ def _pair(v, n=2) -> tuple:
 
 
 # ---------------------------------------------------------------- activations
-def _inplace_src(input: Tensor, inplace: bool) -> Tensor:
-    """What an in-place op reads: a differentiable copy when the tape would save memory it overwrites."""
-    from .._core.state import TLS
-    return E.clone(input) if inplace and input.requires_grad and TLS.grad_enabled else input
+_inplace_src = _activations.inplace_source
 
 
 def leaky_relu(input: Tensor, negative_slope: float = 0.01) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..api.creation import zeros, zeros_like
 from ..autograd import assign_
 from ..ops import lax
-from .optimizer import STEP_DTYPE, Optimizer, _compute_dtype
+from .optimizer import STEP_DTYPE, Optimizer, _compute_dtype, check_hyperparameters
 
 __all__ = ["Adadelta"]
 
@@ -26,14 +26,9 @@ class Adadelta(Optimizer):
     def __init__(self, params, lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, foreach: bool | None = None, *, capturable: bool = False,
                  maximize: bool = False, differentiable: bool = False):
-        if isinstance(lr, float | int) and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
+        check_hyperparameters(lr, eps=eps, weight_decay=weight_decay)
         if not 0.0 <= rho <= 1.0:
             raise ValueError(f"Invalid rho value: {rho}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         if differentiable:
             raise NotImplementedError("ember's Adadelta has no differentiable variant")
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize,

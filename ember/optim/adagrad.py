@@ -5,7 +5,7 @@ from .._core import dtypes as dt
 from ..api.creation import full_like, zeros
 from ..autograd import assign_
 from ..ops import lax
-from .optimizer import LR_DTYPE, STEP_DTYPE, Optimizer, _compute_dtype
+from .optimizer import LR_DTYPE, STEP_DTYPE, Optimizer, _compute_dtype, check_hyperparameters
 
 __all__ = ["Adagrad"]
 
@@ -28,16 +28,8 @@ class Adagrad(Optimizer):
                  initial_accumulator_value: float = 0.0, eps: float = 1e-10,
                  foreach: bool | None = None, *, maximize: bool = False, differentiable: bool = False,
                  fused: bool | None = None):
-        if isinstance(lr, float | int) and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if lr_decay < 0.0:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if initial_accumulator_value < 0.0:
-            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_hyperparameters(lr, lr_decay=lr_decay, weight_decay=weight_decay,
+                              initial_accumulator_value=initial_accumulator_value, eps=eps)
         if differentiable or fused:
             raise NotImplementedError("ember's Adagrad has no differentiable or fused variant")
         defaults = dict(lr=lr, lr_decay=lr_decay, eps=eps, weight_decay=weight_decay,

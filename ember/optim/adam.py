@@ -5,7 +5,7 @@ from .._core import dtypes as dt
 from ..api.creation import zeros, zeros_like
 from ..autograd import assign_
 from ..ops import lax
-from .optimizer import LR_DTYPE, STEP_DTYPE, Optimizer, _compute_dtype
+from .optimizer import LR_DTYPE, STEP_DTYPE, Optimizer, _compute_dtype, check_hyperparameters
 
 __all__ = ["Adam", "AdamW"]
 
@@ -32,16 +32,7 @@ class Adam(Optimizer):
                  foreach: bool | None = None, maximize: bool = False, capturable: bool = False,
                  differentiable: bool = False, fused: bool | None = None,
                  decoupled_weight_decay: bool = False):
-        if isinstance(lr, float | int) and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_hyperparameters(lr, betas, eps=eps, weight_decay=weight_decay)
         if differentiable or fused:
             raise NotImplementedError(f"ember's {type(self).__name__} has no differentiable or fused variant")
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..api.creation import zeros_like
 from ..autograd import assign_
 from ..ops import lax
-from .optimizer import Optimizer, _compute_dtype
+from .optimizer import Optimizer, _compute_dtype, check_hyperparameters
 
 __all__ = ["Lion"]
 
@@ -25,14 +25,7 @@ class Lion(Optimizer):
 
     def __init__(self, params, lr: float = 1e-4, betas: tuple[float, float] = (0.9, 0.99),
                  weight_decay: float = 0.0, *, maximize: bool = False, foreach: bool | None = None):
-        if isinstance(lr, float | int) and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= betas[0] <= 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] <= 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_hyperparameters(lr, betas, weight_decay=weight_decay, betas_closed=True)
         defaults = dict(lr=lr, betas=tuple(betas), weight_decay=weight_decay, maximize=maximize,
                         foreach=foreach)
         super().__init__(params, defaults)

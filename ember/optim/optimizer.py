@@ -97,6 +97,19 @@ def _compute_dtype(p: Tensor) -> dt.DType:
     return d if d is dt.float32 or d is dt.float64 else dt.float32
 
 
+def check_hyperparameters(lr=None, betas=(), *, betas_closed: bool = False, **non_negative) -> None:
+    """PyTorch's argument checks, with its messages: lr >= 0 (a tensor lr is not checked), each
+    named value >= 0, and each beta in [0, 1) (in [0, 1] with `betas_closed`)."""
+    if isinstance(lr, float | int) and lr < 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    for name, v in non_negative.items():
+        if v < 0.0:
+            raise ValueError(f"Invalid {'epsilon' if name == 'eps' else name} value: {v}")
+    for i, b in enumerate(betas):
+        if not (0.0 <= b <= 1.0 if betas_closed else 0.0 <= b < 1.0):
+            raise ValueError(f"Invalid beta parameter at index {i}: {b}")
+
+
 class Optimizer:
     """Base class of ember's optimizers (PyTorch's interface).
 

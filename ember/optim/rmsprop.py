@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..api.creation import zeros, zeros_like
 from ..autograd import assign_
 from ..ops import lax
-from .optimizer import STEP_DTYPE, Optimizer, _compute_dtype
+from .optimizer import STEP_DTYPE, Optimizer, _compute_dtype, check_hyperparameters
 
 __all__ = ["RMSprop"]
 
@@ -35,16 +35,7 @@ class RMSprop(Optimizer):
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
                  capturable: bool = False, foreach: bool | None = None, maximize: bool = False,
                  differentiable: bool = False):
-        if isinstance(lr, float | int) and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if eps < 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if alpha < 0.0:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_hyperparameters(lr, eps=eps, momentum=momentum, weight_decay=weight_decay, alpha=alpha)
         if differentiable:
             raise NotImplementedError("ember's RMSprop has no differentiable variant")
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..ops import lax
 from ..autograd import assign_
 from ..api.creation import zeros, zeros_like
-from .optimizer import STEP_DTYPE, Optimizer, _compute_dtype
+from .optimizer import STEP_DTYPE, Optimizer, _compute_dtype, check_hyperparameters
 
 __all__ = ["SGD"]
 
@@ -28,12 +28,7 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False, *, maximize: bool = False,
                  foreach: bool | None = None, differentiable: bool = False, fused: bool | None = None):
-        if isinstance(lr, float | int) and lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_hyperparameters(lr, momentum=momentum, weight_decay=weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         if differentiable or fused:
