@@ -14,6 +14,11 @@ Loading a library runs its code, so the cache is treated as code, not data:
 - the cache directory must belong to this user and be writable by no one else
   (`KernelCacheError` otherwise), or another user could plant a library that ember would load.
 `-ffp-contract=off` keeps +, -, * and / bit-identical with numpy (no FMA contraction).
+`-fno-trapping-math` (clang's default) tells GCC that floating-point exceptions are not
+observed, which lets it compute both arms of a `?:` and blend them. Without it GCC vectorizes no
+loop with a float select on AVX2 (a select may hide an op that would raise a flag, and only
+AVX-512 can mask it), so exp/tanh/sigmoid ran scalar on Haswell and Zen. Values do not change:
+it only drops the promise about exception flags, which ember's kernels never read.
 `$EMBER_CFLAGS` adds flags (part of the key), e.g. `-fsanitize=address`.
 """
 from __future__ import annotations
@@ -33,7 +38,8 @@ from ..._core.errors import EmberError
 from ..._core.files import atomic_write, temp_path
 from ..._core.state import debug_level
 
-FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-ffp-contract=off")
+FLAGS = ("-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno", "-fno-trapping-math",
+         "-ffp-contract=off")
 _FORBIDDEN = ("-ffast-math", "-Ofast", "-funsafe-math-optimizations")
 
 _toolchains: dict = {}   # CC -> (version + ISA fingerprint) or None
