@@ -4,8 +4,8 @@ Layers (lower never imports higher): `_core` (dtypes, errors, global state) -> `
 -> `ops` (the primitive registry and `bind`) -> `tensor`/`autograd`/`eager`/`api` (eager tensors and
 the PyTorch-style API) -> `nn`. See docs/architecture.md.
 """
-from ._core.dtypes import (DType, bfloat16, bool_, finfo, float16, float32, float64, iinfo,  # noqa: F401
-                           int8, int16, int32, int64, promote_types, uint8)
+from ._core.dtypes import (DType, bfloat16, bool_, complex64, complex128, finfo, float16,  # noqa: F401
+                           float32, float64, iinfo, int8, int16, int32, int64, promote_types, uint8)
 from ._core.errors import AutogradError, DTypeError, EmberError, ShapeError  # noqa: F401
 from ._core.state import (default_dtype as get_default_dtype, enable_grad, is_grad_enabled,  # noqa: F401
                           get_num_threads, inference_mode, is_inference_mode_enabled, jit_backend, no_grad,
@@ -28,13 +28,15 @@ half = float16
 long = int64
 int = int32  # noqa: A001
 short = int16
+cfloat = complex64
+cdouble = complex128
 
 __version__ = "0.1.0"
 
 _LAZY_ATTRS = {"save": "serialization", "load": "serialization", "make_ir": "jit", "inspect": "jit",
                "sparse_coo_tensor": "sparse"}
 _LAZY_MODULES = ("nn", "amp", "distributions", "nested", "sparse", "serialization", "checkpoint", "metrics", "data", "datasets", "optim", "jit", "ir", "testing",
-                 "onnx", "distributed")
+                 "onnx", "distributed", "serve")
 
 
 def __getattr__(name):  # imported on first use, so that `import ember` stays cheap

@@ -263,7 +263,7 @@ def rewrite_history(t: Tensor, new: Tensor, recording: bool, st, new_base: Tenso
 
 
 def _can_cast(src, dst) -> bool:
-    return dt.promote_types(src, dst) is dst or (src.kind == dst.kind == "f")
+    return dt.promote_types(src, dst) is dst or (src.kind == dst.kind and src.kind in "fc")
 
 
 # ---------------------------------------------------------------- hooks
@@ -487,6 +487,9 @@ def _root_grads(tensors, grad_tensors):
             if t._data.size != 1:
                 raise AutogradError(f"grad can be implicitly created only for scalar outputs; got shape "
                                     f"{t.shape}: pass gradient=")
+            if t._dtype.kind == "c":
+                raise AutogradError("grad can be implicitly created only for real scalar outputs; the "
+                                    f"output is {t._dtype.name}: take .real or .abs() first, or pass gradient=")
             g = from_array(np.ones(t.shape, t._dtype.np), t._dtype)
         elif not isinstance(g, Tensor):
             g = from_array(np.asarray(g, t._dtype.np), t._dtype)
@@ -590,7 +593,7 @@ class Function:
             out = cls.forward(ctx, *args)
         if not isinstance(out, Tensor):
             raise TypeError(f"{cls.__name__}.forward must return one Tensor, got {type(out).__name__}")
-        if TLS.grad_enabled and any(ctx.needs_input_grad) and out._dtype.kind == "f":
+        if TLS.grad_enabled and any(ctx.needs_input_grad) and out._dtype.kind in "fc":
             if out._node is not None or out._storage is not None:
                 out = from_array(out._data, out._dtype)
             edges = [_edge(a) if isinstance(a, Tensor) and a._rg else None for a in args]

@@ -2,7 +2,9 @@
 
 - `ember train`: the flagship job, a CNN trained on Fashion-MNIST (see ember/recipes/fashion_mnist.py);
 - `ember launch -n N script.py`: runs a script on N MPI processes (extra ember[mpi]);
-- `ember demo`: fits a small MLP with autograd and prints its loss falling.
+- `ember demo`: fits a small MLP with autograd and prints its loss falling;
+- `ember serve --model-repository DIR`: serves a model repository over KServe's OIP v2 REST
+  (extra ember[serve], see docs/serve.md).
 """
 from __future__ import annotations
 
@@ -60,9 +62,21 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="fit a small MLP with autograd and print the loss falling")
     d.add_argument("--steps", type=int, default=300)
     d.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("serve", help="serve a model repository over KServe's OIP v2 REST (ember[serve])")
+    s.add_argument("--model-repository", required=True, help="directory of <model>/config.json + versions")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
+    s.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body accepted (MiB)")
+    s.add_argument("--strict-readiness", action="store_true",
+                   help="report ready only when every model version loaded")
+    s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         demo(args.steps, args.seed)
+    if args.cmd == "serve":
+        from .serve.server import main as serve_main
+        return serve_main(args)
     return 0
 
 

@@ -112,7 +112,7 @@ class EagerInterpreter:
         out._extra = None
         if prim.is_view and res.base is not None and np.may_share_memory(res, datas[0]):
             make_view(out, args[0], prim, params)
-        if TLS.grad_enabled and odt.kind == "f":
+        if TLS.grad_enabled and odt.kind in "fc":
             for a in args:
                 if a.__class__ is Tensor or isinstance(a, Tensor):
                     if a._rg:

@@ -80,9 +80,10 @@ def _as_array(name: str, v) -> np.ndarray:
         raise TypeError(f"tensor {name!r}: expected an ember Tensor or numpy array, got {type(v).__name__}")
     if not arr.dtype.isnative:  # e.g. a '>f4' array: native order here, little-endian on write
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    if arr.dtype not in dt._BY_NP:
+    if arr.dtype not in dt._BY_NP or dt._BY_NP[arr.dtype] not in DTYPE_TO_ST:
+        hint = "; save ember.view_as_real(t) instead" if arr.dtype.kind == "c" else ""
         raise TypeError(f"tensor {name!r}: dtype {arr.dtype} cannot be saved (ember saves "
-                        f"{', '.join(d.name for d in ST_TO_DTYPE.values())})")
+                        f"{', '.join(d.name for d in ST_TO_DTYPE.values())}){hint}")
     return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
 
 

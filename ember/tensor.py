@@ -117,11 +117,12 @@ class Tensor:
         self.requires_grad_(value)
 
     def requires_grad_(self, requires_grad: bool = True) -> "Tensor":
-        """Mark a leaf tensor as needing gradients (floating dtypes only)."""
+        """Mark a leaf tensor as needing gradients (floating and complex dtypes only)."""
         if self._node is not None and not requires_grad:
             raise AutogradError("you can only change requires_grad of leaf tensors; use detach()")
-        if requires_grad and self._dtype.kind != "f":
-            raise AutogradError(f"only floating-point tensors can require gradients, got {self._dtype.name}")
+        if requires_grad and self._dtype.kind not in "fc":
+            raise AutogradError(f"only floating-point and complex tensors can require gradients, "
+                                f"got {self._dtype.name}")
         self._rg = bool(requires_grad)
         return self
 
@@ -411,6 +412,9 @@ def _infer_np(arr: np.ndarray, from_python: bool = False) -> dt.DType:
         if k == "f":
             from ._core.state import default_dtype
             return default_dtype()
+        if k == "c":
+            from ._core.state import default_dtype
+            return dt.weak_scalar_dtype("c", default_dtype())
     try:
         return _BY_NP[arr.dtype]
     except KeyError:

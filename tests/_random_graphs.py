@@ -563,6 +563,63 @@ def b_random_bits(g):
     return f, [i]
 
 
+# ---- complex values: built from float32/float64 ones, transformed, and taken apart again
+def b_make_complex(g):
+    i = g.pick(lambda t: t._dtype in (F32, F64))
+    if i is None:
+        return None
+    return (lambda a: lax.complex(a, lax.mul(a, -0.5))), [i]
+
+
+def _complex_operand(g, pred=lambda t: True):
+    """(pool index, a -> complex value): a complex value of the pool, else one made from a float."""
+    i = g.pick(lambda t: t._dtype.kind == "c" and pred(t))
+    if i is not None:
+        return i, (lambda a: a)
+    i = g.pick(lambda t: t._dtype in (F32, F64) and pred(t))
+    return (None, None) if i is None else (i, lambda a: lax.complex(a, lax.mul(a, -0.5)))
+
+
+def b_complex_part(name):
+    def build(g):
+        i, z = _complex_operand(g)
+        return None if i is None else ((lambda a: getattr(P, name).bind(z(a))), [i])
+    return build
+
+
+def _fft_axes(g, t):
+    axes = [a for a in range(t.ndim) if t.shape[a] > 0]
+    if not axes:
+        return None
+    k = int(g.rng.integers(1, len(axes) + 1))
+    return tuple(int(a) for a in g.rng.permutation(axes)[:k])
+
+
+def b_fft(name):
+    def build(g):
+        if name == "fft_r2c":
+            i, z = g.pick(lambda t: _ok(P.fft_r2c)(t) and t.ndim >= 1), (lambda a: a)
+        else:
+            i, z = _complex_operand(g, lambda t: t.ndim >= 1)
+        if i is None:
+            return None
+        axes = _fft_axes(g, g.pool[i])
+        if axes is None:
+            return None
+        norm = g.choice(["backward", "ortho", "forward"])
+        if name == "fft_c2c":
+            inv = bool(g.rng.random() < 0.5)
+            return (lambda a: lax.fft_c2c(z(a), axes, inv, norm)), [i]
+        if name == "fft_r2c":
+            return (lambda a: lax.fft_r2c(a, axes, norm)), [i]
+        m = g.pool[i].shape[axes[-1]]
+        n = max(2 * (m - 1) + int(g.rng.integers(2)), 1)
+        if n // 2 + 1 != m:
+            return None
+        return (lambda a: lax.fft_c2r(z(a), axes, n, norm)), [i]
+    return build
+
+
 BUILDERS = {}
 for _n in UNARY:
     BUILDERS[_n] = b_unary(_n)
@@ -586,6 +643,8 @@ BUILDERS.update({
     "scatter_add_along_axis": b_along("scatter_add_along_axis"), "scatter_along_axis": b_scatter_along,
     **{n: b_linalg(n) for n in LINALG},
     "full": b_full, "iota": b_iota, "random_bits": b_random_bits,
+    "complex": b_make_complex, **{n: b_complex_part(n) for n in ("real", "imag", "conj", "complex_abs")},
+    **{n: b_fft(n) for n in ("fft_c2c", "fft_r2c", "fft_c2r")},
 })
 
 

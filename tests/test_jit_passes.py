@@ -271,7 +271,8 @@ def test_be14_assign_assign_sub():
 
 # ---------------------------------------------------------------- random programs, every primitive
 N_GRAPHS = 100
-_TOL = {"float16": 2e-3, "bfloat16": 1.6e-2, "float32": 2e-6, "float64": 1e-13}
+_TOL = {"float16": 2e-3, "bfloat16": 1.6e-2, "float32": 2e-6, "float64": 1e-13, "complex64": 2e-6,
+        "complex128": 1e-13}
 
 
 def _assert_same(got, want, exact=False, what="", tol=None):
@@ -283,7 +284,8 @@ def _assert_same(got, want, exact=False, what="", tol=None):
     if exact or got.dtype.kind not in "fc":
         np.testing.assert_array_equal(got, want, err_msg=what)
     else:
-        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol,
+        wide = np.complex128 if got.dtype.kind == "c" else np.float64
+        np.testing.assert_allclose(got.astype(wide), want.astype(wide), rtol=tol,
                                    atol=tol, equal_nan=True, err_msg=what)
 
 

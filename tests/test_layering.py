@@ -60,6 +60,7 @@ LAYERS = {
     "ember.distributed.*": 7,
 
     "ember.recipes.*": 8,
+    "ember.serve.*": 8,
     "ember.cli": 8,
     "ember": 8,                      # the package's __init__
     "ember.__main__": 8,

@@ -1475,8 +1475,39 @@ def check_check_classes(name, d):
     assert prim.bind(T(np.zeros(0, d.np)), n=0, ignore=None, op="nll").shape == (0,)
 
 
+def check_complex_only(name, d):
+    raise AssertionError(f"{name} claims the real dtype {d.name}; its cells are complex "
+                         "(tests/test_complex_dtypes.py)")
+
+
+def check_complex(name, d):
+    """complex(re, im) from two real tensors (broadcast, specials kept in each part)."""
+    re = np.array([[0.0, -0.0, np.nan, np.inf, -1.5]], d.np)
+    im = np.array([[1.0], [-np.inf], [np.nan]], d.np)
+    for how in ("contig", "transposed"):
+        got = REGISTRY[name].bind(layout(np.broadcast_to(re, (3, 5)).copy(), how), T(im))
+        want = np.empty((3, 5), dt.COMPLEX_OF[d].np)
+        want.real, want.imag = re, im
+        assert got.dtype is dt.COMPLEX_OF[d]
+        np.testing.assert_array_equal(_bits(got.numpy().real), _bits(want.real))
+        np.testing.assert_array_equal(_bits(got.numpy().imag), _bits(want.imag))
+
+
+def check_fft_r2c(name, d):
+    """The real-to-complex DFT equals numpy's rfftn, on views and over several axes."""
+    x = np.random.default_rng(7).standard_normal((4, 6)).astype(d.np)
+    for how in ("contig", "transposed", "strided"):
+        for axes in ((1,), (0,), (0, 1), (1, 0)):
+            got = REGISTRY[name].bind(layout(x, how), axes=axes, norm="backward")
+            assert got.dtype is dt.COMPLEX_OF[d]
+            want = np.fft.rfftn(x.astype(np.float64), axes=axes)
+            np.testing.assert_allclose(got.numpy(), want, **tol_for(d, 64))
+
+
 # ====================================================================== the registry of checks
 CHECKS = {
+    **{n: check_complex_only for n in ("real", "imag", "conj", "complex_abs", "fft_c2c", "fft_c2r")},
+    "complex": check_complex, "fft_r2c": check_fft_r2c,
     **{n: check_elementwise for n in UNARY}, **{n: check_elementwise for n in BINARY},
     "select": check_select, "convert": check_convert, "bitcast": check_bitcast,
     **{n: check_reduce for n in REDUCE_REF}, "argmax": check_arg, "argmin": check_arg, "cumsum": check_cumsum,
@@ -1545,6 +1576,11 @@ def _minimal_call(name, d):
         "slice": lambda: prim.bind(v(), start=(0, 0), stop=(1, 1), step=(1, 1)),
         "pad": lambda: prim.bind(v(), value=0, config=((0, 0, 0), (0, 0, 0))),
         "concatenate": lambda: prim.bind(v(), v(), axis=0), "rev": lambda: prim.bind(v(), axes=(0,)),
+        **{n: (lambda: prim.bind(v())) for n in ("real", "imag", "conj", "complex_abs")},
+        "complex": lambda: prim.bind(v(), v()),
+        "fft_c2c": lambda: prim.bind(v(), axes=(0,), inverse=False, norm="backward"),
+        "fft_r2c": lambda: prim.bind(v(), axes=(0,), norm="backward"),
+        "fft_c2r": lambda: prim.bind(v(), axes=(1,), n=2, norm="backward"),
     }
     if name in calls:
         return calls[name]()
@@ -1565,7 +1601,7 @@ def test_supported_minimal_calls_succeed():
     for name, p in REGISTRY.items():
         if p.kind == "creation":
             continue
-        d = next(d for d in INTERNAL if d in p.dtypes)
+        d = next(d for d in INTERNAL + dt.COMPLEX if d in p.dtypes)
         if name == "random_bits":
             d = dt.uint32
         assert isinstance(_minimal_call(name, d), ember.Tensor)
@@ -1700,11 +1736,12 @@ def _random_operands(name, compute, rng, n=64):
 @pytest.mark.parametrize("name", sorted(n for n, p in REGISTRY.items() if p.kind == "elementwise"))
 def test_lowering_matches_impl(name):
     prim = REGISTRY[name]
-    if prim.lowering is None:
-        assert name in ("bitcast",), f"elementwise {name} has no lowering"
+    if prim.lowering is None:  # (complex values run on the host: C has no complex type)
+        assert name in ("bitcast", "real", "imag", "conj", "complex", "complex_abs"), \
+            f"elementwise {name} has no lowering"
         return
     rng = np.random.default_rng(23)
-    for d in sorted(prim.dtypes, key=INTERNAL.index):
+    for d in sorted(prim.dtypes & set(INTERNAL), key=INTERNAL.index):
         if name == "convert":
             for dst in INTERNAL:
                 x = _random_operands(name, d, rng)(0)

@@ -16,7 +16,8 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TABLE = ROOT / "docs" / "op_dtype_table.md"
-COLUMNS = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool")
+COLUMNS = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64", "uint8", "bool",
+           "complex64", "complex128")
 YES, NO = "✓", ""
 
 
@@ -33,7 +34,7 @@ def render() -> str:
     """The table as Markdown text (deterministic: depends only on the registry)."""
     registry, dt = _registry()
     user = [dt.as_dtype(n) for n in COLUMNS]
-    assert tuple(d.name for d in dt.ALL) == COLUMNS, "ember's user dtypes changed: update COLUMNS"
+    assert tuple(d.name for d in dt.ALL + dt.COMPLEX) == COLUMNS, "ember's user dtypes changed: update COLUMNS"
     lines = [
         "# Primitive × dtype support",
         "",
@@ -43,6 +44,7 @@ def render() -> str:
         "A ✓ means the primitive has a kernel for inputs of that dtype (`Primitive.dtypes`); other",
         "dtypes raise `ember.DTypeError` (\"no kernel for dtype ...\"). Mixed inputs are promoted first",
         "(`ember.promote_types`), and float16/bfloat16 compute in float32 and round once at the end.",
+        "Complex dtypes run on the host (the C backend has no complex type).",
         "*differentiable*: has a VJP rule; *lowering*: has one (scalar expression, or reduction combiner).",
         "Creation primitives take their dtype as a parameter; `uint32` (internal: random bits) is noted",
         "in the last column.",

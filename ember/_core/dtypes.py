@@ -3,7 +3,9 @@
 Promotion follows PyTorch's `result_type` for tensor/tensor pairs and treats Python scalars as
 *weak* (JAX/PyTorch): a Python int never widens an integer tensor, a Python float never widens a
 floating tensor, and a Python float meeting an integer or bool tensor gives the default float dtype.
-float16 and bfloat16 meet in float32. Unlike PyTorch, a 0-d *tensor* is not weak: only Python
+float16 and bfloat16 meet in float32. Complex beats floating: complex64 meeting float64 gives
+complex128, and a Python complex meeting a real tensor gives the complex dtype of its float width
+(complex64 unless the tensor is float64). Unlike PyTorch, a 0-d *tensor* is not weak: only Python
 scalars are (the IR's types carry the weak flag, not the rank).
 
 bfloat16's numpy dtype comes from `ml_dtypes`, whose import takes most of a second: it is imported
@@ -26,7 +28,7 @@ class DType:
         if np_dtype is not None:
             self.np = np.dtype(np_dtype)
         self.itemsize = itemsize or self.np.itemsize
-        self.kind = kind  # "b" bool, "u" unsigned int, "i" signed int, "f" floating
+        self.kind = kind  # "b" bool, "u" unsigned int, "i" signed int, "f" floating, "c" complex
         self.bits = self.itemsize * 8
 
     @property
@@ -34,8 +36,12 @@ class DType:
         return self.kind == "f"
 
     @property
+    def is_complex(self) -> bool:
+        return self.kind == "c"
+
+    @property
     def is_signed(self) -> bool:
-        return self.kind in "if"
+        return self.kind in "ifc"
 
     def __repr__(self) -> str:
         return f"ember.{self.name}"
@@ -98,17 +104,26 @@ float16 = DType("float16", np.float16, "f")
 bfloat16 = _LateNumpyDType("bfloat16", None, "f", itemsize=2)
 float32 = DType("float32", np.float32, "f")
 float64 = DType("float64", np.float64, "f")
+complex64 = DType("complex64", np.complex64, "c")
+complex128 = DType("complex128", np.complex128, "c")
 
-#: the dtypes a user can ask for (uint32 exists for random bits and bit casts)
+#: the real dtypes (uint32 exists for random bits and bit casts); a primitive supports these
+#: unless it says otherwise
 ALL = (float32, float64, float16, bfloat16, int8, int16, int32, int64, uint8, bool_)
 FLOATS = (float16, bfloat16, float32, float64)
 INTS = (uint8, int8, int16, int32, int64)
+#: complex dtypes: the primitives that accept them list them (arithmetic, data movement, fft)
+COMPLEX = (complex64, complex128)
+#: the real dtype of each complex dtype's parts, and back
+REAL_OF = {complex64: float32, complex128: float64}
+COMPLEX_OF = {float32: complex64, float64: complex128}
 
-_ALL_INTERNAL = ALL + (uint32,)
+_ALL_INTERNAL = ALL + COMPLEX + (uint32,)
 _BY_NAME = {d.name: d for d in _ALL_INTERNAL}
 _BY_NP = _ByNumpy((d.np, d) for d in _ALL_INTERNAL if d is not bfloat16)
 _BY_NAME.update({"float": float32, "double": float64, "half": float16, "long": int64, "int": int32,
-                 "short": int16, "bool_": bool_})
+                 "short": int16, "bool_": bool_,
+                 "cfloat": complex64, "cdouble": complex128})
 
 
 def _by_name(name: str) -> DType:
@@ -123,13 +138,16 @@ def as_dtype(x) -> DType:
         try:
             return _BY_NAME[x]
         except KeyError:
-            raise TypeError(f"unknown dtype {x!r}; ember has {', '.join(d.name for d in ALL)}") from None
+            raise TypeError(f"unknown dtype {x!r}; ember has "
+                            f"{', '.join(d.name for d in ALL + COMPLEX)}") from None
     if x is float:
         return float32
     if x is int:
         return int64
     if x is bool:
         return bool_
+    if x is complex:
+        return complex64
     try:
         return _BY_NP[np.dtype(x)]
     except (KeyError, TypeError):
@@ -152,6 +170,8 @@ def _promote_strong(a: DType, b: DType) -> DType:
         return b
     if b.kind == "b":
         return a
+    if a.kind == "c" or b.kind == "c":  # an integer or narrower float never widens a complex
+        return complex128 if {a, b} & {complex128, float64} else complex64
     if a.kind == "f" or b.kind == "f":
         if a.kind != "f":
             return b
@@ -178,14 +198,20 @@ def promote_types(a: DType, b: DType) -> DType:
 
 
 def scalar_kind(x) -> str | None:
-    """'b', 'i' or 'f' for a Python/numpy scalar, None for anything else."""
+    """'b', 'i', 'f' or 'c' for a Python/numpy scalar, None for anything else."""
     if isinstance(x, bool):
         return "b"
     if isinstance(x, int):
         return "i"
     if isinstance(x, float):
         return "f"
+    if isinstance(x, complex):
+        return "c"
     return None
+
+
+#: weak scalar kinds from weakest to strongest
+SCALAR_ORDER = "bifc"
 
 
 def promote_with_scalar(t: DType, kind: str, default_float: DType) -> DType:
@@ -194,11 +220,17 @@ def promote_with_scalar(t: DType, kind: str, default_float: DType) -> DType:
         return t
     if kind == "i":
         return int64 if t.kind == "b" else t
-    return t if t.kind == "f" else default_float
+    if kind == "c":
+        if t.kind == "c":
+            return t
+        return complex128 if (t if t.kind == "f" else default_float) is float64 else complex64
+    return t if t.kind in "fc" else default_float
 
 
 def weak_scalar_dtype(kind: str, default_float: DType) -> DType:
-    """The dtype a lone weak scalar takes: bool, int64 or the default float."""
+    """The dtype a lone weak scalar takes: bool, int64, the default float or its complex."""
+    if kind == "c":
+        return complex128 if default_float is float64 else complex64
     return {"b": bool_, "i": int64, "f": default_float}[kind]
 
 

@@ -8,7 +8,8 @@ from .._core.state import TLS as _TLS
 from ..autograd import assign_
 from ..ops import lax as _lax
 from ..tensor import Tensor, tensor as _tensor
-from . import activations, creation, diagonals, linalg, math, random, shape, sorting
+from . import activations, complex as _complex, creation, diagonals, fft, linalg, math, random, shape, sorting
+from .complex import *  # noqa: F401,F403
 from .activations import log_softmax, relu, softmax  # noqa: F401
 from .creation import *  # noqa: F401,F403
 from .diagonals import *  # noqa: F401,F403
@@ -25,7 +26,8 @@ M, S, O, D = math, shape, sorting, diagonals
 
 _TYPE_NAMES = {_dt.float32: "FloatTensor", _dt.float64: "DoubleTensor", _dt.float16: "HalfTensor",
                _dt.bfloat16: "BFloat16Tensor", _dt.int8: "CharTensor", _dt.int16: "ShortTensor",
-               _dt.int32: "IntTensor", _dt.int64: "LongTensor", _dt.uint8: "ByteTensor", _dt.bool_: "BoolTensor"}
+               _dt.int32: "IntTensor", _dt.int64: "LongTensor", _dt.uint8: "ByteTensor", _dt.bool_: "BoolTensor",
+               _dt.complex64: "ComplexFloatTensor", _dt.complex128: "ComplexDoubleTensor"}
 
 
 def _type(self, dtype=None, non_blocking: bool = False):
@@ -145,7 +147,11 @@ _METHODS = {
     "half": lambda self: M.convert(self, _dt.float16), "bfloat16": lambda self: M.convert(self, _dt.bfloat16),
     "int": lambda self: M.convert(self, _dt.int32), "long": lambda self: M.convert(self, _dt.int64),
     "bool": lambda self: M.convert(self, _dt.bool_), "byte": lambda self: M.convert(self, _dt.uint8),
+    "cfloat": lambda self: M.convert(self, _dt.complex64), "cdouble": lambda self: M.convert(self, _dt.complex128),
     "type_as": lambda self, other: M.convert(self, other.dtype),
+    # complex
+    "conj": _complex.conj, "conj_physical": _complex.conj, "angle": _complex.angle,
+    "is_complex": _complex.is_complex, "is_floating_point": _complex.is_floating_point,
     # in-place
     "add_": _inplace(M.add), "sub_": _inplace(M.sub), "mul_": _inplace(M.mul), "div_": _inplace(M.div),
     "pow_": _inplace(M.pow), "neg_": _inplace(M.neg), "exp_": _inplace(M.exp), "sqrt_": _inplace(M.sqrt),
@@ -165,6 +171,8 @@ _METHODS = {
 for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)
 
+Tensor.real = property(_complex.real)
+Tensor.imag = property(_complex.imag)
 Tensor.T = property(lambda self: S.permute(self, tuple(reversed(range(self.ndim)))))
 Tensor.mT = property(lambda self: S.transpose(self, -2, -1))
 Tensor.__deepcopy__ = _deepcopy

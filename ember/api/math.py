@@ -18,7 +18,7 @@ from .shape import nonzero
 
 def _t(x):
     """Operand as a Tensor or a Python scalar (numpy values become tensors)."""
-    if isinstance(x, (Tensor, bool, int, float)):
+    if isinstance(x, (Tensor, bool, int, float, complex)):
         return x
     from ..tensor import as_tensor
     return as_tensor(x)
@@ -125,7 +125,9 @@ def signbit(input):
 def atan2(input, other): return bind(P.atan2, _t(input), _t(other))
 def logaddexp(input, other): return bind(P.logaddexp, _t(input), _t(other))
 def neg(input): return bind(P.neg, input)
-def abs(input): return bind(P.abs, input)
+def abs(input):
+    """|input|; for a complex tensor its modulus (a real tensor)."""
+    return bind(P.complex_abs if input.dtype.kind == "c" else P.abs, input)
 def sign(input): return bind(P.sign, input)
 def exp(input): return bind(P.exp, input)
 def log(input): return bind(P.log, input)
@@ -228,7 +230,7 @@ def result_type(*xs) -> dt.DType:
     strong = [x.dtype for x in xs if isinstance(x, Tensor)]
     weak = [dt.scalar_kind(x) for x in xs if not isinstance(x, Tensor)]
     if not strong:
-        return dt.weak_scalar_dtype(builtins.max(weak, key="bif".index), default_dtype())
+        return dt.weak_scalar_dtype(builtins.max(weak, key=dt.SCALAR_ORDER.index), default_dtype())
     r = strong[0]
     for d in strong[1:]:
         r = dt.promote_types(r, d)
@@ -285,7 +287,7 @@ def mean(input, dim=None, keepdim: bool = False, *, dtype=None):
     """Mean over `dim` (floating dtypes only, as in PyTorch)."""
     if dtype is not None:
         input = convert(input, dtype)
-    if input.dtype.kind != "f":
+    if input.dtype.kind not in "fc":
         raise op_error(DTypeError, "mean", f"mean needs a floating input, got {input.dtype.name}; "
                        "pass dtype=ember.float32")
     return _mean(input, _axes(input, dim, "mean"), keepdim)

@@ -171,7 +171,8 @@ class Graph:
 
 # ---------------------------------------------------------------- type names
 _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16", "int8": "i8",
-          "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "uint32": "u32", "bool": "bool"}
+          "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "uint32": "u32", "bool": "bool",
+          "complex64": "c64", "complex128": "c128"}
 _BY_SHORT = {v: k for k, v in _SHORT.items()}
 
 

@@ -30,6 +30,9 @@ def parse_type(s: str) -> Aval:
 def _number(s: str):
     if s in ("True", "False"):
         return s == "True"
+    if s.startswith("complex(") and s.endswith(")"):
+        re, im = s[8:-1].split(",")
+        return complex(_number(re), _number(im))
     if s in ("nan", "inf", "-inf"):
         return float(s)
     try:
@@ -49,6 +52,9 @@ def _param_value(node):
         if node.id in ("nan", "inf"):
             return float(node.id)
         return dt.as_dtype(node.id)
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "complex":
+        re, im = (_param_value(a) for a in node.args)
+        return complex(re, im)
     raise ParseError(f"bad parameter {ast.dump(node)}")
 
 

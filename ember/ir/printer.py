@@ -37,6 +37,8 @@ def _num(v) -> str:
         return "True" if v else "False"
     if isinstance(v, (int, np.integer)):
         return str(int(v))
+    if isinstance(v, (complex, np.complexfloating)):
+        return f"complex({_num(v.real)},{_num(v.imag)})"
     f = float(v)
     if math.isnan(f):
         return "nan"
@@ -50,6 +52,8 @@ def _default_weak(v) -> str:
         return "bool~[]"
     if isinstance(v, (int, np.integer)):
         return "i64~[]"
+    if isinstance(v, (complex, np.complexfloating)):
+        return "c64~[]"
     return "f32~[]"
 
 
@@ -65,7 +69,7 @@ def param_str(v) -> str:
     if isinstance(v, (tuple, list)):
         inner = ", ".join(param_str(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
-    if isinstance(v, (bool, np.bool_, int, np.integer, float, np.floating)):
+    if isinstance(v, (bool, np.bool_, int, np.integer, float, np.floating, complex, np.complexfloating)):
         return _num(v)
     return repr(v)
 

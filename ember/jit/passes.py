@@ -143,7 +143,7 @@ def simplify(g: Graph, signed_zeros: bool = False) -> Graph:
         rep = None
         if prim in (P.mul, P.add, P.sub, P.div) and len(ins) == 2:
             a, b = ins
-            fl = e.out.aval.dtype.kind == "f"
+            fl = e.out.aval.dtype.kind in "fc"  # signed zeros
             if prim is P.mul:
                 rep = a if _is_lit(b, 1) else b if _is_lit(a, 1) else None
             elif prim is P.div:

@@ -178,7 +178,7 @@ class TraceInterpreter:
                 self.cur[st] = self.value(src)
             make_view(out, src, prim, params)
             self.views[out] = (st.version, v)
-        if TLS.grad_enabled and v.aval.dtype.kind == "f":
+        if TLS.grad_enabled and v.aval.dtype.kind in "fc":
             for a in args:
                 if isinstance(a, Tensor) and a._rg:
                     record(prim, args, params, out)

@@ -465,15 +465,114 @@ def crop_negative_padding(ctx, x: str, shape: tuple, padding) -> tuple:
 @converter("conv_general")
 def _conv(ctx, eqn, x, w):
     p = eqn.params
-    if any(d != 1 for d in p["lhs_dilation"]):
-        ctx.unsupported(eqn, "input (lhs) dilation, i.e. a transposed convolution")
     d = ctx.dyn_of(eqn.inputs[0])
     ctx.set_dyn(eqn.out, [d[0]] + [None] * (len(d) - 1))
+    wt = transposed_weight(ctx, eqn.inputs[1], w, p["groups"])
+    if wt is not None or any(s != 1 for s in p["lhs_dilation"]):
+        return _conv_transpose(ctx, eqn, x, w, wt)
     x, padding = crop_negative_padding(ctx, x, eqn.inputs[0].aval.shape, p["padding"])
     pads = [lo for lo, _ in padding] + [hi for _, hi in padding]
     return ctx.node("Conv", [x, w], strides=list(p["window_strides"]), pads=pads,
                     dilations=list(p["rhs_dilation"]), group=p["groups"],
                     kernel_shape=list(eqn.inputs[1].aval.shape[2:]))
+
+
+# ---------------------------------------------------------------- transposed convolution
+# ember lowers ConvTranspose (nn/functional_spatial.py) to conv_general with lhs_dilation = stride, padding
+# d (k - 1) - p, plus output_padding at the high end, and the weight (C_in, C_out / g, *k) regrouped to
+# (C_out, C_in / g, *k) and flipped. ONNX ConvTranspose wants the original weight and attributes back.
+_LAYOUT = ("reshape", "transpose", "rev")
+
+
+def to_transpose_layout(w, shape: tuple, groups: int, reshape, transpose, flip):
+    """Conv weight (g * og, cg, *k) -> ConvTranspose weight (g * cg, og, *k): regroup, swap, flip."""
+    o, cg, *k = shape
+    og, sp = o // groups, tuple(range(2, 2 + len(k)))
+    if groups == 1:
+        return flip(transpose(w, (1, 0) + sp), sp)
+    w = transpose(reshape(w, (groups, og, cg, *k)), (0, 2, 1) + tuple(a + 1 for a in sp))
+    return flip(reshape(w, (groups * cg, og, *k)), sp)
+
+
+def _np_layout(prim: str, a: np.ndarray, params: dict) -> np.ndarray:
+    if prim == "reshape":
+        return a.reshape(params["shape"])
+    if prim == "transpose":
+        return a.transpose(params["perm"])
+    return np.flip(a, tuple(params["axes"]))
+
+
+def transposed_weight(ctx, wvar, w: str, groups: int):
+    """The ONNX name of the value that the conv weight `wvar` (ONNX name `w`) was regrouped and flipped from,
+    when that is exactly a ConvTranspose weight (the reshape/transpose/rev chain replayed on an index array)."""
+    chain, v = [], wvar
+    while v in ctx.producers and ctx.producers[v].prim.name in _LAYOUT:
+        chain.append(ctx.producers[v])
+        v = ctx.producers[v].inputs[0]
+    shape = tuple(wvar.aval.shape)
+    if not chain or len(shape) < 3 or shape[0] % groups:
+        return None
+    for depth in range(len(chain), 0, -1):
+        src = chain[depth - 1].inputs[0]
+        if src not in ctx.names or ctx.np_dtype(ctx.names[src]) != ctx.np_dtype(w):
+            continue
+        idx = np.arange(math.prod(src.aval.shape)).reshape(src.aval.shape)
+        a = idx
+        for e in reversed(chain[:depth]):
+            a = _np_layout(e.prim.name, a, e.params)
+        a = to_transpose_layout(a, shape, groups, np.reshape, np.transpose, np.flip)
+        if a.shape == idx.shape and np.array_equal(a, idx):
+            return ctx.names[src]
+    return None
+
+
+def _weight_nodes(ctx, w: str, shape: tuple, groups: int) -> str:
+    """ConvTranspose's weight from a conv weight: computed with numpy for an initializer, else as nodes."""
+    if w in ctx.inits:
+        name = f"{w}.transposed"
+        name = name if not w.startswith("/") and name not in ctx.inits else None
+        arr = to_transpose_layout(ctx.inits[w], shape, groups, np.reshape, np.transpose, np.flip)
+        return ctx.const(np.ascontiguousarray(arr), name)
+
+    def reshape(a, s):
+        return ctx.node("Reshape", [a, ctx.const(i64(s))])
+
+    def transpose(a, perm):
+        return ctx.node("Transpose", [a], perm=list(perm))
+
+    def flip(a, axes):
+        n = len(axes)
+        return ctx.node("Slice", [a, ctx.const(i64([-1] * n)), ctx.const(i64([INT64_MIN] * n)),
+                                  ctx.const(i64(axes)), ctx.const(i64([-1] * n))])
+    return to_transpose_layout(w, shape, groups, reshape, transpose, flip)
+
+
+def _conv_transpose(ctx, eqn, x, w, wt):
+    p = eqn.params
+    shape, g = tuple(eqn.inputs[1].aval.shape), p["groups"]
+    if wt is None:
+        wt = _weight_nodes(ctx, w, shape, g)
+    begin, end, out_pad, lo_zeros, hi_zeros = [], [], [], [], []
+    for (lo, hi), s, d, k in zip(p["padding"], p["lhs_dilation"], p["rhs_dilation"], shape[2:]):
+        b = d * (k - 1) - lo
+        if 0 <= hi - lo < s:  # PyTorch's form: symmetric pads plus output_padding (which ORT wants < stride)
+            e, op = b, hi - lo
+        else:
+            e, op = d * (k - 1) - hi, 0
+        begin.append(max(b, 0))
+        end.append(max(e, 0))
+        out_pad.append(op)
+        lo_zeros.append(max(-b, 0))
+        hi_zeros.append(max(-e, 0))
+    y = ctx.node("ConvTranspose", [x, wt], strides=list(p["lhs_dilation"]), pads=begin + end,
+                 dilations=list(p["rhs_dilation"]), group=g, kernel_shape=list(shape[2:]), output_padding=out_pad)
+    if any(lo_zeros + hi_zeros):  # padding beyond the kernel's reach: zeros that ConvTranspose cannot make
+        y = ctx.node("Pad", [y, ctx.const(i64([0, 0] + lo_zeros + [0, 0] + hi_zeros))])
+    nd = len(shape) - 2
+    if any(s != 1 for s in p["window_strides"]):
+        y = ctx.node("Slice", [y, ctx.const(i64([0] * nd)), ctx.const(i64([INT64_MAX] * nd)),
+                               ctx.const(i64(range(2, 2 + nd))), ctx.const(i64(p["window_strides"]))])
+    return y
 
 
 @converter("reduce_window_max", "reduce_window_sum")

@@ -38,7 +38,7 @@ def _key(aval):
 
 
 class _Context:
-    """Converter state: nodes, initializers, ONNX names, dtypes and dynamic dims of values."""
+    """Converter state: nodes, initializers, ONNX names, dtypes, producing equations and dynamic dims of values."""
 
     def __init__(self, opset: int, sym_sizes: dict, sym_src: dict):
         self.opset = opset
@@ -46,6 +46,7 @@ class _Context:
         self.inits: dict = {}
         self.dtypes: dict = {}
         self.names: dict = {}
+        self.producers: dict = {}
         self.dyns: dict = {}
         self.sym_sizes, self.sym_src = sym_sizes, sym_src
         self._sym_tensor: dict = {}
@@ -138,6 +139,7 @@ class _Context:
             out = self.node("Cast", [out], to=self.onnx_type(want))
         self.dtypes[out] = want
         self.names[eqn.out] = out
+        self.producers[eqn.out] = eqn
 
     def _inputs(self, eqn):
         prim, avals = eqn.prim, [a.aval for a in eqn.inputs]
@@ -223,8 +225,24 @@ def _folded_name(name: str, inits: dict, uses: dict) -> str:
     return name
 
 
+def _scale_out_channels(w: np.ndarray, vec: np.ndarray, op_type: str, group: int, divide: bool) -> np.ndarray:
+    """w times (or over) vec along its output channels: Conv (O, I/g, *k), ConvTranspose (I, O/g, *k)."""
+    if op_type == "Conv":
+        view, col = w, vec.reshape((-1,) + (1,) * (w.ndim - 1))
+    else:
+        view = w.reshape((group, w.shape[0] // group) + w.shape[1:])
+        col = vec.reshape((group, 1, w.shape[1]) + (1,) * (w.ndim - 2))
+    return (view / col if divide else view * col).reshape(w.shape)
+
+
+def _bias_name(wbase: str) -> str:
+    stem = _FOLDED.sub("", wbase)
+    return stem[:-len("weight")] + "bias" if stem == "weight" or stem.endswith(".weight") else stem + ".bias"
+
+
 def fold_conv_affine(nodes: list, inits: dict, outputs: list) -> list:
-    """Fold per-channel Add/Sub/Mul/Div by constants after a Conv into its weights and bias (MD-3)."""
+    """Fold per-channel Add/Sub/Mul/Div by constants after a Conv or ConvTranspose into its weights and
+    bias (MD-3)."""
     nodes = list(nodes)
     changed = True
     while changed:
@@ -235,7 +253,8 @@ def fold_conv_affine(nodes: list, inits: dict, outputs: list) -> list:
                 uses[i] = uses.get(i, 0) + 1
         producers = {o: k for k, n in enumerate(nodes) for o in n.output}
         for k, n in enumerate(nodes):
-            if n.op_type != "Conv" or n.input[1] not in inits or (len(n.input) > 2 and n.input[2] not in inits):
+            if n.op_type not in ("Conv", "ConvTranspose") or n.input[1] not in inits \
+                    or (len(n.input) > 2 and n.input[2] not in inits):
                 continue
             y = n.output[0]
             if y in outputs or uses.get(y) != 1:
@@ -248,25 +267,27 @@ def fold_conv_affine(nodes: list, inits: dict, outputs: list) -> list:
             if other not in inits or other in producers or (c.op_type in ("Sub", "Div") and c.input[0] != y):
                 continue
             w = inits[n.input[1]]
-            vec = _channel_vector(inits[other], w.ndim, w.shape[0])
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            channels = w.shape[0] if n.op_type == "Conv" else w.shape[1] * group
+            vec = _channel_vector(inits[other], w.ndim, channels)
             if vec is None or inits[other].dtype != w.dtype:
                 continue
-            b = inits[n.input[2]] if len(n.input) > 2 else np.zeros(w.shape[0], w.dtype)
-            col = vec.reshape((-1,) + (1,) * (w.ndim - 1))
+            b = inits[n.input[2]] if len(n.input) > 2 else np.zeros(channels, w.dtype)
             if c.op_type == "Add":
                 b = b + vec
             elif c.op_type == "Sub":
                 b = b - vec
-            elif c.op_type == "Mul":
-                w, b = w * col, b * vec
             else:
-                w, b = w / col, b / vec
+                w = _scale_out_channels(w, vec, n.op_type, group, c.op_type == "Div")
+                b = b / vec if c.op_type == "Div" else b * vec
             wbase = n.input[1] if not n.input[1].startswith("/") else f"{n.name}.weight"
             bbase = n.input[2] if len(n.input) > 2 and not n.input[2].startswith("/") else \
-                _FOLDED.sub("", wbase).removesuffix(".weight") + ".bias"
+                other if c.op_type == "Add" and not other.startswith("/") else _bias_name(wbase)
             wn, bn = (_folded_name(base, inits, uses) for base in (wbase, bbase))
+            if c.op_type in ("Add", "Sub"):  # only the bias changes
+                wn = n.input[1]
             inits[wn], inits[bn] = np.asarray(w, w.dtype, order="C"), np.asarray(b, w.dtype, order="C")
-            conv = helper.make_node("Conv", [n.input[0], wn, bn], [c.output[0]], name=n.name)
+            conv = helper.make_node(n.op_type, [n.input[0], wn, bn], [c.output[0]], name=n.name)
             conv.attribute.extend(n.attribute)
             nodes[k] = conv
             del nodes[j]
@@ -416,6 +437,7 @@ def export(model_or_fn, example_inputs, path, *, opset: int = 17, input_names=No
         out_vis.append(_value_info(name, a.aval.dtype.np, a.aval.shape, dims))
 
     nodes, inits = ctx.nodes, ctx.inits
+    nodes = prune(nodes, inits, outputs)  # e.g. a weight chain a converter bypassed: nothing to fold
     if constant_folding:
         nodes = fold_constants(nodes, inits, opset, outputs)
     if fold_conv_bn:

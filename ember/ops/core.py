@@ -58,6 +58,7 @@ CUSTOM = "custom"    # the primitive computes its own result dtype in `abstract`
 
 NUMERIC = tuple(d for d in dt.ALL if d is not dt.bool_)
 ALL_DTYPES = dt.ALL
+COMPLEX = dt.COMPLEX
 
 
 class Primitive:
@@ -113,18 +114,17 @@ class Primitive:
             for d in strong[1:]:
                 p = dt.PROMOTION[(p, d)]
         else:  # only Python scalars: the weakest common kind
-            order = "bif"
-            p = dt.weak_scalar_dtype(max(weak, key=order.index), default_dtype())
+            p = dt.weak_scalar_dtype(max(weak, key=dt.SCALAR_ORDER.index), default_dtype())
             weak = []
         for k in weak:
             p = dt.promote_with_scalar(p, k, default_dtype())
         if p not in self.dtypes:
             raise op_error(DTypeError, self.name, f"no kernel for dtype {p.name} (supports "
-                           f"{', '.join(d.name for d in dt.ALL if d in self.dtypes)})")
+                           f"{', '.join(d.name for d in dt.ALL + dt.COMPLEX if d in self.dtypes)})")
         rule = self.dtype_rule
-        if rule == FLOAT and p.kind != "f":
+        if rule == FLOAT and p.kind not in "fc":
             p = default_dtype()
-        if rule == SUM and p.kind != "f":
+        if rule == SUM and p.kind not in "fc":
             p = dt.int64
         out = {BOOL: dt.bool_, INDEX: dt.int64}.get(rule, p)
         compute = p

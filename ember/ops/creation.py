@@ -24,7 +24,7 @@ def _full_abstract(*, shape, value, dtype) -> Aval:
 
 
 register(Primitive("full", impl=lambda *, shape, value, dtype: np.full(shape, value, dtype.np),
-                   abstract=_full_abstract, dtype_rule=CUSTOM, kind="creation", dtypes=ALL_DTYPES + (dt.uint32,),
+                   abstract=_full_abstract, dtype_rule=CUSTOM, kind="creation", dtypes=ALL_DTYPES + dt.COMPLEX + (dt.uint32,),
                    lowering=None))
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from .._core import dtypes as dt
 from . import expr as E
 from . import lax
-from .core import (ALL_DTYPES, BOOL, CUSTOM, FLOAT, NUMERIC, SAME, Aval, Primitive,
+from .core import (ALL_DTYPES, BOOL, COMPLEX, CUSTOM, FLOAT, NUMERIC, SAME, Aval, Primitive,
                    elementwise_abstract, register)
 
 FLOATS = dt.FLOATS
@@ -30,7 +30,7 @@ def _shape(x):
 def _is_float(x):
     """Whether operand x needs a cotangent: floating, and (for a saved tensor) requiring grad."""
     d = getattr(x, "dtype", None)
-    return d is not None and d.kind == "f" and getattr(x, "_rg", True)
+    return d is not None and d.kind in "fc" and getattr(x, "_rg", True)
 
 
 def _zero(g):
@@ -99,17 +99,20 @@ def _atan2_vjp(g, out, y, x):
             lax.unbroadcast(lax.neg(lax.mul(g, lax.mul(y, recip))), _shape(x)) if _is_float(x) else None)
 
 
-_elementwise("add", np.add, dtypes=WITH_U32, lowering=_binary_lowering("add"),
+_elementwise("add", np.add, dtypes=WITH_U32 + COMPLEX, lowering=_binary_lowering("add"),
              vjp=lambda g, out, x, y: (lax.unbroadcast(g, _shape(x)), lax.unbroadcast(g, _shape(y))))
-_elementwise("sub", np.subtract, dtypes=NUMERIC, lowering=_binary_lowering("sub"),
+_elementwise("sub", np.subtract, dtypes=NUMERIC + COMPLEX, lowering=_binary_lowering("sub"),
              vjp=lambda g, out, x, y: (lax.unbroadcast(g, _shape(x)), lax.unbroadcast(lax.neg(g), _shape(y))))
-_elementwise("mul", np.multiply, dtypes=WITH_U32, lowering=_binary_lowering("mul"),
-             vjp=lambda g, out, x, y: (lax.unbroadcast(lax.mul(g, y), _shape(x)),
-                                       lax.unbroadcast(lax.mul(g, x), _shape(y))))
-_elementwise("div", np.true_divide, dtypes=ALL_DTYPES, rule=FLOAT, lowering=_binary_lowering("div"),
+# complex operands: the VJP multiplies by the conjugate derivative (lax.conj is a no-op on reals);
+# a real operand's complex cotangent keeps its real part (autograd converts it to the operand's dtype)
+_elementwise("mul", np.multiply, dtypes=WITH_U32 + COMPLEX, lowering=_binary_lowering("mul"),
+             vjp=lambda g, out, x, y: (lax.unbroadcast(lax.mul(g, lax.conj(y)), _shape(x)),
+                                       lax.unbroadcast(lax.mul(g, lax.conj(x)), _shape(y))))
+_elementwise("div", np.true_divide, dtypes=ALL_DTYPES + COMPLEX, rule=FLOAT, lowering=_binary_lowering("div"),
              needs_out=True,
-             vjp=lambda g, out, x, y: (lax.unbroadcast(lax.div(g, y), _shape(x)),
-                                       lax.unbroadcast(lax.neg(lax.div(lax.mul(g, out), y)), _shape(y))))
+             vjp=lambda g, out, x, y: (
+                 lax.unbroadcast(lax.div(g, lax.conj(y)), _shape(x)),
+                 lax.unbroadcast(lax.neg(lax.div(lax.mul(g, lax.conj(out)), lax.conj(y))), _shape(y))))
 _elementwise("floordiv", _div_int_checked(np.floor_divide), dtypes=NUMERIC,
              lowering=_binary_lowering("floordiv"),
              vjp=lambda g, out, x, y: (lax.unbroadcast(_zero(g), _shape(x)) if _is_float(x) else None,
@@ -225,18 +228,19 @@ def _sign(x):
     return np.where(s != s, s.dtype.type(0), s) if s.dtype.kind == "f" else s  # sign(NaN) = 0 (PyTorch)
 
 
-def _float_unary(name, impl, vjp, lowering, needs_out=False):
-    _elementwise(name, impl, vjp=vjp, lowering=lowering, dtypes=ALL_DTYPES, rule=FLOAT,
+def _float_unary(name, impl, vjp, lowering, needs_out=False, more_dtypes=()):
+    _elementwise(name, impl, vjp=vjp, lowering=lowering, dtypes=ALL_DTYPES + more_dtypes, rule=FLOAT,
                  needs_out=needs_out)
 
 
-_elementwise("neg", np.negative, dtypes=NUMERIC, lowering=_unary_lowering("neg"),
+_elementwise("neg", np.negative, dtypes=NUMERIC + COMPLEX, lowering=_unary_lowering("neg"),
              vjp=lambda g, out, x: (lax.neg(g),))
 _elementwise("abs", np.abs, dtypes=NUMERIC, lowering=_unary_lowering("abs"),
              vjp=lambda g, out, x: (lax.mul(g, lax.sign(x)),))
 _elementwise("sign", _sign, dtypes=ALL_DTYPES, lowering=_unary_lowering("sign"),
              vjp=lambda g, out, x: (_zero(g),))
-_float_unary("exp", np.exp, lambda g, out, x: (lax.mul(g, out),), _unary_lowering("exp"), True)
+_float_unary("exp", np.exp, lambda g, out, x: (lax.mul(g, lax.conj(out)),), _unary_lowering("exp"), True,
+             COMPLEX)
 _float_unary("log", np.log, lambda g, out, x: (lax.div(g, x),), _unary_lowering("log"))
 _float_unary("log1p", np.log1p, lambda g, out, x: (lax.div(g, lax.add(x, 1)),), _unary_lowering("log1p"))
 _float_unary("expm1", np.expm1, lambda g, out, x: (lax.mul(g, lax.add(out, 1)),),
@@ -263,12 +267,13 @@ _rounding("floor", np.floor, "floor")
 _rounding("ceil", np.ceil, "ceil")
 _rounding("round", np.rint, "round_even")
 _rounding("trunc", np.trunc, "trunc")
-_elementwise("isnan", np.isnan, dtypes=ALL_DTYPES, rule=BOOL, lowering=_unary_lowering("isnan"))
+_elementwise("isnan", np.isnan, dtypes=ALL_DTYPES + COMPLEX, rule=BOOL, lowering=_unary_lowering("isnan"))
 
 # ---------------------------------------------------------------- comparisons and bitwise
 for _n, _u, _f in (("eq", np.equal, "eq"), ("ne", np.not_equal, "ne"), ("lt", np.less, "lt"),
                    ("le", np.less_equal, "le"), ("gt", np.greater, "gt"), ("ge", np.greater_equal, "ge")):
-    _elementwise(_n, _u, dtypes=WITH_U32, rule=BOOL, lowering=_binary_lowering(_f))
+    _elementwise(_n, _u, dtypes=WITH_U32 + (COMPLEX if _n in ("eq", "ne") else ()), rule=BOOL,
+                 lowering=_binary_lowering(_f))
 
 _elementwise("bitwise_and", np.bitwise_and, dtypes=INTS_BOOL + (dt.uint32,), lowering=_binary_lowering("and"))
 _elementwise("bitwise_or", np.bitwise_or, dtypes=INTS_BOOL + (dt.uint32,), lowering=_binary_lowering("or"))
@@ -322,7 +327,8 @@ def _select_impl(c, x, y):
 
 P_select = register(Primitive(
     "select", impl=_select_impl, abstract=_select_abstract, vjp=_select_vjp,
-    lowering=lambda c, x, y: E.call("select", c, x, y), kind="elementwise", promote_args=(1, 2)))
+    lowering=lambda c, x, y: E.call("select", c, x, y), kind="elementwise", promote_args=(1, 2),
+    dtypes=ALL_DTYPES + COMPLEX))
 
 
 # ---------------------------------------------------------------- casts
@@ -332,7 +338,19 @@ def _convert_abstract(x: Aval, *, dtype) -> Aval:
 
 def _convert_impl(x, *, dtype):
     x = np.asarray(x)  # a Python scalar keeps its full precision (float64/int64) until the cast
-    if dtype.kind in "iu" and (x.dtype.kind == "f" or x.dtype.name == "bfloat16"):
+    if x.dtype.kind == "c" and dtype.kind != "c":
+        x = x.real  # PyTorch: a cast to a real dtype keeps the real part
+    if dtype.bits == 16 and dtype.kind == "f" and x.dtype.kind in "iuf" and x.dtype.itemsize >= 4 \
+            and x.dtype != np.float32:
+        x = x.astype(np.float32)  # PyTorch rounds float64 and wide ints to a half type through float
+    if dtype.kind in "iu" and x.dtype.name == "bfloat16":
+        # truncated, and 0 where that lies outside the integer range (ml_dtypes' rule, written
+        # out: older ml_dtypes versions wrap instead)
+        info = np.iinfo(dtype.np)
+        with np.errstate(invalid="ignore"):
+            t = np.trunc(x.astype(np.float32))
+            return np.where((t >= info.min) & (t < float(info.max) + 1), t, 0).astype(dtype.np)
+    if dtype.kind in "iu" and x.dtype.kind == "f":
         # float -> int truncates toward zero; NaN/inf give the C cast's undefined value in numpy,
         # so make it deterministic (0) instead
         with np.errstate(invalid="ignore"):
@@ -341,14 +359,15 @@ def _convert_impl(x, *, dtype):
 
 
 def _convert_vjp(g, out, x, *, dtype):
-    if not _is_float(x) or dtype.kind != "f":
+    if not _is_float(x) or dtype.kind not in "fc":
         return (None,)
-    return (lax.convert(g, x.dtype),)
+    return (lax.convert(g, x.dtype),)  # complex -> real keeps g's real part
 
 
 register(Primitive("convert", impl=_convert_impl, abstract=_convert_abstract, vjp=_convert_vjp,
                    lowering=lambda x, *, dtype: E.cast(x, dtype.name), dtype_rule=CUSTOM,
-                   kind="elementwise", promote_args=(), half_in_f32=False, dtypes=dt.ALL + (dt.uint32,)))
+                   kind="elementwise", promote_args=(), half_in_f32=False,
+                   dtypes=dt.ALL + dt.COMPLEX + (dt.uint32,)))
 
 
 def _bitcast_abstract(x: Aval, *, dtype) -> Aval:

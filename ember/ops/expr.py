@@ -108,7 +108,8 @@ def evaluate(e: Expr, operands: list, dtype) -> np.ndarray:
         return operands[e.value]
     if e.op == "const":
         return np.asarray(e.value, dtype=dtype)
-    if e.op == "cast":
+    if e.op == "cast":  # the convert primitive's own rules (float -> int, through float, ...)
         from .._core.dtypes import as_dtype
-        return np.asarray(evaluate(e.args[0], operands, dtype)).astype(as_dtype(e.value).np)
+        from .core import REGISTRY
+        return REGISTRY["convert"].impl(evaluate(e.args[0], operands, dtype), dtype=as_dtype(e.value))
     return FUNCS[e.op](*(evaluate(a, operands, dtype) for a in e.args))

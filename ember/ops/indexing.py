@@ -75,10 +75,10 @@ def _scatter_add_impl(x, idx, upd, *, axis):
 
 
 register(Primitive("gather", impl=_gather_impl, abstract=_gather_abstract, kind="index",
-                   promote_args=(0,), half_in_f32=False, dtypes=ALL_DTYPES,
+                   promote_args=(0,), half_in_f32=False, dtypes=ALL_DTYPES + dt.COMPLEX,
                    vjp=lambda g, out, x, idx, *, axis: (lax.scatter_add(lax.zeros_like(x), idx, g, axis), None)))
 register(Primitive("scatter_add", impl=_scatter_add_impl, abstract=_scatter_add_abstract, kind="index",
-                   promote_args=(0, 2), dtypes=ALL_DTYPES,
+                   promote_args=(0, 2), dtypes=ALL_DTYPES + dt.COMPLEX,
                    vjp=lambda g, out, x, idx, upd, *, axis: (g, None, lax.gather(g, idx, axis))))
 
 
@@ -122,11 +122,11 @@ def _sal_impl(x, idx, upd, *, axis):
 
 
 register(Primitive("take_along_axis", impl=_tal_impl, abstract=_tal_abstract, kind="index",
-                   promote_args=(0,), half_in_f32=False, dtypes=ALL_DTYPES,
+                   promote_args=(0,), half_in_f32=False, dtypes=ALL_DTYPES + dt.COMPLEX,
                    vjp=lambda g, out, x, idx, *, axis: (
                        lax.scatter_add_along_axis(lax.zeros_like(x), idx, g, axis), None)))
 register(Primitive("scatter_add_along_axis", impl=_sal_impl, abstract=_sal_abstract, kind="index",
-                   promote_args=(0, 2), dtypes=ALL_DTYPES, vjp=_sal_vjp))
+                   promote_args=(0, 2), dtypes=ALL_DTYPES + dt.COMPLEX, vjp=_sal_vjp))
 
 
 def _set_impl(x, idx, upd, *, axis):

@@ -13,6 +13,7 @@ import numpy as np
 from .core import P, bind
 
 _PY = frozenset((bool, int, float))
+builtins_complex = complex
 
 
 def _ew(prim, *xs):
@@ -76,6 +77,18 @@ def select(c, x, y):
         c = np.asarray(c)
     return bind(P.select, c, x, y)
 def convert(x, dtype): return bind(P.convert, x, dtype=dtype)
+def real(x): return bind(P.real, x)
+def imag(x): return bind(P.imag, x)
+def complex(re, im): return bind(P.complex, re, im)
+def complex_abs(x): return bind(P.complex_abs, x)
+
+
+def conj(x):
+    """The complex conjugate; any other value unchanged (so real VJPs record no extra op)."""
+    if x.__class__ is builtins_complex:
+        return x.conjugate()
+    d = getattr(x, "dtype", None)
+    return bind(P.conj, x) if d is not None and getattr(d, "kind", None) == "c" else x
 def bitcast(x, dtype): return bind(P.bitcast, x, dtype=dtype)
 
 
@@ -109,6 +122,12 @@ def slice(x, start, stop, step): return bind(P.slice, x, start=tuple(start), sto
 def pad(x, value, config): return bind(P.pad, x, value=value, config=tuple(tuple(c) for c in config))
 def concatenate(xs, axis): return bind(P.concatenate, *xs, axis=axis)
 def rev(x, axes): return bind(P.rev, x, axes=tuple(axes))
+
+
+# ---- Fourier transforms (ops/fft.py)
+def fft_c2c(x, axes, inverse, norm): return bind(P.fft_c2c, x, axes=tuple(axes), inverse=bool(inverse), norm=norm)
+def fft_r2c(x, axes, norm): return bind(P.fft_r2c, x, axes=tuple(axes), norm=norm)
+def fft_c2r(x, axes, n, norm): return bind(P.fft_c2r, x, axes=tuple(axes), n=int(n), norm=norm)
 
 
 # ---- contractions, windows, indexing, random

@@ -69,7 +69,7 @@ def _prod_vjp(g, out, x, *, axes):
 
 
 _reduction("reduce_sum", _sum_impl, lambda g, out, x, *, axes: (lax.expand_reduced(g, x.shape, axes),),
-           SUM, ALL_DTYPES, "add", 0)
+           SUM, ALL_DTYPES + dt.COMPLEX, "add", 0)
 _reduction("reduce_prod", lambda x, *, axes: np.multiply.reduce(x, axis=axes, dtype=x.dtype), _prod_vjp, SUM,
            ALL_DTYPES, "mul", 1)
 def _first_extreme(fn):

@@ -17,7 +17,7 @@ from .core import ALL_DTYPES, Aval, Primitive, register
 
 def _shape_prim(name, impl, abstract, vjp, is_view=False, promote_args=(0,)):
     return register(Primitive(name, impl=impl, abstract=abstract, vjp=vjp, kind="shape",
-                              dtypes=ALL_DTYPES + (dt.uint32,),
+                              dtypes=ALL_DTYPES + dt.COMPLEX + (dt.uint32,),
                               is_view=is_view, half_in_f32=False, promote_args=promote_args))
 
 
@@ -182,7 +182,7 @@ def _concat_vjp(g, out, *xs, axis):
 
 register(Primitive("concatenate", impl=lambda *xs, axis: np.concatenate(xs, axis=axis),
                    abstract=_concat_abstract, vjp=_concat_vjp, kind="shape", half_in_f32=False,
-                   dtypes=ALL_DTYPES + (dt.uint32,)))
+                   dtypes=ALL_DTYPES + dt.COMPLEX + (dt.uint32,)))
 
 
 # ---- rev (flip)

@@ -47,8 +47,9 @@ def convert(steps, e, refs, o):
     """convert as one copyto with unsafe casting (not float -> int: NaN and inf need ember's rule)."""
     out_dt, src = e.out.aval.dtype, e.inputs[0].aval.dtype
     if not all(r is not None for r in refs) or (out_dt.kind in "iu" and src.kind == "f") \
-            or "bfloat16" in (out_dt.name, src.name):
-        return None
+            or "bfloat16" in (out_dt.name, src.name) or (src.kind == "c" and out_dt.kind != "c") \
+            or (src.name, out_dt.name) == ("float64", "float16"):
+        return None  # ember's rules: see the convert primitive
     env, a, cp = steps.env, refs[0], np.copyto
     return lambda: cp(env[o], env[a], casting="unsafe")
 

@@ -116,9 +116,7 @@ def _half_convert(code: str, src: str, dst: str) -> str:
     h = "h" if dst == "float16" else "bf"
     if src == "float32":
         return f"em_f2{h}({code})"
-    if src == "float64" or (dst == "bfloat16" and src in ("int32", "int64", "uint32")):  # rounded once
-        return f"em_d2{h}((double)({code}))"
-    return f"em_f2{h}((float)({code}))"  # bool and ints: exact in float, or past float16's range
+    return f"em_f2{h}((float)({code}))"  # float64 and ints round through float, as PyTorch
 
 
 def c_convert(code: str, src: str, dst: str) -> str:

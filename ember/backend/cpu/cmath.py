@@ -187,9 +187,8 @@ static inline double em_mod(double a, double b)
 #:   exact widening, subnormals renormalised by a float subtraction; round to nearest even, with
 #:   a subnormal result rounded by adding 0.5 (F. Giesen's method); a NaN keeps its sign and the
 #:   top of its payload (made non-zero), a signalling one stays signalling;
-#: - float64 rounds to either once, as numpy and ml_dtypes do: to float rounding to odd, then
-#:   to 16 bits (no double rounding: float keeps more than two extra bits; a signalling NaN
-#:   comes back quiet)
+#: - float64 and integers round to float first, then to 16 bits, as PyTorch does (numpy and
+#:   some ml_dtypes versions round float64 once; ember's numpy kernels go through float too)
 HALF_PRELUDE = r"""
 static inline float em_bf2f(uint16_t b) { return em_u2f((uint32_t)b << 16); }
 static inline uint16_t em_f2bf(float f)
@@ -218,25 +217,13 @@ static inline uint16_t em_f2h(float f)
     r = (r & ~is_nan) | ((0x7c00u | m | (uint32_t)(m == 0)) & is_nan);
     return (uint16_t)(r | ((u >> 16) & 0x8000u));
 }
-static inline float em_d2f_odd(double d)
-{
-    uint32_t u = em_f2u((float)d);
-    const double back = (double)em_u2f(u);
-    if (back != d && d == d) {  /* inexact: the float below |d| with its last bit set (round to odd) */
-        if (fabs(back) > fabs(d)) u -= 1;
-        u |= 1u;
-    }
-    return em_u2f(u);
-}
-static inline uint16_t em_d2bf(double d) { return em_f2bf(em_d2f_odd(d)); }
-static inline uint16_t em_d2h(double d) { return em_f2h(em_d2f_odd(d)); }
 /* bfloat16 -> integer as ml_dtypes casts: truncated, 0 where that lies outside [lo, hi) */
 static inline int64_t em_bf2i(float f, double lo, double hi)
 { const double t = (double)truncf(f); return (t >= lo && t < hi) ? (int64_t)t : 0; }
 """
 
 #: names that make a step's C need HALF_PRELUDE
-HALF_NAMES = ("em_bf2f", "em_f2bf", "em_h2f", "em_f2h", "em_d2bf", "em_d2h", "em_bf2i", "em_lut_")
+HALF_NAMES = ("em_bf2f", "em_f2bf", "em_h2f", "em_f2h", "em_bf2i", "em_lut_")
 
 #: functions with a float32 and a float64 version: name -> (float32 C name, float64 C name)
 FUNCTIONS = {name: (f"em_{name}f", f"em_{name}") for name in ("exp", "log", "tanh", "erf", "sigmoid")}

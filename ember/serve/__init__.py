@@ -1,0 +1,20 @@
+"""ember serve: a model server speaking KServe's Open Inference Protocol v2 over REST (the protocol
+NVIDIA Triton speaks), with a Triton-layout model repository and a dynamic batcher. See docs/serve.md.
+
+    from ember.serve import Server
+    with Server("models/", port=8000) as srv:
+        ...                                  # or: ember serve --model-repository models/
+
+The web stack (starlette, uvicorn) is the extra `pip install 'ember[serve]'`; it is imported when a
+Server starts, so `import ember.serve` works without it and `import ember` never imports it.
+"""
+from __future__ import annotations
+
+from .config import ModelConfig, TensorSpec, parse_config, read_config  # noqa: F401
+from .errors import (ConfigError, InvalidRequest, MissingDependency, ModelError, NotFound,  # noqa: F401
+                     PayloadTooLarge, QueueFull, ServeError, Unavailable)
+from .server import Server  # noqa: F401
+
+__all__ = ["Server", "ServeError", "InvalidRequest", "NotFound", "PayloadTooLarge", "QueueFull", "Unavailable",
+           "ModelError", "ConfigError", "MissingDependency", "ModelConfig", "TensorSpec", "parse_config",
+           "read_config"]

@@ -1,0 +1,78 @@
+"""Per-model counters in Prometheus' text format, named as Triton names them.
+
+Every counter of one (model, version) lives in one `_Counts` object; all of them are read and
+written under the registry's one lock, so an HTTP handler (the event loop) and a batcher thread
+never race, and `/metrics` renders a consistent snapshot.
+"""
+from __future__ import annotations
+
+import threading
+
+COUNTERS = (
+    ("nv_inference_request_success", "Number of successful inference requests, all batch sizes"),
+    ("nv_inference_request_failure", "Number of failed inference requests, all batch sizes"),
+    ("nv_inference_count", "Number of inferences performed (a batch of n counts n)"),
+    ("nv_inference_exec_count", "Number of model executions performed (one batch counts 1)"),
+    ("nv_inference_request_duration_us", "Cumulative inference request duration in microseconds"),
+    ("nv_inference_queue_duration_us", "Cumulative time requests spend waiting in the queue in microseconds"),
+    ("nv_inference_compute_infer_duration_us",
+     "Cumulative time requests spend executing the model in microseconds (a batch's time, per request)"),
+)
+_NAMES = tuple(n for n, _ in COUNTERS)
+
+
+def _label(v: str) -> str:
+    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Thread-safe counters keyed by (model, version)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict = {}
+
+    def _get(self, model: str, version: str) -> dict:
+        c = self._counts.get((model, version))
+        if c is None:
+            c = self._counts[(model, version)] = dict.fromkeys(_NAMES, 0)
+        return c
+
+    def register(self, model: str, version: str) -> None:
+        """Make the counters of a loaded model version exist (at zero), so /metrics lists it."""
+        with self._lock:
+            self._get(model, version)
+
+    def request(self, model: str, version: str, ok: bool, duration_ns: int) -> None:
+        """Count one finished request (success or failure) and its end-to-end time."""
+        with self._lock:
+            c = self._get(model, version)
+            c["nv_inference_request_success" if ok else "nv_inference_request_failure"] += 1
+            c["nv_inference_request_duration_us"] += duration_ns // 1000
+
+    def executed(self, model: str, version: str, inferences: int, requests: int, compute_ns: int,
+                 queue_ns: int) -> None:
+        """Count one model execution of `inferences` items from `requests` requests."""
+        with self._lock:
+            c = self._get(model, version)
+            c["nv_inference_count"] += inferences
+            c["nv_inference_exec_count"] += 1
+            c["nv_inference_compute_infer_duration_us"] += requests * compute_ns // 1000
+            c["nv_inference_queue_duration_us"] += queue_ns // 1000
+
+    def snapshot(self, model: str, version: str) -> dict:
+        """A copy of one model version's counters."""
+        with self._lock:
+            return dict(self._get(model, version))
+
+    def render(self) -> str:
+        """The Prometheus text exposition of every counter."""
+        with self._lock:
+            items = sorted((k, dict(v)) for k, v in self._counts.items())
+        lines = []
+        for name, help_ in COUNTERS:
+            lines.append(f"# HELP {name} {help_}")
+            lines.append(f"# TYPE {name} counter")
+            for (model, version), c in items:
+                lines.append(f'{name}{{model="{_label(model)}",version="{_label(version)}"}} {c[name]}')
+        return "\n".join(lines) + "\n"
