@@ -4,7 +4,8 @@
 - `ember launch -n N script.py`: runs a script on N MPI processes (extra ember[mpi]);
 - `ember demo`: fits a small MLP with autograd and prints its loss falling;
 - `ember serve --model-repository DIR`: serves a model repository over KServe's OIP v2 REST
-  (extra ember[serve], see docs/serve.md).
+  (extra ember[serve], see docs/serve.md); `ember serve --flagship CHECKPOINT` serves the CNN
+  `ember train` checkpointed, base64 PNG/JPEG in, 10 class probabilities out.
 """
 from __future__ import annotations
 
@@ -63,7 +64,11 @@ def main(argv=None) -> int:
     d.add_argument("--steps", type=int, default=300)
     d.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("serve", help="serve a model repository over KServe's OIP v2 REST (ember[serve])")
-    s.add_argument("--model-repository", required=True, help="directory of <model>/config.json + versions")
+    s.add_argument("--model-repository", help="directory of <model>/config.json + versions")
+    s.add_argument("--flagship", nargs="?", const="runs/fashion_mnist", metavar="CHECKPOINT",
+                   help="serve the CNN `ember train` checkpointed (a file, or the newest in a directory; "
+                        "default runs/fashion_mnist) as models fashion_mnist (base64 PNG/JPEG in) and "
+                        "fashion_mnist_cnn, written into --model-repository or a temporary directory")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
@@ -76,6 +81,11 @@ def main(argv=None) -> int:
         demo(args.steps, args.seed)
     if args.cmd == "serve":
         from .serve.server import main as serve_main
+        if args.flagship:
+            from .serve.flagship import serve_main as flagship_main
+            return flagship_main(args, serve_main)
+        if not args.model_repository:
+            s.error("needs --model-repository DIR (or --flagship CHECKPOINT)")
         return serve_main(args)
     return 0
 

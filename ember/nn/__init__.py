@@ -23,6 +23,9 @@ from .loss import (BCELoss, CosineEmbeddingLoss, HuberLoss, KLDivLoss, MarginRan
 from .conv import Conv3d, ConvTranspose1d, ConvTranspose2d, ConvTranspose3d  # noqa: F401,E402
 from .normalization import GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d, RMSNorm  # noqa: F401,E402
 from .pooling import AdaptiveMaxPool2d, MaxUnpool2d  # noqa: F401,E402
+from .pooling import (AdaptiveAvgPool1d, AdaptiveAvgPool3d, AdaptiveMaxPool1d, AdaptiveMaxPool3d,  # noqa: F401,E402
+                      AvgPool1d, AvgPool3d, LPPool1d, LPPool2d, LPPool3d, MaxPool1d, MaxPool3d, MaxUnpool1d,
+                      MaxUnpool3d)
 from .upsampling import (Fold, PixelShuffle, PixelUnshuffle, Unfold, Upsample,  # noqa: F401,E402
                          UpsamplingBilinear2d, UpsamplingNearest2d)
 from .transformer import (Transformer, TransformerDecoder, TransformerDecoderLayer,  # noqa: F401,E402

@@ -1,11 +1,14 @@
-"""`Module.register_full_backward_hook`'s machinery (PyTorch's torch.utils.hooks.BackwardHook).
+"""`Module.register_full_backward_hook` and `register_full_backward_pre_hook`'s machinery (PyTorch's
+torch.utils.hooks.BackwardHook).
 
 A hooked call wraps the module's tensor inputs and outputs in one identity node each side: the
 tensors requiring grad are flattened, cast to a common dtype and concatenated into one "packed"
 tensor, and the module sees (or returns) slices of it. The tape runs nodes newest first, so the
 output node's gradient is complete before anything inside the module runs, and the input node's
 before anything upstream: a tensor hook on each packed node sees every output gradient at once,
-then every input gradient at once, and may replace the latter (as PyTorch's hook may).
+then every input gradient at once, and may replace the latter (as PyTorch's hook may). Backward
+pre hooks run on the output node first, see grad_output and may replace it: the replacement is
+the gradient the module's backward pass gets, and the grad_output the full backward hooks see.
 
 As in PyTorch: grad_input has one entry per positional argument (None for non-tensors and tensors
 that do not require grad; zeros for an input the outputs do not depend on), grad_output one per
@@ -65,15 +68,14 @@ def _split(p: Tensor, ts: list) -> list:
     return out
 
 
-def _merge(gs: list, ts: list) -> Tensor:
+def _merge(gs: list, ts: list, what: str = "backward hook returned a grad_input", of: str = "an input") -> Tensor:
     """The packed gradient of replacement gradients `gs` (None: zeros) for `ts`."""
     for g, t in zip(gs, ts):
         if g is not None and tuple(g.shape) != tuple(t.shape):
-            raise RuntimeError(f"backward hook returned a grad_input of shape {tuple(g.shape)} for an input of "
-                               f"shape {tuple(t.shape)}")
+            raise RuntimeError(f"{what} of shape {tuple(g.shape)} for {of} of shape {tuple(t.shape)}")
     gs = [g if g is not None else lax.full(tuple(t.shape), 0, t.dtype) for g, t in zip(gs, ts)]
     if len(ts) == 1:
-        return gs[0]
+        return gs[0] if gs[0].dtype is ts[0].dtype else lax.convert(gs[0], ts[0].dtype)
     d = _common(ts)
     return E.cat([lax.reshape(g if g.dtype is d else lax.convert(g, d), (t.numel(),)) for g, t in zip(gs, ts)], 0)
 
@@ -81,9 +83,10 @@ def _merge(gs: list, ts: list) -> Tensor:
 class BackwardHook:
     """The state of one hooked module call: its inputs, outputs and the output gradients seen."""
 
-    def __init__(self, module, hooks: list[Callable]):
+    def __init__(self, module, hooks: list[Callable], pre_hooks: list[Callable] = ()):
         self.module = module
         self.hooks = hooks
+        self.pre_hooks = list(pre_hooks)
         self.grad_outputs = None
         self.n_inputs = 0
         self.in_idx = None
@@ -138,7 +141,19 @@ class BackwardHook:
             if self.reached[k]:
                 full[i] = gk
         self.grad_outputs = tuple(full)
-        if self.in_idx is None:  # no input requires grad: fire now, nothing to replace
+        replaced = False
+        for hook in self.pre_hooks:
+            out = hook(self.module, self.grad_outputs)
+            if out is None:
+                continue
+            out = (out,) if isinstance(out, Tensor) else tuple(out)
+            if len(out) != len(self.grad_outputs):
+                raise RuntimeError(f"Backward pre hook returned an invalid number of grad_output, got {len(out)}, "
+                                   f"but expected {len(self.grad_outputs)}")
+            self.grad_outputs, replaced = out, True
+        new_g = _merge([self.grad_outputs[i] for i in self.out_idx], self.out_ts,
+                       "backward pre hook returned a grad_output", "an output") if replaced else None
+        if self.in_idx is None and self.hooks:  # no input requires grad: fire now, nothing to replace
             warnings.warn("Full backward hook is firing when gradients are computed with respect to module "
                           "outputs since no inputs require gradients.", stacklevel=2)
             grad_inputs = (None,) * self.n_inputs
@@ -147,8 +162,9 @@ class BackwardHook:
                 if res is not None and not (isinstance(res, tuple) and all(r is None for r in res)):
                     raise RuntimeError("Backward hook for Modules where no input requires gradient should always "
                                        "return None or None for all gradients.")
+        if self.in_idx is None:
             self.grad_outputs = None
-        return None
+        return new_g
 
     def _input_hook(self, g: Tensor):
         if self.grad_outputs is None:  # the gradient did not come through this call's outputs

@@ -255,46 +255,17 @@ def _pool_geometry(shape, kernel, stride, padding, dilation, ceil_mode):
 
 def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
                return_indices: bool = False) -> Tensor:
-    """Max over windows; padding counts as -inf (PI-3)."""
+    """Max over windows; padding counts as -inf (PI-3). The N-d implementation: functional_resample."""
     if return_indices:  # (values, flat indices into each input plane), as PyTorch
-        from .functional_resample import max_pool2d_with_indices  # (here: that module imports this one)
         return max_pool2d_with_indices(input, kernel_size, stride, padding, dilation, ceil_mode)
-    x, unbatched = _batched(input, 2, "max_pool2d")
-    k = _pair(kernel_size)
-    s = _pair(stride) if stride not in (None, ()) else k
-    d = _pair(dilation)
-    pads = _pool_geometry(x.shape[2:], k, s, _pair(padding), d, ceil_mode)
-    out = lax.reduce_window(x, "max", (1, 1) + k, (1, 1) + s, [(0, 0), (0, 0)] + pads, None, (1, 1) + d)
-    return lax.reshape(out, out.shape[1:]) if unbatched else out
+    return _max_pool(input, 2, kernel_size, stride, padding, dilation, ceil_mode, "max_pool2d")
 
 
 def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                count_include_pad: bool = True, divisor_override=None) -> Tensor:
     """Mean over windows; padding counts as 0 and, if count_include_pad, in the divisor (PI-3)."""
-    x, unbatched = _batched(input, 2, "avg_pool2d")
-    k = _pair(kernel_size)
-    s = _pair(stride) if stride not in (None, ()) else k
-    p = _pair(padding)
-    pads = _pool_geometry(x.shape[2:], k, s, p, (1, 1), ceil_mode)
-    win = (1, 1) + k
-    strides = (1, 1) + s
-    total = lax.reduce_window(x, "sum", win, strides, [(0, 0), (0, 0)] + pads)
-    if divisor_override:
-        out = lax.div(total, divisor_override)
-    elif not ceil_mode and (count_include_pad or p == (0, 0)):
-        out = lax.div(total, k[0] * k[1])
-    else:
-        # divisor per window: cells inside the input, plus the symmetric padding if counted
-        h, w = x.shape[2:]
-        ones = lax.full((1, 1, h, w), 1, x.dtype)
-        if count_include_pad:
-            ones = lax.pad(ones, 1, [(0, 0, 0), (0, 0, 0), (p[0], p[0], 0), (p[1], p[1], 0)])
-            extra = [(0, 0), (0, 0)] + [(0, hi - pp) for (_, hi), pp in zip(pads, p)]
-        else:
-            extra = [(0, 0), (0, 0)] + pads
-        div = lax.reduce_window(ones, "sum", win, strides, extra)
-        out = lax.div(total, div.detach())
-    return lax.reshape(out, out.shape[1:]) if unbatched else out
+    return _avg_pool(input, 2, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override,
+                     "avg_pool2d")
 
 
 # ---------------------------------------------------------------- losses
@@ -457,3 +428,4 @@ from .functional_extra import *  # noqa: E402,F401,F403  (more activations, loss
 from .ctc import ctc_loss  # noqa: E402,F401
 from .functional_extra import _pad_nonconstant  # noqa: E402
 from .functional_spatial import *  # noqa: E402,F401,F403  (conv_transpose, norms, interpolate, fold, pools)
+from .functional_resample import _avg_pool, _max_pool, max_pool2d_with_indices  # noqa: E402  (N-d pools)

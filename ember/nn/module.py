@@ -92,6 +92,7 @@ class Module:
         d["_forward_pre_hooks"] = OrderedDict()
         d["_forward_pre_hooks_with_kwargs"] = {}
         d["_backward_hooks"] = OrderedDict()
+        d["_backward_pre_hooks"] = OrderedDict()
 
     # ------------------------------------------------------------------ forward and hooks
     def forward(self, *args, **kwargs):
@@ -116,9 +117,10 @@ class Module:
                     if res is not None:
                         args = res if isinstance(res, tuple) else (res,)
         bw = None
-        if d.get("_backward_hooks") and TLS.grad_enabled:
+        if (d.get("_backward_hooks") or d.get("_backward_pre_hooks")) and TLS.grad_enabled:
             from ._backward_hooks import BackwardHook
-            bw = BackwardHook(self, list(d["_backward_hooks"].values()))
+            bw = BackwardHook(self, list(d.get("_backward_hooks", {}).values()),
+                              list(d.get("_backward_pre_hooks", {}).values()))
             args = bw.setup_inputs(args)
         out = self.forward(*args, **kwargs)
         if d["_forward_hooks"]:
@@ -155,6 +157,19 @@ class Module:
         backward pass runs: under ember.jit, once, while the step is traced."""
         d = self.__dict__
         hooks = d.setdefault("_backward_hooks", OrderedDict())
+        h = RemovableHandle(hooks)
+        hooks[h.id] = hook
+        if prepend:
+            hooks.move_to_end(h.id, last=False)
+        return h
+
+    def register_full_backward_pre_hook(self, hook: Callable, prepend: bool = False) -> RemovableHandle:
+        """Call `hook(module, grad_output)` when the gradients w.r.t. the module's outputs are computed,
+        before the module's backward pass and its full backward hooks; it may return a tuple (one entry
+        per output, None for zeros) replacing grad_output, which is then what the module's backward
+        pass and the full backward hooks get. Under ember.jit it runs once, while the step is traced."""
+        d = self.__dict__
+        hooks = d.setdefault("_backward_pre_hooks", OrderedDict())
         h = RemovableHandle(hooks)
         hooks[h.id] = hook
         if prepend:

@@ -1,20 +1,32 @@
-"""Pooling layers (PI-3): `MaxPool2d` (pads with -inf; return_indices), `AvgPool2d` (pads with 0),
-`AdaptiveAvgPool2d`, `AdaptiveMaxPool2d` (return_indices), `MaxUnpool2d`."""
+"""Pooling layers (PI-3), 1-, 2- and 3-D: `MaxPool{1,2,3}d` (pads with -inf; return_indices),
+`AvgPool{1,2,3}d` (pads with 0), `AdaptiveAvgPool{1,2,3}d`, `AdaptiveMaxPool{1,2,3}d` (return_indices),
+`MaxUnpool{1,2,3}d` and `LPPool{1,2,3}d`.
+
+Each family is one base class parametrised by its number of spatial dims (`_nd`), calling the
+functional form `F.<name>{_nd}d`; those are one N-d implementation each (functional_resample.py).
+"""
 from __future__ import annotations
 
-from .. import api as E
-from ..ops import lax
 from . import functional as F
 from .module import Module
 
-__all__ = ["MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "AdaptiveMaxPool2d", "MaxUnpool2d"]
+__all__ = ["MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
+           "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d",
+           "AdaptiveMaxPool1d", "AdaptiveMaxPool2d", "AdaptiveMaxPool3d",
+           "MaxUnpool1d", "MaxUnpool2d", "MaxUnpool3d", "LPPool1d", "LPPool2d", "LPPool3d"]
 
 
-class MaxPool2d(Module):
+def _fn(name: str, nd: int):
+    return getattr(F, f"{name}{nd}d")
+
+
+class _MaxPoolNd(Module):
     """Max over kernel_size windows moved by stride (default: kernel_size); padding counts as -inf.
 
-    With return_indices the forward returns (output, indices), the flat H * W position of each
-    maximum (PyTorch's: the last NaN, else the first maximum in the window), for MaxUnpool2d."""
+    With return_indices the forward returns (output, indices), the flat per-channel spatial position
+    of each maximum (PyTorch's: the last NaN, else the first maximum in the window), for MaxUnpool."""
+
+    _nd = 2
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices: bool = False,
                  ceil_mode: bool = False):
@@ -27,44 +39,33 @@ class MaxPool2d(Module):
         self.ceil_mode = ceil_mode
 
     def forward(self, input):
-        if self.return_indices:
-            return F.max_pool2d_with_indices(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                                             self.ceil_mode)
-        if F._pair(self.dilation) != (1, 1):
-            return _dilated_max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                                       self.ceil_mode)
-        return F.max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
-                            ceil_mode=self.ceil_mode)
+        return _fn("max_pool", self._nd)(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                                         ceil_mode=self.ceil_mode, return_indices=self.return_indices)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
                 f"dilation={self.dilation}, ceil_mode={self.ceil_mode}")
 
 
-def _dilated_max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode):
-    """Max-pool with a dilated window as an elementwise max over the window's strided taps.
-
-    The reduce_window primitive's gradient does not support window dilation, and elementwise max
-    does: each tap is a strided slice of the -inf-padded input (same geometry as F.max_pool2d)."""
-    x, unbatched = F._batched(input, 2, "max_pool2d")
-    k, s, p, d = F._pair(kernel_size), F._pair(stride), F._pair(padding), F._pair(dilation)
-    pads = F._pool_geometry(x.shape[2:], k, s, p, d, ceil_mode)
-    xp = F.pad(x, (pads[1][0], pads[1][1], pads[0][0], pads[0][1]), value=float("-inf"))
-    oh = (xp.shape[2] - d[0] * (k[0] - 1) - 1) // s[0] + 1
-    ow = (xp.shape[3] - d[1] * (k[1] - 1) - 1) // s[1] + 1
-    n, c = x.shape[:2]
-    out = None
-    for i in range(k[0]):
-        for j in range(k[1]):
-            a, b = i * d[0], j * d[1]
-            tap = lax.slice(xp, (0, 0, a, b), (n, c, a + (oh - 1) * s[0] + 1, b + (ow - 1) * s[1] + 1),
-                            (1, 1, s[0], s[1]))
-            out = tap if out is None else lax.max(out, tap)
-    return E.reshape(out, out.shape[1:]) if unbatched else out
+class MaxPool1d(_MaxPoolNd):
+    """Max-pool (N, C, L) or (C, L)."""
+    _nd = 1
 
 
-class AvgPool2d(Module):
+class MaxPool2d(_MaxPoolNd):
+    """Max-pool (N, C, H, W) or (C, H, W)."""
+    _nd = 2
+
+
+class MaxPool3d(_MaxPoolNd):
+    """Max-pool (N, C, D, H, W) or (C, D, H, W)."""
+    _nd = 3
+
+
+class _AvgPoolNd(Module):
     """Mean over windows; padding counts as 0 (and in the divisor when count_include_pad)."""
+
+    _nd = 2
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override=None):
@@ -77,11 +78,35 @@ class AvgPool2d(Module):
         self.divisor_override = divisor_override
 
     def forward(self, input):
-        return F.avg_pool2d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                            self.count_include_pad, self.divisor_override)
+        return _fn("avg_pool", self._nd)(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                                         self.count_include_pad, self.divisor_override)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool1d(_AvgPoolNd):
+    """Average-pool (N, C, L) or (C, L); no divisor_override (as PyTorch's)."""
+    _nd = 1
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode: bool = False,
+                 count_include_pad: bool = True):
+        super().__init__(F._pair(kernel_size, 1), F._pair(stride if stride is not None else kernel_size, 1),
+                         F._pair(padding, 1), ceil_mode, count_include_pad)
+
+    def forward(self, input):
+        return F.avg_pool1d(input, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
+
+
+class AvgPool2d(_AvgPoolNd):
+    """Average-pool (N, C, H, W) or (C, H, W)."""
+    _nd = 2
+
+
+class AvgPool3d(_AvgPoolNd):
+    """Average-pool (N, C, D, H, W) or (C, D, H, W)."""
+    _nd = 3
 
 
 def adaptive_avg_pool2d(input, output_size):
@@ -89,24 +114,39 @@ def adaptive_avg_pool2d(input, output_size):
     return F.adaptive_avg_pool2d(input, output_size)
 
 
-class AdaptiveAvgPool2d(Module):
-    """Average-pool (N, C, H, W) to (N, C, *output_size) with PyTorch's window boundaries."""
+class _AdaptiveAvgPoolNd(Module):
+    """Average-pool (N, C, *spatial) to (N, C, *output_size) with PyTorch's window boundaries."""
+
+    _nd = 2
 
     def __init__(self, output_size):
         super().__init__()
         self.output_size = output_size
 
     def forward(self, input):
-        return adaptive_avg_pool2d(input, self.output_size)
+        return _fn("adaptive_avg_pool", self._nd)(input, self.output_size)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
 
 
+class AdaptiveAvgPool1d(_AdaptiveAvgPoolNd):
+    _nd = 1
 
-class AdaptiveMaxPool2d(Module):
-    """Max-pool (N, C, H, W) to (N, C, *output_size) over PyTorch's adaptive windows; return_indices
-    also returns the flat H * W index of each maximum."""
+
+class AdaptiveAvgPool2d(_AdaptiveAvgPoolNd):
+    _nd = 2
+
+
+class AdaptiveAvgPool3d(_AdaptiveAvgPoolNd):
+    _nd = 3
+
+
+class _AdaptiveMaxPoolNd(Module):
+    """Max-pool (N, C, *spatial) to (N, C, *output_size) over PyTorch's adaptive windows; return_indices
+    also returns the flat per-channel spatial index of each maximum."""
+
+    _nd = 2
 
     def __init__(self, output_size, return_indices: bool = False):
         super().__init__()
@@ -114,24 +154,83 @@ class AdaptiveMaxPool2d(Module):
         self.return_indices = return_indices
 
     def forward(self, input):
-        return F.adaptive_max_pool2d(input, self.output_size, self.return_indices)
+        return _fn("adaptive_max_pool", self._nd)(input, self.output_size, self.return_indices)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size}"
 
 
-class MaxUnpool2d(Module):
-    """The partial inverse of MaxPool2d(return_indices=True): forward(input, indices, output_size=None)
+class AdaptiveMaxPool1d(_AdaptiveMaxPoolNd):
+    _nd = 1
+
+
+class AdaptiveMaxPool2d(_AdaptiveMaxPoolNd):
+    _nd = 2
+
+
+class AdaptiveMaxPool3d(_AdaptiveMaxPoolNd):
+    _nd = 3
+
+
+class _MaxUnpoolNd(Module):
+    """The partial inverse of MaxPool (return_indices=True): forward(input, indices, output_size=None)
     writes each value at its index and zeros elsewhere."""
+
+    _nd = 2
 
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
-        self.kernel_size = F._pair(kernel_size)
-        self.stride = F._pair(stride if stride is not None else kernel_size)
-        self.padding = F._pair(padding)
+        self.kernel_size = F._pair(kernel_size, self._nd)
+        self.stride = F._pair(stride if stride is not None else kernel_size, self._nd)
+        self.padding = F._pair(padding, self._nd)
 
     def forward(self, input, indices, output_size=None):
-        return F.max_unpool2d(input, indices, self.kernel_size, self.stride, self.padding, output_size)
+        return _fn("max_unpool", self._nd)(input, indices, self.kernel_size, self.stride, self.padding, output_size)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class MaxUnpool1d(_MaxUnpoolNd):
+    _nd = 1
+
+
+class MaxUnpool2d(_MaxUnpoolNd):
+    _nd = 2
+
+
+class MaxUnpool3d(_MaxUnpoolNd):
+    _nd = 3
+
+
+class _LPPoolNd(Module):
+    """Power-average pooling: (sum over each window of x ** norm_type) ** (1 / norm_type)."""
+
+    _nd = 2
+
+    def __init__(self, norm_type: float, kernel_size, stride=None, ceil_mode: bool = False):
+        super().__init__()
+        self.norm_type = norm_type
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.ceil_mode = ceil_mode
+
+    def forward(self, input):
+        return _fn("lp_pool", self._nd)(input, float(self.norm_type), self.kernel_size, self.stride,
+                                        self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        return (f"norm_type={self.norm_type}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"ceil_mode={self.ceil_mode}")
+
+
+class LPPool1d(_LPPoolNd):
+    _nd = 1
+
+
+class LPPool2d(_LPPoolNd):
+    _nd = 2
+
+
+class LPPool3d(_LPPoolNd):
+    _nd = 3

@@ -2,8 +2,8 @@
 
 The schema follows Triton's model configuration, written as JSON: `inputs`/`outputs` (Triton's
 `input`/`output` and `data_type: "TYPE_FP32"` are read too), `max_batch_size`, `dynamic_batching`,
-`instance_count`, `version_policy`, `parameters`. Unknown keys are refused, so a typo fails the
-load with a message instead of being ignored.
+`instance_count`, `version_policy`, `parameters`, and ember's own `sharding`. Unknown keys are
+refused, so a typo fails the load with a message instead of being ignored.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from .errors import ConfigError
 from .protocol import DATATYPES, MAX_RANK
 
 PLATFORMS = ("ember", "onnx", "python")
+MERGES = ("concat", "sum", "mean")
 DEFAULT_MAX_QUEUE_SIZE = 1024
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _TRITON_TYPES = {"TYPE_BOOL": "BOOL", "TYPE_UINT8": "UINT8", "TYPE_INT8": "INT8", "TYPE_INT16": "INT16",
@@ -58,6 +59,21 @@ class DynamicBatching:
 
 
 @dataclass(frozen=True)
+class Sharding:
+    """Split `input` along `axis` (of the request's shape) into `shards` run in parallel, each with
+    `halo` extra items on either side, and merge the outputs (ember/serve/sharded.py)."""
+
+    input: str
+    axis: int
+    shards: int
+    halo: int = 0
+    merge: str = "concat"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A parsed, validated config.json."""
 
@@ -72,6 +88,7 @@ class ModelConfig:
     version_policy: tuple = ("latest", 1)  # ("latest", n) | ("all",) | ("specific", (v, ...))
     parameters: dict = dataclasses.field(default_factory=dict)
     warmup: bool = True
+    sharding: Sharding | None = None
 
     def buckets(self) -> list:
         """The batch sizes a jitted model is padded to: the preferred sizes (powers of two when none
@@ -103,6 +120,8 @@ class ModelConfig:
                "outputs": [t.to_json() for t in self.outputs or ()],
                "instance_count": self.instance_count, "version_policy": policy,
                "parameters": dict(self.parameters), "warmup": self.warmup}
+        if self.sharding is not None:
+            out["sharding"] = self.sharding.to_json()
         q = {"max_queue_size": self.queue.max_queue_size,
              "default_queue_policy": {"timeout_action": "REJECT",
                                       "default_timeout_microseconds": self.queue.default_timeout_us,
@@ -187,8 +206,35 @@ def _queue(q: dict, what: str) -> QueuePolicy:
 
 
 _TOP = {"name", "platform", "backend", "inputs", "outputs", "input", "output", "max_batch_size",
-        "dynamic_batching", "queue", "instance_count", "version_policy", "parameters", "warmup"}
+        "dynamic_batching", "queue", "instance_count", "version_policy", "parameters", "warmup",
+        "sharding"}
 _QUEUE = {"max_queue_size", "default_queue_policy"}
+
+
+def _sharding(v, inputs: tuple | None, mbs: int) -> Sharding:
+    v = _obj(v, "sharding", {"input", "axis", "shards", "halo", "merge"})
+    name = v.get("input")
+    if not isinstance(name, str) or not name:
+        raise ConfigError("sharding.input must name the input to split")
+    if inputs is not None and name not in {s.name for s in inputs}:
+        raise ConfigError(f"sharding.input {name!r} is not one of the inputs {[s.name for s in inputs]}")
+    axis = v.get("axis")
+    if type(axis) is not int:
+        raise ConfigError(f"sharding.axis must be an integer (a dim of the request's shape), got {axis!r}")
+    if inputs is not None:
+        rank = len(next(s for s in inputs if s.name == name).dims) + (mbs > 0)
+        if not -rank <= axis < rank:
+            raise ConfigError(f"sharding.axis {axis} is out of range for input {name!r} of rank {rank}")
+        axis %= rank
+        if mbs > 0 and axis == 0:
+            raise ConfigError("sharding.axis 0 is the batch dim; shard another dim (instance_count runs "
+                              "batches in parallel)")
+    halo, merge = _int(v.get("halo", 0), "sharding.halo"), v.get("merge", "concat")
+    if merge not in MERGES:
+        raise ConfigError(f"sharding.merge must be one of {', '.join(MERGES)}, got {merge!r}")
+    if halo and merge != "concat":
+        raise ConfigError(f"sharding.halo needs merge 'concat' (a halo would count items twice in {merge!r})")
+    return Sharding(name, axis, _int(v.get("shards"), "sharding.shards", 2), halo, merge)
 
 
 def parse_config(raw: dict, model_name: str) -> ModelConfig:
@@ -235,10 +281,11 @@ def parse_config(raw: dict, model_name: str) -> ModelConfig:
     warmup = raw.get("warmup", True)
     if not isinstance(warmup, bool):
         raise ConfigError("warmup must be true or false")
+    sharding = _sharding(raw["sharding"], io["inputs"], mbs) if "sharding" in raw else None
     return ModelConfig(name, platform, io["inputs"], io["outputs"], mbs, db, queue,
                        _int(raw.get("instance_count", 1), "instance_count", 1),
                        _version_policy(raw.get("version_policy", {"latest": {"num_versions": 1}})),
-                       dict(params), warmup)
+                       dict(params), warmup, sharding)
 
 
 def read_config(model_dir: str) -> ModelConfig:

@@ -9,8 +9,9 @@
   images from BYTES, tokenizing) or anything else numpy can do. It runs as written, not jitted.
 
 The first two run under `ember.jit` with the batch padded up to a bucket (`ModelConfig.buckets`),
-so every batch size replays one of a few compiled graphs; outputs are sliced back. The model
-repository is trusted code: `model.py` is imported and run as is (as Triton's python backend does).
+so every batch size replays one of a few compiled graphs; outputs are sliced back. A config with
+`sharding` wraps any of them in `sharded.ShardedModel`. The model repository is trusted code:
+`model.py` is imported and run as is (as Triton's python backend does).
 """
 from __future__ import annotations
 
@@ -297,5 +298,13 @@ def load_version(config: ModelConfig, model_dir: str, version: int) -> tuple:
         model = _load_python(config, model_dir, version, vdir)
     if config.platform != "python" and any(s.datatype == "BYTES" for s in config.inputs + config.outputs):
         raise ConfigError(f"model {config.name!r}: BYTES tensors are for python models only")
-    model.warmup()
+    if config.sharding is not None:
+        from .sharded import ShardedModel
+        model = ShardedModel(model)
+        config = model.config
+    try:
+        model.warmup()
+    except BaseException:
+        model.close()  # a sharded model's shard threads
+        raise
     return model, config
