@@ -5,7 +5,9 @@ Needs the optional `onnx` package (`pip install 'ember[onnx]'`); `import ember` 
 Every ONNX op is one small handler in `ember/onnx/ops.py` (and the `ops_*.py` modules it imports),
 written in ember ops so autograd (and later jit) see through it; the handlers are registered in `OPS`, keyed by
 (domain, op_type) with the opset version each handler applies from. `checks.py` validates a model
-at load and each node's sizes before it runs, so a bad model raises `OnnxError`. See `docs/onnx.md`.
+at load and each node's sizes before it runs, so a bad model raises `OnnxError`. `host.py` folds
+shape arithmetic (Shape -> Gather -> Concat -> Reshape...) at trace time, so imported models jit.
+See `docs/onnx.md`.
 """
 from __future__ import annotations
 

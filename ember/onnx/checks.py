@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto, helper
 
+from . import host
 from .errors import OnnxError, UnsupportedOpError
 
 MAX_ELEMENTS = 1 << 31  # the largest tensor (in elements) a model may ask ember to allocate
@@ -183,12 +184,17 @@ def check_arity(fn, node, label: str, opset: int | None) -> None:
 
 
 # ------------------------------------------------------------------ before each node
+def _np(t) -> np.ndarray:
+    v = host.value(t)
+    return np.asarray(v if v is not None else t.detach().numpy())
+
+
 def _ints(t) -> list:
-    return [int(v) for v in np.asarray(t.detach().numpy()).reshape(-1)]
+    return [int(v) for v in _np(t).reshape(-1)]
 
 
 def _scalar(t) -> float:
-    v = np.asarray(t.detach().numpy()).reshape(-1)
+    v = _np(t).reshape(-1)
     if v.size != 1:
         raise OnnxError(f"expected a scalar, got {v.size} values")
     return float(v[0])

@@ -14,7 +14,7 @@ from .._core.errors import ConcretizationError
 from ..nn.module import Module
 from ..nn.parameter import Parameter
 from ..tensor import Tensor
-from . import checks
+from . import checks, host
 from .errors import OnnxError, UnsupportedOpError
 from .ops import Ctx, lookup
 
@@ -163,10 +163,10 @@ class OnnxModule(Module):
     def forward(self, *args, **kwargs):
         env = {"": None}
         for onnx_name, attr in self.onnx_names.items():
-            env[onnx_name] = getattr(self, attr)
+            env[onnx_name] = host.initializer(getattr(self, attr))
         env.update(self._bind_inputs(args, kwargs))
         run_graph(self.model.graph, env, self.opsets, self.handlers, self.value_info, self.consts)
-        outs = tuple(env[n] for n in self.output_names)
+        outs = tuple(host.tensor(env[n]) for n in self.output_names)
         return outs[0] if len(outs) == 1 else outs
 
     def extra_repr(self) -> str:
@@ -201,10 +201,12 @@ def _graph_tensors(g, what: str) -> dict:
 
 
 def run_graph(graph, env: dict, opsets: dict, handlers=None, value_info=None, consts=None) -> dict:
-    """Run the nodes of `graph` in order over `env` (name -> Tensor), adding their outputs.
+    """Run the nodes of `graph` in order over `env` (name -> Tensor or `host.Host`), adding their outputs.
 
-    Each node's sizes are checked (`checks.precheck`) before its handler runs; anything a handler
-    raises other than an OnnxError becomes one naming the node (ConcretizationError passes, for jit).
+    A node whose inputs are all host values is folded on the host (`host.fold`); any other gets them
+    as constant tensors. Each node's sizes are checked (`checks.precheck`) before its handler runs;
+    anything a handler raises other than an OnnxError becomes one naming the node
+    (ConcretizationError passes, for jit).
     """
     for i, node in enumerate(graph.node):
         dom = "" if node.domain in DEFAULT_DOMAINS else node.domain
@@ -218,8 +220,14 @@ def run_graph(graph, env: dict, opsets: dict, handlers=None, value_info=None, co
         try:
             ins = [env[n] if n else None for n in node.input]
             ctx = Ctx(node, opset, opsets, value_info or {}, env, consts)
-            checks.precheck(ctx, ins, label)
-            outs = fn(ctx, *ins)
+            outs = None
+            if host.foldable(node, ins):
+                checks.precheck(ctx, ins, label)
+                outs = host.fold(fn, ctx, ins)
+            if outs is None:
+                ins = [host.tensor(x) for x in ins]
+                checks.precheck(ctx, ins, label)
+                outs = fn(ctx, *ins)
         except (OnnxError, ConcretizationError):
             raise
         except Exception as e:  # noqa: BLE001 - a malformed node must not escape as TypeError/IndexError...

@@ -9,8 +9,9 @@ A handler is `fn(ctx, *inputs) -> Tensor | tuple`, where missing optional inputs
 `ctx` gives the node's attributes and the opset version. `register(op_type, since=v)` files it
 under (domain, op_type); `lookup` picks the handler with the largest `since` <= the model's opset,
 so ops whose semantics changed (Reduce* axes, Split/Squeeze/Unsqueeze, Clip, Pad, Softmax...) get
-one handler per version. Values an op needs at import time (shapes, axes, pads) are read from
-their tensors with `.numpy()`; the data path stays in ember ops, so autograd flows through.
+one handler per version. Values an op needs at import time (shapes, axes, pads) are read with
+`static`/`ints`: from the host value behind them (`host.py`: shape arithmetic folded at trace
+time) or with `.numpy()`; the data path stays in ember ops, so autograd flows through.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from .._core import dtypes as dt
 from ..nn import functional as F
 from ..ops import lax
 from ..tensor import Tensor
+from . import host
 from .errors import UnsupportedOpError
 
 OPS: dict = {}  # (domain, op_type) -> sorted list of (since_version, handler)
@@ -95,6 +97,9 @@ def const(arr, dtype=None) -> Tensor:
 
 def static(t) -> np.ndarray:
     """The value of a tensor the op needs at import/run time (shape, axes, pads...)."""
+    v = host.value(t)
+    if v is not None:
+        return v
     return t.detach().numpy() if isinstance(t, Tensor) else np.asarray(t)
 
 
@@ -309,7 +314,9 @@ def constant(ctx):
                 v = np.array(v, np.float32)
             elif name in ("value_int", "value_ints"):
                 v = np.array(v, np.int64)
-            return const(v)
+            v = np.array(v, order="C")
+            dt.from_numpy_dtype(v.dtype)  # a dtype ember lacks (strings) fails here, naming this node
+            return host.Host(v)
     raise ctx.unsupported("only tensor, float(s) and int(s) constants are supported")
 
 
@@ -326,12 +333,12 @@ def shape_(ctx, x):
     n = len(s)
     start, end = ctx.attr("start", 0), ctx.attr("end", n)
     start, end = max(0, min(n, _ax(start, n))), max(0, min(n, _ax(end, n)))
-    return const(np.array(s[start:end], np.int64))
+    return host.Host(np.array(s[start:end], np.int64))  # known while tracing: the trace is per shape
 
 
 @register("Size")
 def size_(ctx, x):
-    return const(np.array(int(np.prod(x.shape)), np.int64))
+    return host.Host(np.array(int(np.prod(x.shape)), np.int64))
 
 
 @register("EyeLike")

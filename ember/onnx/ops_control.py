@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ops import lax
+from . import host
 from .ops import _ax, const, register, static
 
 
@@ -25,7 +26,8 @@ def _run_body(ctx, graph, values):
 
 
 def _stack(xs, axis):
-    """Stack same-shaped tensors along a new `axis`."""
+    """Stack same-shaped tensors (or host values) along a new `axis`."""
+    xs = [host.tensor(x) for x in xs]
     axis = _ax(axis, xs[0].ndim + 1)
     return lax.concatenate([lax.reshape(x, x.shape[:axis] + (1,) + x.shape[axis:]) for x in xs], axis)
 
@@ -47,7 +49,7 @@ def loop(ctx, trip_count=None, cond=None, *carried):
     while go and (m is None or i < m):
         if m is None and cond is None:
             raise ctx.unsupported("a Loop with neither a trip count nor a condition")
-        outs = _run_body(ctx, body, [const(np.array(i, np.int64)), const(np.array(go))] + state)
+        outs = _run_body(ctx, body, [host.Host(np.array(i, np.int64)), host.Host(np.array(go))] + state)
         go = bool(static(outs[0]).reshape(-1)[0]) if cond is not None else True
         state = list(outs[1:1 + n_carried])
         step = outs[1 + n_carried:]

@@ -7,6 +7,7 @@ import numpy as np
 from .. import api as E
 from .._core import dtypes as dt
 from ..ops import lax
+from . import host
 from .ops import _ax, _zero, const, ints, register, static
 
 # ------------------------------------------------------------------ shapes
@@ -148,9 +149,27 @@ def _fix_index(idx, n):
     return lax.select(lax.lt(idx, 0), lax.add(idx, n), idx)
 
 
+def _gather_known(x, idx: np.ndarray, axis: int):
+    """Gather with indices known at trace time: a slice when they are one index or evenly spaced."""
+    n = x.shape[axis]
+    idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise IndexError(f"Gather indices {idx.reshape(-1).tolist()[:8]} out of range for axis {axis} of size {n}")
+    flat = idx.reshape(-1)
+    step = int(flat[1] - flat[0]) if flat.size > 1 else 1
+    if flat.size == 0 or step < 1 or (np.diff(flat) != step).any():
+        return lax.gather(x, const(idx), axis)
+    lo, hi, st = [0] * x.ndim, list(x.shape), [1] * x.ndim
+    lo[axis], hi[axis], st[axis] = int(flat[0]), int(flat[-1]) + 1, step
+    return lax.reshape(lax.slice(x, lo, hi, st), x.shape[:axis] + idx.shape + x.shape[axis + 1:])
+
+
 @register("Gather")
 def gather(ctx, x, idx):
     axis = _ax(ctx.attr("axis", 0), x.ndim)
+    known = host.value(idx)
+    if known is not None:
+        return _gather_known(x, np.asarray(known), axis)
     return lax.gather(x, _fix_index(idx, x.shape[axis]), axis)
 
 
