@@ -5,7 +5,8 @@
 - `ember demo`: fits a small MLP with autograd and prints its loss falling;
 - `ember serve --model-repository DIR`: serves a model repository over KServe's OIP v2 REST
   (extra ember[serve], see docs/serve.md); `ember serve --flagship CHECKPOINT` serves the CNN
-  `ember train` checkpointed, base64 PNG/JPEG in, 10 class probabilities out.
+  `ember train` checkpointed, base64 PNG/JPEG in, 10 class probabilities out; `--replicas N`
+  runs N server processes behind a router, `--autoscale` scales them on in-flight requests.
 """
 from __future__ import annotations
 
@@ -76,18 +77,43 @@ def main(argv=None) -> int:
     s.add_argument("--strict-readiness", action="store_true",
                    help="report ready only when every model version loaded")
     s.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--repository-poll-secs", type=float,
+                   help="poll mode: rescan the repository this often, loading new and changed models")
+    s.add_argument("--rate-limit", type=float, help="inference requests a second accepted (429 past it)")
+    s.add_argument("--burst", type=int, help="requests the rate limit admits at once (default: one second's)")
+    s.add_argument("--replicas", type=int, default=0,
+                   help="run N server processes behind a router on --port (default: one server, no router)")
+    s.add_argument("--routing", default="round_robin",
+                   choices=["round_robin", "least_connections", "consistent_hash"])
+    s.add_argument("--hash-header", default="x-ember-route-key", help="the header consistent_hash routes on")
+    s.add_argument("--autoscale", action="store_true",
+                   help="scale replicas on in-flight requests (--target-concurrency per replica)")
+    s.add_argument("--target-concurrency", type=float, default=1.0)
+    s.add_argument("--min-replicas", type=int, default=1)
+    s.add_argument("--max-replicas", type=int, default=4)
     args = ap.parse_args(argv)
     if args.cmd == "demo":
         demo(args.steps, args.seed)
     if args.cmd == "serve":
-        from .serve.server import main as serve_main
         if args.flagship:
             from .serve.flagship import serve_main as flagship_main
-            return flagship_main(args, serve_main)
+            return flagship_main(args, _serve)
         if not args.model_repository:
             s.error("needs --model-repository DIR (or --flagship CHECKPOINT)")
-        return serve_main(args)
+        return _serve(args)
     return 0
+
+
+def _serve(args) -> int:
+    """One server, or (--replicas, --autoscale) replica processes behind a router."""
+    if args.replicas > 0 or args.autoscale:
+        from .serve.router import main as router_main
+        args.replicas = max(args.replicas, args.min_replicas if args.autoscale else 1)
+        fwd = [f for m in args.model or () for f in ("--model", m)] + ["--max-body-mb", str(args.max_body_mb)]
+        fwd += ["--repository-poll-secs", str(args.repository_poll_secs)] if args.repository_poll_secs else []
+        return router_main(args, fwd + (["--strict-readiness"] if args.strict_readiness else []))
+    from .serve.server import main as serve_main
+    return serve_main(args)
 
 
 if __name__ == "__main__":

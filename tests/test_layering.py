@@ -58,6 +58,7 @@ LAYERS = {
     "ember.metrics": 7,
     "ember.onnx.*": 7,
     "ember.distributed.*": 7,
+    "ember.deploy.*": 7,
 
     "ember.recipes.*": 8,
     "ember.serve.*": 8,

@@ -461,6 +461,34 @@ def test_be1_conv_and_its_gradients_match_eager(kw, dtype):
            rtol=1e-5, atol=1e-5)  # 1-d
 
 
+BATCH1 = [(F.conv2d, (6, 11, 9), (8, 6, 3, 3), dict(stride=2, padding=1)),
+          (F.conv2d, (4, 13, 12), (5, 4, 3, 2), dict(padding=(2, 0), dilation=2)),
+          (F.conv2d, (4, 10, 10), (4, 1, 3, 3), dict(padding=1, groups=4)),  # depthwise
+          (F.conv2d, (5, 6, 6), (50, 5, 3, 3), dict()),  # more output channels than positions
+          (F.conv2d, (6, 9, 7), (8, 3, 1, 1), dict(groups=2)),  # 1x1: the GEMM reads x itself
+          (F.conv2d, (16, 3, 3), (40, 16, 1, 1), dict()),
+          (F.conv1d, (5, 37), (7, 5, 3), dict(padding=1, stride=2)),
+          (F.conv3d, (3, 7, 8, 9), (4, 3, 3, 2, 3), dict(padding=1, stride=(2, 1, 2), dilation=(1, 2, 1)))]
+
+
+@pytest.mark.parametrize("fn,xs,wsh,kw", BATCH1)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_be1_conv_batch1_threads(fn, xs, wsh, kw, dtype):
+    """A batch-1 convolution on 2 (and 3) threads: each item's output positions or channels are
+    split among the threads; the same bits run to run, eager's values within rounding."""
+    rng = np.random.default_rng(12)
+    x, w = (ember.tensor(rng.standard_normal(s).astype(dtype)) for s in ((1,) + xs, wsh))
+    want = fn(x, w, **kw).numpy()
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for n in (2, 3):
+        with ember.num_threads(n):
+            j = ember.jit(lambda a, b: fn(a, b, **kw), backend="native")
+            got, again = (j(x, w).numpy().copy() for _ in range(2))
+            _native(j)
+        assert np.array_equal(got, again)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
 def test_be1_conv_edge_sizes():
     rng = np.random.default_rng(11)
     w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)

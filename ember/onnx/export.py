@@ -2,8 +2,10 @@
 
 The model is traced (`ember.jit.trace`) and optimized (O2), then every primitive is converted by one
 converter of `_export_ops.CONVERTERS`. Captured tensors (parameters, buffers) become initializers
-named by their `state_dict` key. Graph passes then fold constant subgraphs into initializers (MD-2)
-and per-channel affine ops after a convolution into its weights and bias (Conv+BN folding, MD-3).
+named by their `state_dict` key. Graph passes then rewrite quantized layers into QuantizeLinear /
+DequantizeLinear with int8 weights (QDQ, MD-8, `export_quant.py`), fold constant subgraphs into
+initializers (MD-2) and per-channel affine ops after a convolution into its weights and bias
+(Conv+BN folding, MD-3).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from onnx import helper, numpy_helper
 
 from .._core.files import atomic_write
 from ..ir.core import Literal
+from . import export_quant
 from ._export_ops import CONVERTERS, i64
 from .errors import OnnxError
 
@@ -184,7 +187,7 @@ def fold_constants(nodes: list, inits: dict, opset: int, outputs: list) -> list:
         for k, name in enumerate(n.input):
             if name in alias:
                 n.input[k] = alias[name]
-        if n.input and all(i in inits for i in n.input if i):
+        if n.input and n.op_type not in export_quant.NO_FOLD and all(i in inits for i in n.input if i):
             try:
                 vals = _eval_node(n, inits, opset)
             except Exception:  # noqa: BLE001 - leave the node to the runtime
@@ -438,6 +441,7 @@ def export(model_or_fn, example_inputs, path, *, opset: int = 17, input_names=No
 
     nodes, inits = ctx.nodes, ctx.inits
     nodes = prune(nodes, inits, outputs)  # e.g. a weight chain a converter bypassed: nothing to fold
+    nodes = prune(export_quant.to_qdq(nodes, inits, outputs, opset), inits, outputs)  # MD-8: quantized layers
     if constant_folding:
         nodes = fold_constants(nodes, inits, opset, outputs)
     if fold_conv_bn:

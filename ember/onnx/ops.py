@@ -511,4 +511,4 @@ def if_(ctx, cond):
 
 
 from . import ops_nn, ops_shape  # noqa: E402,F401 - register the other op families
-from . import ops_attention, ops_control, ops_misc, ops_resize, ops_rnn, ops_vision  # noqa: E402,F401
+from . import ops_attention, ops_control, ops_misc, ops_quant, ops_resize, ops_rnn, ops_vision  # noqa: E402,F401

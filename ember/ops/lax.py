@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.state import TLS
 from .core import P, bind
 
 _PY = frozenset((bool, int, float))
@@ -131,9 +132,26 @@ def fft_c2r(x, axes, n, norm): return bind(P.fft_c2r, x, axes=tuple(axes), n=int
 
 
 # ---- contractions, windows, indexing, random
-def dot_general(x, y, contract, batch=((), ())):
-    return bind(P.dot_general, x, y, contract=(tuple(contract[0]), tuple(contract[1])),
-                batch=(tuple(batch[0]), tuple(batch[1])))
+def dot_general(x, y, contract, batch=((), ()), preferred=None):
+    contract = (tuple(contract[0]), tuple(contract[1]))
+    batch = (tuple(batch[0]), tuple(batch[1]))
+    if preferred is not None:  # a param only when it changes the result dtype (ops/linalg.py)
+        from .linalg import preferred_dtype
+        _, out = P.dot_general.resolve_dtypes((x.dtype, y.dtype))
+        preferred = preferred_dtype("matmul", out, preferred)
+        if preferred is not out:
+            if not TLS.interpreters[-1].level:  # eager: the kernel on `preferred` copies, directly
+                res = bind(P.dot_general, _as(x, preferred), _as(y, preferred), contract=contract, batch=batch)
+                return res if res.dtype is preferred else convert(res, preferred)
+            return bind(P.dot_general, x, y, contract=contract, batch=batch, preferred=preferred)
+    return bind(P.dot_general, x, y, contract=contract, batch=batch)
+
+
+def _as(x, dtype):
+    """`x` in `dtype` (a half type: float32, as the kernel sums half values in float32)."""
+    from .._core import dtypes as dt
+    d = dt.float32 if dtype in (dt.float16, dt.bfloat16) else dtype
+    return x if x.dtype is d else convert(x, d)
 
 
 def conv_general(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, groups=1):

@@ -3,6 +3,12 @@
 Output dims are the batch dims (in the given order), then the free dims of x, then those of y,
 each in increasing order. Transposes feeding a contraction fold into these numbers, so a GEMM
 never needs a materialised transpose.
+
+`preferred` (JAX's `preferred_element_type`; a param only when given) is the dtype the products
+are summed and returned in: int8/uint8 operands with `preferred=int32` give the exact int32 sums
+(the numpy kernel: np.matmul on int32 copies; sums wrap modulo 2**32 as int32 matmul does, first
+possible from k = 65794 on). It must hold the operands' promoted dtype. The CPU backend lowers the
+8-bit case to its own int8 GEMM (backend/cpu/qgemm.py).
 """
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import math
 import numpy as np
 
 from .._core import dtypes as dt
-from .._core.errors import ShapeError, op_error
+from .._core.errors import DTypeError, ShapeError, op_error
 from . import lax
 from .core import Aval, P, Primitive, register
 
@@ -22,7 +28,15 @@ def _free(ndim, contract, batch):
     return tuple(i for i in range(ndim) if i not in contract and i not in batch)
 
 
-def _dot_abstract(x: Aval, y: Aval, *, contract, batch) -> Aval:
+def preferred_dtype(op: str, promoted, preferred):
+    """`preferred` as a DType, checked: it must hold the operands' promoted dtype `promoted`."""
+    p = dt.as_dtype(preferred)
+    if p not in DOT_DTYPES or dt.PROMOTION[(promoted, p)] is not p:
+        raise op_error(DTypeError, op, f"preferred={p.name} cannot hold the {promoted.name} operands' products")
+    return p
+
+
+def _dot_abstract(x: Aval, y: Aval, *, contract, batch, preferred=None) -> Aval:
     (xc, yc), (xb, yb) = contract, batch
     bad = (len(xc) != len(yc) or len(xb) != len(yb)
            or any(not 0 <= i < len(x.shape) for i in xc + xb) or any(not 0 <= i < len(y.shape) for i in yc + yb)
@@ -34,12 +48,18 @@ def _dot_abstract(x: Aval, y: Aval, *, contract, batch) -> Aval:
         raise op_error(ShapeError, "matmul", f"cannot contract shapes {x.shape} and {y.shape} "
                        f"(contracting dims {xc} with {yc}, batch dims {xb} with {yb})")
     _, out = P.dot_general.resolve_dtypes((x.dtype, y.dtype))
+    if preferred is not None:
+        out = preferred_dtype("matmul", out, preferred)
     shape = tuple(x.shape[i] for i in xb) + tuple(x.shape[i] for i in _free(len(x.shape), xc, xb)) + \
         tuple(y.shape[i] for i in _free(len(y.shape), yc, yb))
     return Aval(shape, out)
 
 
-def _dot_impl(x, y, *, contract, batch):
+def _dot_impl(x, y, *, contract, batch, preferred=None):
+    if preferred is not None:  # summed in `preferred` (float32 for a half type, then rounded)
+        ct = np.float32 if preferred in (dt.float16, dt.bfloat16) else preferred.np
+        out = _dot_impl(x.astype(ct, copy=False), y.astype(ct, copy=False), contract=contract, batch=batch)
+        return out.astype(preferred.np, copy=False)
     (xc, yc), (xb, yb) = contract, batch
     if not xb and x.ndim == 2 and y.ndim == 2 and len(xc) == 1:
         # every 2-D contraction is one GEMM with transposes as views (BLAS flags)
@@ -63,7 +83,7 @@ def _dot_impl(x, y, *, contract, batch):
                        tuple(y.shape[i] for i in yf))
 
 
-def _dot_vjp(g, out, x, y, *, contract, batch):
+def _dot_vjp(g, out, x, y, *, contract, batch, preferred=None):
     (xc, yc), (xb, yb) = contract, batch
     xf, yf = _free(len(x.shape), xc, xb), _free(len(y.shape), yc, yb)
     nb = len(xb)
@@ -75,10 +95,14 @@ def _dot_vjp(g, out, x, y, *, contract, batch):
         t = lax.dot_general(g, y, (gyf, yf), (gb, yb))
         src = xb + xf + tuple(c for _, c in sorted(zip(yc, xc)))
         gx = _to_order(t, src)
+        if preferred is not None and gx.dtype is not x.dtype:
+            gx = lax.convert(gx, x.dtype)
     if y.dtype.kind == "f" and getattr(y, "_rg", True):
         t = lax.dot_general(g, x, (gxf, xf), (gb, xb))
         src = yb + yf + tuple(c for _, c in sorted(zip(xc, yc)))
         gy = _to_order(t, src)
+        if preferred is not None and gy.dtype is not y.dtype:
+            gy = lax.convert(gy, y.dtype)
     return gx, gy
 
 

@@ -1,5 +1,6 @@
 """ember serve: a model server speaking KServe's Open Inference Protocol v2 over REST (the protocol
-NVIDIA Triton speaks), with a Triton-layout model repository and a dynamic batcher. See docs/serve.md.
+NVIDIA Triton speaks), with a Triton-layout model repository, a dynamic batcher, canary releases, and
+replicas behind a router that retries and autoscales them. See docs/serve.md.
 
     from ember.serve import Server
     with Server("models/", port=8000) as srv:
@@ -10,11 +11,15 @@ Server starts, so `import ember.serve` works without it and `import ember` never
 """
 from __future__ import annotations
 
+from .autoscale import Autoscale  # noqa: F401
+from .canary import CanaryPolicy  # noqa: F401
 from .config import ModelConfig, TensorSpec, parse_config, read_config  # noqa: F401
 from .errors import (ConfigError, InvalidRequest, MissingDependency, ModelError, NotFound,  # noqa: F401
-                     PayloadTooLarge, QueueFull, ServeError, Unavailable)
+                     PayloadTooLarge, QueueFull, RateLimited, ServeError, Unavailable)
+from .replicas import ReplicaSet  # noqa: F401
+from .router import Router  # noqa: F401
 from .server import Server  # noqa: F401
 
-__all__ = ["Server", "ServeError", "InvalidRequest", "NotFound", "PayloadTooLarge", "QueueFull", "Unavailable",
-           "ModelError", "ConfigError", "MissingDependency", "ModelConfig", "TensorSpec", "parse_config",
-           "read_config"]
+__all__ = ["Server", "Router", "ReplicaSet", "Autoscale", "CanaryPolicy", "ServeError", "InvalidRequest",
+           "NotFound", "PayloadTooLarge", "QueueFull", "RateLimited", "Unavailable", "ModelError", "ConfigError",
+           "MissingDependency", "ModelConfig", "TensorSpec", "parse_config", "read_config"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
 
 from starlette.applications import Starlette
@@ -19,7 +20,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from . import protocol
-from .errors import InvalidRequest, NotFound, PayloadTooLarge, ServeError
+from .canary import parse_canary
+from .errors import ConfigError, InvalidRequest, NotFound, PayloadTooLarge, ServeError, Unloading
 from .inference import check_inputs, select_outputs, timeout_us
 from .repository import READY, Repository
 
@@ -34,8 +36,14 @@ def _json(obj, status: int = 200) -> Response:
     return Response(protocol.dumps(obj), status, media_type="application/json")
 
 
-def _error(status: int, message: str) -> Response:
-    return Response(protocol.error_body(message), status, media_type="application/json")
+def _error(status: int, message: str, headers: dict | None = None) -> Response:
+    return Response(protocol.error_body(message), status, media_type="application/json", headers=headers)
+
+
+def error_response(e: ServeError) -> Response:
+    """A ServeError as its status and {"error": ...}; a rate limit adds Retry-After."""
+    after = getattr(e, "retry_after", None)
+    return _error(e.status, str(e), None if after is None else {"Retry-After": str(max(math.ceil(after), 1))})
 
 
 def _endpoint(fn):
@@ -45,7 +53,7 @@ def _endpoint(fn):
         try:
             return await fn(request)
         except ServeError as e:
-            return _error(e.status, str(e))
+            return error_response(e)
         except Exception as e:  # noqa: BLE001 - a bug answers 500; the server goes on
             log.exception("internal error serving %s %s", request.method, request.url.path)
             return _error(500, f"internal error: {type(e).__name__}: {e}")
@@ -76,8 +84,10 @@ async def _read_body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
-def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready, version: str) -> Starlette:
-    """The ASGI app serving `repo`; `is_ready()` says whether the server takes traffic."""
+def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready, version: str,
+              limiter=None) -> Starlette:
+    """The ASGI app serving `repo`; `is_ready()` says whether the server takes traffic; `limiter`
+    (a RateLimiter) caps the inference request rate."""
 
     async def offload(fn, *args):
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
@@ -139,8 +149,10 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
     @_endpoint
     async def infer(request):
         t0 = time.monotonic_ns()
+        if limiter is not None:
+            limiter.admit()
         name, version = request.path_params["model"], request.path_params.get("version")
-        ve = repo.resolve(name, version)
+        ve = repo.resolve(name, version, route=False)  # unknown or unready: answered before the body is read
         labels = (name, str(ve.version))
         try:
             body = await _read_body(request, max_body_bytes)
@@ -149,9 +161,20 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
                 req = await offload(protocol.decode_infer_request, body, header)
             else:
                 req = protocol.decode_infer_request(body, header)
-            batch = check_inputs(ve.config, req)
+            for attempt in (0, 1):
+                # resolved again after the awaits: a poll-mode reload may have swapped the version in the
+                # meantime; no await between this and submit, and a batcher stopped even so is retried once
+                ve = repo.resolve(name, version)
+                labels = (name, str(ve.version))
+                batch = check_inputs(ve.config, req)
+                try:
+                    fut = ve.batcher.submit(req.inputs, batch, timeout_us(req))
+                    break
+                except Unloading:
+                    if attempt or version is not None:
+                        raise
             wanted = select_outputs(ve.config, req)
-            outs = await asyncio.wrap_future(ve.batcher.submit(req.inputs, batch, timeout_us(req)))
+            outs = await asyncio.wrap_future(fut)
             items = [(n, dt, outs[n], binary) for n, dt, binary in wanted]
             if sum(a.nbytes for _, _, a, _ in items) > OFFLOAD_BYTES:
                 data, hlen = await offload(protocol.encode_infer_response, name, labels[1], req.id, items)
@@ -188,6 +211,22 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
         await offload(repo.unload, request.path_params["model"])
         return _json({})
 
+    @_endpoint
+    async def canary(request):
+        name = request.path_params["model"]
+        if request.method == "GET":
+            e = repo.entry(name)
+            return _json(e.canary.to_json() if e.canary else {"state": "none"})
+        params = protocol.parse_json(await _read_body(request, 1 << 16))
+        try:
+            if isinstance(params, dict) and set(params) == {"action"}:
+                c = repo.canary_action(name, params["action"])
+            else:
+                c = repo.start_canary(name, parse_canary(params))
+        except ConfigError as e:
+            raise InvalidRequest(str(e)) from None
+        return _json(c.to_json())
+
     async def prometheus(request):
         return Response(metrics.render(), 200, media_type="text/plain; version=0.0.4")
 
@@ -202,6 +241,7 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
         Route("/v2/repository/index", repository_index, methods=["POST"]),
         Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
         Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
+        Route("/v2/repository/models/{model}/canary", canary, methods=["GET", "POST"]),
         Route("/metrics", prometheus, methods=["GET"]),
     ]
     for base in (m, mv):

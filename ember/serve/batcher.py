@@ -23,7 +23,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from .errors import ModelError, QueueFull, ServeError, Unavailable
+from .errors import ModelError, QueueFull, ServeError, Unavailable, Unloading
 from .metrics import Metrics
 from .models import ServedModel
 
@@ -77,7 +77,7 @@ class Batcher:
         p = _Pending(inputs, batch, now, now + t * 1000 if t > 0 else None)
         with self._cond:
             if self._stopping:
-                raise Unavailable(f"model {self.labels[0]!r} version {self.labels[1]} is unloading")
+                raise Unloading(f"model {self.labels[0]!r} version {self.labels[1]} is unloading")
             if len(self._q) >= self.max_queue:
                 raise QueueFull(f"model {self.labels[0]!r} version {self.labels[1]}: the request queue is "
                                 f"full ({self.max_queue} requests); retry later")

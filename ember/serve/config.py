@@ -2,7 +2,7 @@
 
 The schema follows Triton's model configuration, written as JSON: `inputs`/`outputs` (Triton's
 `input`/`output` and `data_type: "TYPE_FP32"` are read too), `max_batch_size`, `dynamic_batching`,
-`instance_count`, `version_policy`, `parameters`, and ember's own `sharding`. Unknown keys are
+`instance_count`, `version_policy`, `parameters`, and ember's own `sharding` and `canary`. Unknown keys are
 refused, so a typo fails the load with a message instead of being ignored.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 
+from .canary import parse_canary
 from .errors import ConfigError
 from .protocol import DATATYPES, MAX_RANK
 
@@ -89,6 +90,7 @@ class ModelConfig:
     parameters: dict = dataclasses.field(default_factory=dict)
     warmup: bool = True
     sharding: Sharding | None = None
+    canary: object = None  # a CanaryPolicy (ember/serve/canary.py)
 
     def buckets(self) -> list:
         """The batch sizes a jitted model is padded to: the preferred sizes (powers of two when none
@@ -122,6 +124,8 @@ class ModelConfig:
                "parameters": dict(self.parameters), "warmup": self.warmup}
         if self.sharding is not None:
             out["sharding"] = self.sharding.to_json()
+        if self.canary is not None:
+            out["canary"] = self.canary.to_json()
         q = {"max_queue_size": self.queue.max_queue_size,
              "default_queue_policy": {"timeout_action": "REJECT",
                                       "default_timeout_microseconds": self.queue.default_timeout_us,
@@ -207,7 +211,7 @@ def _queue(q: dict, what: str) -> QueuePolicy:
 
 _TOP = {"name", "platform", "backend", "inputs", "outputs", "input", "output", "max_batch_size",
         "dynamic_batching", "queue", "instance_count", "version_policy", "parameters", "warmup",
-        "sharding"}
+        "sharding", "canary"}
 _QUEUE = {"max_queue_size", "default_queue_policy"}
 
 
@@ -282,10 +286,11 @@ def parse_config(raw: dict, model_name: str) -> ModelConfig:
     if not isinstance(warmup, bool):
         raise ConfigError("warmup must be true or false")
     sharding = _sharding(raw["sharding"], io["inputs"], mbs) if "sharding" in raw else None
+    canary = parse_canary(raw["canary"]) if "canary" in raw else None
     return ModelConfig(name, platform, io["inputs"], io["outputs"], mbs, db, queue,
                        _int(raw.get("instance_count", 1), "instance_count", 1),
                        _version_policy(raw.get("version_policy", {"latest": {"num_versions": 1}})),
-                       dict(params), warmup, sharding)
+                       dict(params), warmup, sharding, canary)
 
 
 def read_config(model_dir: str) -> ModelConfig:

@@ -34,11 +34,23 @@ class QueueFull(ServeError):
     status = 429
 
 
+class RateLimited(QueueFull):
+    """Over the server's or router's request rate (HTTP 429 with Retry-After, in whole seconds)."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(ServeError):
     """A model (or the server) that is not ready, is unloading, or a request whose queue
     timeout passed (HTTP 503, as Triton answers both)."""
 
     status = 503
+
+
+class Unloading(Unavailable):
+    """The model version's batcher is stopping (an unload, or a reload that swapped it out)."""
 
 
 class ModelError(ServeError):

@@ -31,6 +31,8 @@ class Metrics:
     def __init__(self):
         self._lock = threading.Lock()
         self._counts: dict = {}
+        self._canaries: dict = {}  # model -> its Canary (ember/serve/canary.py), the latest one
+        self._decisions: dict = {}  # (model, version, decision) -> count
 
     def _get(self, model: str, version: str) -> dict:
         c = self._counts.get((model, version))
@@ -65,14 +67,41 @@ class Metrics:
         with self._lock:
             return dict(self._get(model, version))
 
+    def canary(self, canary) -> None:
+        """Show a model's canary (its state and traffic share) in /metrics."""
+        with self._lock:
+            self._canaries[canary.model] = canary
+
+    def canary_decision(self, model: str, version: str, decision: str) -> None:
+        """Count a canary's promotion or rollback."""
+        with self._lock:
+            k = (model, version, decision)
+            self._decisions[k] = self._decisions.get(k, 0) + 1
+
     def render(self) -> str:
         """The Prometheus text exposition of every counter."""
         with self._lock:
             items = sorted((k, dict(v)) for k, v in self._counts.items())
+            canaries = sorted(self._canaries.items())
+            decisions = sorted(self._decisions.items())
         lines = []
         for name, help_ in COUNTERS:
             lines.append(f"# HELP {name} {help_}")
             lines.append(f"# TYPE {name} counter")
             for (model, version), c in items:
                 lines.append(f'{name}{{model="{_label(model)}",version="{_label(version)}"}} {c[name]}')
+        if canaries:
+            lines += ["# HELP ember_canary_traffic_percent Share of unversioned requests sent to the canary",
+                      "# TYPE ember_canary_traffic_percent gauge"]
+            lines += [f'ember_canary_traffic_percent{{model="{_label(m)}",version="{c.policy.version}"}} {c.percent:g}'
+                      for m, c in canaries]
+            lines += ["# HELP ember_canary_state The canary's state (1 on the current one)",
+                      "# TYPE ember_canary_state gauge"]
+            lines += [f'ember_canary_state{{model="{_label(m)}",version="{c.policy.version}",state="{s}"}} '
+                      f'{int(c.state == s)}' for m, c in canaries for s in ("running", "promoted", "rolled_back")]
+        if decisions:
+            lines += ["# HELP ember_canary_decisions_total Canary promotions and rollbacks",
+                      "# TYPE ember_canary_decisions_total counter"]
+            lines += [f'ember_canary_decisions_total{{model="{_label(m)}",version="{_label(v)}",decision="{d}"}} {n}'
+                      for (m, v, d), n in decisions]
         return "\n".join(lines) + "\n"

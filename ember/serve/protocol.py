@@ -88,7 +88,10 @@ def _shape(v, what: str) -> tuple:
 
 
 def _short(v, n: int = 60) -> str:
-    s = json.dumps(v) if isinstance(v, (list, dict, str, int, float, bool, type(None))) else repr(v)
+    try:
+        s = json.dumps(v) if isinstance(v, (list, dict, str, int, float, bool, type(None))) else repr(v)
+    except (RecursionError, ValueError):  # a value nested deeper than Python's recursion limit
+        s = f"a {type(v).__name__} nested too deeply to show"
     return s if len(s) <= n else s[:n] + "..."
 
 
@@ -110,8 +113,21 @@ def parse_header_length(value: str | None, body_len: int) -> int | None:
     return n
 
 
+try:  # orjson (in ember[serve]) parses a request 10x faster; json.loads stays the reference
+    from orjson import loads as _fast_loads
+except ImportError:
+    _fast_loads = None
+
+
 def parse_json(data: bytes, what: str = "request body") -> dict:
     """A JSON object from bytes, or InvalidRequest."""
+    if _fast_loads is not None:
+        try:
+            obj = _fast_loads(data)
+        except Exception:  # noqa: BLE001 - what orjson refuses (NaN, huge ints, bad input) json decides
+            obj = None
+        if isinstance(obj, dict):
+            return obj
     try:
         obj = json.loads(data)
     except RecursionError:

@@ -5,7 +5,8 @@
 
 Loading a model reads its config, picks versions by its version policy, loads and warms up each and
 starts its batcher. A version that fails is kept as UNAVAILABLE with the reason; the other versions
-and models load regardless. The table (`_models`) is guarded by `_lock`; loads and unloads of one
+and models load regardless. A model may run a canary (ember/serve/canary.py) that picks the version of its unversioned
+requests. The table (`_models`) is guarded by `_lock`; loads and unloads of one
 model are serialized by that model's own lock, and run outside `_lock`, so a slow load never stalls
 requests for other models. A reload builds the new versions first, swaps them in, then drains the
 old ones' queues.
@@ -18,8 +19,9 @@ import threading
 from dataclasses import dataclass, field
 
 from .batcher import Batcher
+from .canary import Canary
 from .config import NAME_RE, ModelConfig, available_versions, read_config, select_versions
-from .errors import NotFound, ServeError, Unavailable
+from .errors import ConfigError, NotFound, ServeError, Unavailable
 from .metrics import Metrics
 from .protocol import is_uint
 from .models import ServedModel, load_version
@@ -49,6 +51,7 @@ class ModelEntry:
     config: ModelConfig | None
     versions: dict = field(default_factory=dict)  # int -> VersionEntry
     reason: str = ""  # why the whole model is unavailable (a bad config.json, say)
+    canary: Canary | None = None
 
     def ready_versions(self) -> list:
         return sorted(v for v, e in self.versions.items() if e.state == READY)
@@ -71,6 +74,7 @@ class Repository:
         self._lock = threading.Lock()
         self._models: dict = {}
         self._model_locks: dict = {}
+        self._signatures: dict = {}  # model -> its files' signature when last loaded (poll mode)
 
     def _dir(self, name: str) -> str | None:
         if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
@@ -91,16 +95,25 @@ class Repository:
             return self._model_locks.setdefault(name, threading.Lock())
 
     # ---- load / unload
-    def load(self, name: str) -> ModelEntry:
-        """(Re)load a model from the repository; returns its entry, failed versions included."""
+    def load(self, name: str, keep_on_failure: bool = False) -> ModelEntry:
+        """(Re)load a model from the repository; returns its entry, failed versions included.
+        With `keep_on_failure`, a reload in which some version fails keeps the old entry serving."""
         d = self._dir(name)
         if d is None:
             raise NotFound(f"the model repository has no model {name!r} (no {name}/config.json)")
         with self._model_lock(name):
+            sig = self.signature(name)
             entry = self._build(name, d)
             with self._lock:
                 old = self._models.get(name)
+                failed = entry.reason or any(v.state != READY for v in entry.versions.values())
+                if keep_on_failure and old is not None and failed:
+                    log.warning("model %r: the new files did not load (%s); the loaded versions keep serving",
+                                name, entry.why_not_ready())
+                    self._stop(entry)
+                    return old
                 self._models[name] = entry
+                self._signatures[name] = sig
             if old is not None:
                 self._stop(old)
         if entry.ready_versions():
@@ -135,7 +148,78 @@ class Repository:
             self.metrics.register(name, str(v))
             entry.versions[v] = VersionEntry(v, READY, "", vconfig, model, Batcher(model, self.metrics).start())
             entry.config = vconfig
+        if config.canary is not None:
+            try:
+                self._start_canary(entry, config.canary)
+            except ConfigError as e:
+                log.warning("model %r: no canary: %s", name, e)
         return entry
+
+    def _start_canary(self, entry: ModelEntry, policy) -> Canary:
+        ready = entry.ready_versions()
+        if policy.version not in ready:
+            raise ConfigError(f"canary version {policy.version} of model {entry.name!r} is not ready "
+                              f"(ready: {ready})")
+        stable = [v for v in ready if v != policy.version]
+        if not stable:
+            raise ConfigError(f"model {entry.name!r} serves no stable version beside canary version "
+                              f"{policy.version}: serve both (version_policy all, or latest 2)")
+        entry.canary = Canary(entry.name, policy, stable[-1], self.metrics)
+        return entry.canary
+
+    def start_canary(self, name: str, policy) -> Canary:
+        """Start (or restart) a canary on a loaded model."""
+        e = self.entry(name)
+        with self._model_lock(name):
+            return self._start_canary(e, policy)
+
+    def canary_action(self, name: str, action: str) -> Canary:
+        """Promote or roll back a model's running canary."""
+        e = self.entry(name)
+        if e.canary is None:
+            raise NotFound(f"model {name!r} has no canary")
+        e.canary.act(action)
+        return e.canary
+
+    def signature(self, name: str) -> tuple:
+        """What poll mode compares: config.json's and every version file's (path, size, mtime)."""
+        d = os.path.join(self.root, name)
+        out = []
+        for top, dirs, files in os.walk(d):
+            dirs[:] = sorted(x for x in dirs if not x.startswith(".") and x != "__pycache__")
+            for f in sorted(files):
+                p = os.path.join(top, f)
+                try:
+                    st = os.stat(p)
+                except OSError:
+                    continue
+                out.append((os.path.relpath(p, d), st.st_size, st.st_mtime_ns))
+        return tuple(out)
+
+    def poll(self, only=None) -> list:
+        """Poll mode: load models that appeared or whose files changed, unload those removed.
+        A reload builds the new versions beside the old and swaps them in, so no request is
+        dropped; one that fails to load leaves the old versions serving. `only` limits it to those
+        models. Returns the names acted on."""
+        names = set(self.model_names())
+        if only is not None:
+            names &= set(only)
+        with self._lock:
+            loaded = set(self._models)
+        acted = []
+        for n in sorted(loaded - names):
+            self.unload(n)
+            with self._lock:
+                self._signatures.pop(n, None)
+            acted.append(n)
+        for n in sorted(names):
+            sig = self.signature(n)
+            if self._signatures.get(n) != sig:
+                self.load(n, keep_on_failure=n in loaded)
+                with self._lock:
+                    self._signatures[n] = sig  # a failed reload is tried again when the files change again
+                acted.append(n)
+        return acted
 
     def unload(self, name: str) -> None:
         """Stop serving a model; its queued and running requests finish first."""
@@ -175,10 +259,15 @@ class Repository:
             raise NotFound(f"unknown model {name!r}")
         return ModelEntry(name, None, reason=f"model {name!r} is not loaded")
 
-    def resolve(self, name: str, version: str | None) -> VersionEntry:
-        """The READY version a request names (the highest ready one when `version` is None)."""
+    def resolve(self, name: str, version: str | None, route: bool = True) -> VersionEntry:
+        """The READY version a request names (the highest ready one, or the canary's pick when
+        `route`, when `version` is None)."""
         e = self.entry(name)
         if version is None:
+            if e.canary is not None and route:
+                ve = e.versions.get(e.canary.route())
+                if ve is not None and ve.state == READY:
+                    return ve
             ready = e.ready_versions()
             if not ready:
                 raise Unavailable(f"model {name!r} is not ready: {e.why_not_ready()}")

@@ -13,9 +13,10 @@ from .emitter import blas_matrix, loop_nest, round64
 
 
 def conv(r, e) -> None:
-    """conv_general as GEMMs over im2col columns: per batch item (columns = output positions)
-    when the output is larger than the kernel, else per input channel (columns = kernel taps)
-    into per-thread partial sums added in thread order (a weight gradient)."""
+    """conv_general as GEMMs over im2col columns: per batch item (columns = output positions,
+    a 1x1 convolution's x itself; each item split among the threads when they outnumber the
+    items) when the output is larger than the kernel, else per input channel (columns = kernel
+    taps) into per-thread partial sums added in thread order (a weight gradient)."""
     # one function on purpose (over 100 lines): both GEMM layouts share the im2col row and tap
     # helpers below and the operand strides they close over
     lhs, rhs = e.inputs
@@ -79,13 +80,15 @@ def conv(r, e) -> None:
     pv, kv = [f"p{d}" for d in range(nd)], [f"k{d}" for d in range(nd)]
     last = nd - 1
 
-    def row(dst, src, along_k):
-        # one im2col row along the last spatial dim: over output positions (along_k False)
-        # or over kernel taps (True)
+    def row(dst, src, along_k, part=False):
+        # one im2col row along the last spatial dim: over output positions (along_k False; only
+        # j0..j1 of them with `part`) or over kernel taps (True)
         if along_k:
             n, step, off = Kd[last], rdil[last], f"p{last} * {st[last]} - {pads[last][0]}"
         else:
             n, step, off = Pd[last], st[last], f"k{last} * {rdil[last]} - {pads[last][0]}"
+            if part:
+                n, off = "j1 - j0", f"j0 * {st[last]} + {off}"
         return f"row_{ct}({dst}, {src}, {n}, {step}, {off}, {S[last]}, {xs[last + 2]}, {ldil[last]});"
 
     w_mat = None
@@ -96,32 +99,63 @@ def conv(r, e) -> None:
         pass
     wpack = prod(w.shape) if Pn >= Kn else Kn * Og
     if Pn >= Kn:
-        col = round64(Cg * Kn * Pn * item)
+        # threads share the (b, g) items; with fewer items than threads (batch 1) every item is
+        # split instead, so no thread idles: by output positions (each thread's GEMM columns
+        # [lo, hi), im2col'ed into its own scratch) or, with more output channels than positions,
+        # by channels (GEMM rows [mlo, mhi) of one im2col matrix the threads fill together)
+        direct = False  # a 1x1 convolution whose GEMM reads x itself (no im2col copy)
+        if Kn == 1 and set(st) | set(ldil) == {1} and all(tuple(p) == (0, 0) for p in pads):
+            try:
+                direct = blas_matrix(x, [1], list(range(2, nd + 2))) == ("N", xs[1])
+            except Unsupported:
+                pass
+        col = 0 if direct else round64(Cg * Kn * Pn * item)
         per_thread = col + (0 if w_mat else round64(wpack * item))
-        fill = [L.Stmt(f"{ct}* dst = col + ({flat(['c'] + kv, [Cg] + list(Kd))}) * {Pn};\n"
+        PL, BG = Pd[last], B * G
+
+        def share(n, v, on, align=8):  # the thread's share [vlo, vhi) of n when `on`
+            def cut(t):
+                return f"((int64_t){n} * {t} / nt) & ~(int64_t){align - 1}"
+            return (f"const int64_t {v}lo = !{on} || !tid ? 0 : {cut('tid')};\n"
+                    f"const int64_t {v}hi = !{on} || tid == nt - 1 ? {n} : {cut('(tid + 1)')};\n")
+        rng = (f"const int split = {BG} < nt, rows = split && {int(Og > Pn)}, cols = split && !rows;\n" +
+               share(Pn, "", "cols") + share(Og, "m", "rows") + share(Cg, "c", "rows", 1) +
+               f"const int64_t n = hi - lo;\n"
+               f"{ct}* mine = rows ? ({ct}*)({base}0) : col;  /* the im2col matrix, column j at mine[j - lo] */\n"
+               f"const int64_t bg0 = split ? 0 : (int64_t){BG} * tid / nt, "
+               f"bg1 = split ? {BG} : (int64_t){BG} * (tid + 1) / nt;")
+        # im2col columns [lo, hi): rows rr of the last spatial dim, each cut to its part j0..j1
+        fill = [L.Stmt(f"{ct}* dst = mine + ({flat(['c'] + kv, [Cg] + list(Kd))}) * n;\n"
                        f"const {ct}* src = xin + b * {xs[0]} + (g * {Cg} + c) * {xs[1]};")]
         code, ok, off = qs(range(last), pv, kv)
-        body = [L.Stmt("\n".join(code) + f"\n{ct}* r = dst + ({flat(pv[:last], list(Pd[:last]))}) * {Pd[last]};\n"
-                       f"if ({ok}) {row('r', f'src + {off}', False)}\n"
-                       f"else for (int64_t j = 0; j < {Pd[last]}; j++) r[j] = 0;")]
-        for d in reversed(range(last)):
-            body = [L.Loop(pv[d], Pd[d], body)]
-        fill = [L.Loop("c", Cg, loop_nest(kv, Kd, fill + body))]
+        body = [L.Stmt(f"const int64_t j0 = rr * {PL} < lo ? lo - rr * {PL} : 0, "
+                       f"j1 = rr * {PL} + {PL} > hi ? hi - rr * {PL} : {PL};\n" +
+                       "".join(f"const int64_t {pv[d]} = rr / {prod(Pd[d + 1:last])}{f' % {Pd[d]}' if d else ''};\n"
+                               for d in range(last)) +
+                       "\n".join(code) + f"\n{ct}* r = dst + rr * {PL} + j0 - lo;\n"
+                       f"if ({ok} && j1 - j0 == {PL}) {row('r', f'src + {off}', False)}\n"
+                       f"else if ({ok}) {row('r', f'src + {off}', False, True)}\n"
+                       f"else for (int64_t j = 0; j < j1 - j0; j++) r[j] = 0;")]
+        fill = loop_nest(kv, Kd, fill + [L.Loop("rr", f"(hi + {PL - 1}) / {PL}", body, start=f"lo / {PL}")])
+        fill = [L.Loop("c", "chi", fill, start="clo")]
         if w_mat:
-            ta, lda = w_mat
-            wsrc = "win"
+            (ta, lda), wsrc, rs = w_mat, "win", ws[0]
         else:
-            ta, lda = "N", Cg * Kn
-            wsrc = "wp"
-        gem = (f"{gemm}(101, {111 if ta == 'N' else 112}, 111, {Og}, {Pn}, {Cg * Kn}, {one}, "
-               f"{wsrc} + g * {Og} * {ws[0] if w_mat else Cg * Kn}, {lda}, col, {Pn}, 0, "
-               f"out + (b * {O} + g * {Og}) * {Pn}, {Pn});")
-        loop = L.Loop("b", B, [L.Loop("g", G, fill + [L.Stmt(gem)])], parallel=True)
-        body = pre + r.reserve(per_thread) + [L.Stmt(f"{ct}* col = ({ct}*)({base}(size_t)tid * {per_thread});")]
+            (ta, lda), wsrc, rs = ("N", Cg * Kn), "wp", Cg * Kn
+        bmat = f"xin + b * {xs[0]} + g * {Cg * xs[1]} + lo, {xs[1]}" if direct else "mine, n"
+        gem = (f"if (n > 0 && mhi > mlo) {gemm}(101, {111 if ta == 'N' else 112}, 111, mhi - mlo, n, {Cg * Kn}, "
+               f"{one}, {wsrc} + (g * {Og} + mlo) * {rs}, {lda}, {bmat}, 0, "
+               f"out + (b * {O} + g * {Og} + mlo) * {Pn} + lo, {Pn});")
+        sync = [] if direct else [L.Stmt("if (rows) {\n#pragma omp barrier\n}")]
+        work = [] if direct else fill + sync
+        loop = L.Loop("bg", "bg1", [L.Stmt(f"const int64_t b = bg / {G}, g = bg % {G};"), *work, L.Stmt(gem), *sync],
+                      start="bg0")
+        body = pre + (r.reserve(per_thread) if per_thread else [])
+        body += [L.Stmt(f"{ct}* col = ({ct}*)({base}(size_t)tid * {per_thread});")]
         if not w_mat:
             body += [L.Stmt(f"{ct}* wp = ({ct}*)({base}(size_t)tid * {per_thread} + {col});")]
             body += r.pack(w, "win", "wp", ct)
-        lines = L.render([L.Stmt("{")] + body + [loop, L.Stmt("}")])
+        lines = L.render([L.Stmt("{")] + body + [L.Stmt(rng), loop, L.Stmt("}"), L.Stmt("#pragma omp barrier")])
     else:
         col, acc = round64(B * Pn * Kn * item), round64(B * Pn * O * item)
         per_thread = col + acc + (0 if w_mat else round64(wpack * item))

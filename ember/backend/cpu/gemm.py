@@ -10,8 +10,9 @@ from ...runtime.layout import Ref, collapse, contiguous, prod
 from ..contract import Unsupported
 from ..lowering import register_lowering
 from . import loopnest as L
+from . import qgemm
 from .c_expr import CTYPE, HALF, c_convert, c_literal, compute_of, itemsize
-from .emitter import GEMM_PAR_MIN, blas_matrix, c_index, loop_nest, round64
+from .emitter import GEMM_PAR_MIN, blas_matrix, c_index, dot_dims, loop_nest, round64
 
 
 def _operand(r, ref: Ref, batch, rows, cols, ct: str, at: int) -> tuple:
@@ -46,16 +47,15 @@ def _operand(r, ref: Ref, batch, rows, cols, ct: str, at: int) -> tuple:
 
 
 def dot(r, e) -> None:
-    """dot_general as CBLAS GEMMs: one per batch item, or one block of columns (rows) per thread."""
+    """dot_general as CBLAS GEMMs: one per batch item, or one block of columns (rows) per thread;
+    int8/uint8 operands with an int32 result (`preferred=int32`) as ember's own int8 GEMM."""
+    if qgemm.handles(e):
+        return qgemm.lower(r, e)
     x, y = e.inputs
     dt, kind = r.blas_kind(e)
     (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
-    xr, yr, o = r.refs[x], r.refs[y], r.refs[e.out]
-    xf = [i for i in range(len(xr.shape)) if i not in xc and i not in xb]
-    yf = [i for i in range(len(yr.shape)) if i not in yc and i not in yb]
-    m, k, n = prod([xr.shape[i] for i in xf]), prod([xr.shape[i] for i in xc]), prod([yr.shape[i] for i in yf])
+    xr, yr, o, xf, yf, m, k, n, bshape = dot_dims(r, e)
     nb = len(xb)
-    bshape = [xr.shape[i] for i in xb]
     if m == 0 or n == 0 or prod(bshape) == 0:
         r.emit(("dot_general", [], 0, 0))
         return
