@@ -502,3 +502,16 @@ def test_losses_accept_module_style_calls():
     assert nn.MSELoss(reduction="sum")(ember.ones(3), ember.zeros(3)).item() == 3.0
     with pytest.raises(ValueError):
         nn.L1Loss(reduction="avg")
+
+
+def test_get_and_set_submodule_by_dotted_path():
+    """get_submodule / set_submodule as PyTorch: dotted paths, a missing parent raises, "" is refused."""
+    m = nn.Sequential(nn.Linear(2, 3), nn.Sequential(nn.ReLU(), nn.Linear(3, 1)))
+    assert m.get_submodule("1.1") is m[1][1] and m.get_submodule("") is m
+    new = nn.Linear(3, 4)
+    m.set_submodule("1.1", new)
+    assert m[1][1] is new and m.get_submodule("1.1") is new
+    with pytest.raises(AttributeError):
+        m.set_submodule("7.0", nn.ReLU())
+    with pytest.raises(ValueError):
+        m.set_submodule("", nn.ReLU())

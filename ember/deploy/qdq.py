@@ -127,10 +127,10 @@ def _targets(model: nn.Module, layers) -> list:
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """`model` with its submodule `name` replaced by `new` (`new` itself when name is the root)."""
     if not name:
         return new
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, new)
+    model.set_submodule(name, new)
     return model
 
 

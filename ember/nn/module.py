@@ -318,6 +318,13 @@ class Module:
             mod = mod._modules[item]
         return mod
 
+    def set_submodule(self, target: str, module: "Module") -> None:
+        """Replace the submodule at dotted path `target` (its parent must exist) with `module`."""
+        if target == "":
+            raise ValueError("set_submodule needs a non-empty target (the module itself cannot be replaced)")
+        parent, _, leaf = target.rpartition(".")
+        setattr(self.get_submodule(parent), leaf, module)
+
     def get_parameter(self, target: str) -> Parameter:
         mod_path, _, name = target.rpartition(".")
         mod = self.get_submodule(mod_path)

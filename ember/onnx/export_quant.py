@@ -2,8 +2,8 @@
 
 Quantized layers (`ember.deploy.qat.QuantizedLinear` / `QuantizedConv2d`, from `qat.convert` or
 `ember.deploy.qdq.quantize_static`) and `qdq.QuantStub` compute with two ember functions
-(`ember.deploy.qdq`; `tracing` installs them while the model is traced), which convert to fixed
-chains of ONNX nodes. This pass finds those chains and replaces them:
+(`ember.deploy.qat.dequantize_weight` and `quant_dequant`), which trace to fixed chains of ONNX
+nodes. This pass finds those chains and replaces them:
 
 - weights: ``Mul(Sub(Cast(W), Z), S)`` with W an int8/uint8 initializer, Z and S constants per
   tensor or along one axis -> ``DequantizeLinear(W, S, Z, axis)``; W stays an int8 initializer.
