@@ -19,6 +19,7 @@ import ember
 from ember._core import dtypes as dt
 from ember.ops import lax
 from ember.ops.core import REGISTRY, P
+from ember.ops.packed import pack_weight
 
 # primitives no builder draws, and why (none at present: random_bits gets a constant uint32[4] key)
 EXCLUDED: dict[str, str] = {}
@@ -424,6 +425,16 @@ def b_dot(g):
     return (lambda a, b: lax.dot_general(a, b, ((nd - 1,), (0,)))), [i, j]
 
 
+def b_packed(g):
+    """packed_matmul of an 8-bit tensor against a random int8 weight packed as a constant."""
+    i = g.pick(lambda t: _ok(P.packed_matmul)(t) and t.ndim >= 1)
+    if i is None:
+        return None
+    k, n = g.pool[i].shape[-1], int(g.rng.integers(1, 20))
+    w = pack_weight(g.rng.integers(-128, 128, (k, n)).astype(np.int8))
+    return (lambda a: lax.packed_matmul(a, ember.tensor(w), k, n)), [i]
+
+
 def b_conv(g):
     i = g.pick(lambda t: _ok(P.conv_general)(t) and t.ndim >= 1 and t.numel() >= 3)
     if i is None:
@@ -636,7 +647,7 @@ BUILDERS.update({
     "argmax": b_arg("argmax"), "argmin": b_arg("argmin"), "cumsum": b_cumsum, "cumprod": b_cumprod,
     "argsort": b_argsort, "searchsorted": b_searchsorted,
     "reshape": b_reshape, "broadcast_in_dim": b_broadcast, "transpose": b_transpose, "slice": b_slice,
-    "pad": b_pad, "concatenate": b_concat, "rev": b_rev, "dot_general": b_dot,
+    "pad": b_pad, "concatenate": b_concat, "rev": b_rev, "dot_general": b_dot, "packed_matmul": b_packed,
     "conv_general": b_conv, "reduce_window_max": b_rw("max"), "reduce_window_sum": b_rw("sum"),
     "select_and_scatter_add": b_sas, "gather": b_gather("gather"), "scatter_add": b_gather("scatter_add"),
     "take_along_axis": b_along("take_along_axis"),

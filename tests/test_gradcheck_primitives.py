@@ -56,6 +56,7 @@ NO_VJP = {
     "bitwise_and": "integer/bool only", "bitwise_or": "integer/bool only",
     "bitwise_xor": "integer/bool only", "bitwise_not": "integer/bool only",
     "shift_left": "integer only", "shift_right": "integer only",
+    "packed_matmul": "integer only",
     "full": "no tensor operands", "iota": "no tensor operands", "random_bits": "uint32 output",
     "bitcast": "reinterprets bits: not differentiable",
     "select_and_scatter_add": "max-pool VJP; its own VJP (max-pool double backward) is not implemented",

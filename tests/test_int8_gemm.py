@@ -225,18 +225,28 @@ def test_md9_portable_c_path_gives_the_same_int32_results(tmp_path):
         ys = [ember.tensor(rng.integers(np.iinfo(d).min, np.iinfo(d).max + 1, s, dtype=d)) for _, s, _, d in cases]
         j = ember.jit(lambda xs, ys: [lax.dot_general(x, y, ((1,), (0,)), preferred=ember.int32)
                                       for x, y in zip(xs, ys)], backend="native")
+        from ember.ops.packed import pack_weight
+        w = rng.integers(-128, 128, (100, 40), dtype=np.int8)
+        pw = ember.tensor(pack_weight(w))
+        jp = ember.jit(lambda x: ember.convert(lax.packed_matmul(x, pw, 100, 40), ember.float32) * 0.5)
         for nt in (1, 2):
             with ember.num_threads(nt):
                 for o, x, y in zip(j(xs, ys), xs, ys):
                     assert np.array_equal(o.numpy(), x.numpy().astype(np.int32) @ y.numpy().astype(np.int32))
-        (ent,) = j.cache.values()
-        assert not ent.exe.host_units
+                x = ember.tensor(rng.integers(0, 256, (7, 100), dtype=np.uint8))  # a packed weight, an epilogue
+                ref = (x.numpy().astype(np.int32) @ w.astype(np.int32)).astype(np.float32) * 0.5
+                assert np.array_equal(jp(x).numpy(), ref)
+        for f in (j, jp):
+            (ent,) = f.cache.values()
+            assert not ent.exe.host_units
         print("ok")
     """)
     env = dict(os.environ, EMBER_CFLAGS="-mno-avx2", EMBER_CACHE_DIR=str(tmp_path))
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
-    (src,) = [p for p in tmp_path.glob("*.c") if "int8 GEMM (qgemm.py)" in p.read_text()]
-    r = subprocess.run([compiler.compiler(), *compiler.FLAGS, "-fopenmp", "-mno-avx2", "-S", "-o", "-", str(src)],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "vpmaddubsw" not in r.stdout and "vpmaddwd" not in r.stdout
+    srcs = [p for p in tmp_path.glob("*.c") if "int8 GEMM (qgemm.py)" in p.read_text()]
+    assert len(srcs) == 2
+    for src in srcs:
+        r = subprocess.run([compiler.compiler(), *compiler.FLAGS, "-fopenmp", "-mno-avx2", "-S", "-o", "-", str(src)],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "vpmaddubsw" not in r.stdout and "vpmaddwd" not in r.stdout

@@ -530,6 +530,32 @@ def test_be1_pooling_and_its_gradient_match_eager(kw):
         np.testing.assert_array_equal(b.detach().numpy(), a.detach().numpy())
 
 
+@pytest.mark.parametrize("case", [
+    ("2d", dict(kernel_size=3, stride=2, padding=1, dilation=2)), ("2d", dict(kernel_size=2, ceil_mode=True)),
+    ("2d", dict(kernel_size=(3, 1), stride=(1, 3), padding=(1, 0))), ("1d", dict(kernel_size=4, stride=3, padding=2)),
+    ("3d", dict(kernel_size=2, stride=(1, 2, 2), padding=(0, 1, 0))), ("1d", dict(kernel_size=1, stride=5))])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.uint8, np.int32])
+def test_be1_max_pool_row_kernel_is_bitwise_the_numpy_executor(case, dtype):
+    """The row-at-a-time max-pool kernel (windows.py: a vectorized pass over each output row per
+    tap) gives the numpy executor's bits: signed zeros at ties, the NaN, integer extremes."""
+    nd, kw = case
+    rng = np.random.default_rng(21)
+    shape = {"1d": (3, 5, 23), "2d": (2, 3, 13, 11), "3d": (2, 2, 5, 9, 8)}[nd]
+    if np.dtype(dtype).kind == "f":
+        x = rng.choice(np.array([-0.0, 0.0, 1.0, -1.0, np.nan, np.inf, -np.inf, 2.5], dtype), size=shape)
+    else:
+        info = np.iinfo(dtype)
+        x = rng.choice(np.array([info.min, info.max, 0, 1, 7], dtype), size=shape)
+    pool = {"1d": F.max_pool1d, "2d": F.max_pool2d, "3d": F.max_pool3d}[nd]
+    xt = ember.tensor(x)
+    want = pool(xt, **kw).numpy()
+    j = ember.jit(lambda t: pool(t, **kw), backend="native")
+    got = j(xt).numpy()
+    _native(j)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(got.view(f"u{got.itemsize}"), want.view(f"u{want.itemsize}"))
+
+
 def test_be1_concatenate_matches_eager():
     rng = np.random.default_rng(13)
     a, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((3, 2)).astype(np.float32)
@@ -880,3 +906,36 @@ def test_be16_gemm_operand_blas_cannot_read_is_packed_not_sent_to_the_host(shape
     np.testing.assert_allclose(dw.numpy(), g.reshape(T * B, 7).T @ xt.reshape(T * B, Fi), rtol=1e-4, atol=1e-4)
     exe = _native(j)
     assert sum(label == "dot_general" for label, *_ in exe.kernels) >= 1
+
+
+def test_inputs_seen_again_reuse_their_address_and_new_or_changed_ones_are_read():
+    """The step remembers each input's address by a weak reference to its array (a weight is the
+    same array at every call): the same array updated in place, another array, a strided view and
+    a freed one all give the right results."""
+    f = ember.jit(lambda x, w: x * w + 1.0, backend="native")
+    x, w = np.arange(6, dtype=np.float32), np.full(6, 2.0, np.float32)
+    xt, wt = ember.tensor(x), ember.tensor(w)
+    np.testing.assert_array_equal(f(xt, wt).numpy(), x * 2 + 1)
+    wt.numpy()[...] = 3.0  # the same array, new values
+    np.testing.assert_array_equal(f(xt, wt).numpy(), x * 3 + 1)
+    for _ in range(3):  # new arrays each time (the old ones freed)
+        w2 = ember.tensor(np.full(6, 5.0, np.float32))
+        np.testing.assert_array_equal(f(xt, w2).numpy(), x * 5 + 1)
+        del w2
+    big = np.arange(12, dtype=np.float32)
+    np.testing.assert_array_equal(f(ember.tensor(big)[::2], wt).numpy(), big[::2] * 3 + 1)
+    _native(f)
+
+
+def test_a_step_with_no_kernel_worth_sharing_runs_on_one_thread():
+    """A launch whose kernels are all below the sizes that split work runs one thread: a team would
+    only meet at barriers (for milliseconds when another process holds a core)."""
+    small = ember.jit(lambda x: ember.exp(x) + 1.0, backend="native")
+    big = ember.jit(lambda x: ember.exp(x) + 1.0, backend="native")
+    with ember.num_threads(2):
+        small(ember.tensor(np.ones(8, np.float32)))
+        big(ember.tensor(np.ones(1 << 16, np.float32)))
+    for j, shared in ((small, False), (big, True)):
+        (ent,) = j.cache.values()
+        prog = ent.exe.program
+        assert (prog._big[-1] > 0) is shared

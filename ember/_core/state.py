@@ -79,23 +79,9 @@ class SharedLock:
         self._depth = 0
         self._waiting = 0
 
-    @contextlib.contextmanager
-    def shared(self):
-        me = threading.get_ident()
-        if self._writer == me:
-            yield
-            return
-        with self._cond:
-            while self._writer is not None or self._waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+    def shared(self) -> "_SharedHold":
+        """A context manager holding the lock shared (a plain object: every jitted call takes it)."""
+        return _SharedHold(self)
 
     @contextlib.contextmanager
     def exclusive(self):
@@ -116,6 +102,34 @@ class SharedLock:
                 if not self._depth:
                     self._writer = None
                     self._cond.notify_all()
+
+
+class _SharedHold:
+    __slots__ = ("lock", "nested")
+
+    def __init__(self, lock: SharedLock):
+        self.lock, self.nested = lock, False
+
+    def __enter__(self):
+        lk = self.lock
+        if lk._writer == threading.get_ident():  # held exclusively by this thread already
+            self.nested = True
+            return self
+        with lk._cond:
+            while lk._writer is not None or lk._waiting:
+                lk._cond.wait()
+            lk._readers += 1
+        return self
+
+    def __exit__(self, *exc):
+        if self.nested:
+            return False
+        lk = self.lock
+        with lk._cond:
+            lk._readers -= 1
+            if not lk._readers:
+                lk._cond.notify_all()
+        return False
 
 
 TRACE_LOCK = SharedLock()

@@ -69,6 +69,11 @@ class Target(abc.ABC):
         """Whether `eqn` may join a fused elementwise loop on this target."""
         return False
 
+    def epilogue(self, eqn) -> bool:
+        """Whether this target computes an elementwise group reading `eqn`'s result as `eqn`
+        stores it (a GEMM's epilogue: `runtime.units.Epilogue`)."""
+        return False
+
     def allocate(self, nbytes: int) -> tuple:
         """(owner, uint8 array of `nbytes`): one anonymous mapping, advised for huge pages."""
         size = max(int(nbytes), 1)

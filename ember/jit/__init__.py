@@ -41,8 +41,20 @@ from .trace import Traced, TraceError, flatten, make_ir, trace, unflatten  # noq
 from .report import inspect  # noqa: F401
 
 
+_FLAT: dict = {}  # n -> (treedef, paths) of n Tensor positional arguments and no keywords
+
+
 def _signature(args, kwargs):
-    leaves, treedef, paths = flatten((tuple(args), dict(kwargs)))
+    if not kwargs and all(type(a) is Tensor for a in args):  # the common call: flatten's result, cached
+        n = len(args)
+        hit = _FLAT.get(n)
+        if hit is None:
+            _, td, ps = flatten((tuple(args), {}))
+            hit = _FLAT[n] = (td, tuple(ps))
+        leaves, (treedef, paths) = list(args), hit
+    else:
+        leaves, treedef, paths = flatten((tuple(args), dict(kwargs)))
+        paths = tuple(paths)
     sig = tuple((tuple(t.shape), t._dtype, bool(t._rg)) for t in leaves)
     sts = [t._storage for t in leaves if t._storage is not None]
     if len(sts) != len(set(map(id, sts))):  # arguments sharing memory: the pattern is part of the key

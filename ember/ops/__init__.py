@@ -1,5 +1,5 @@
 """Layer 2: the primitive registry. Importing this package registers every built-in primitive."""
-from . import core, elementwise, reductions, shape, linalg, indexing, creation, conv, decompositions, sorting, complex, fft  # noqa: F401
+from . import core, elementwise, reductions, shape, linalg, indexing, creation, conv, decompositions, sorting, complex, fft, packed  # noqa: F401
 from .core import REGISTRY, Aval, P, Primitive, bind, register  # noqa: F401
 
 # VJPs that only need operand shapes: their nodes keep no reference to the operand's data

@@ -297,8 +297,8 @@ def reduce_window(
     if math.prod(win) <= 64:
         taps = product(*(range(w) for w in win))
         acc = np.array(view[(Ellipsis,) + next(taps)], dtype=cdt)
-        for t in taps:
-            op(acc, view[(Ellipsis,) + t], out=acc)
+        for t in taps:  # the tap first: np.maximum returns its second operand at a tie, so the
+            op(view[(Ellipsis,) + t], acc, out=acc)  # first of equal values wins (-0 / +0: PyTorch's)
     else:
         axes = tuple(range(nd, 2 * nd))
         acc = op.reduce(view, axis=axes)

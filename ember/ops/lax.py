@@ -147,6 +147,11 @@ def dot_general(x, y, contract, batch=((), ()), preferred=None):
     return bind(P.dot_general, x, y, contract=contract, batch=batch)
 
 
+def packed_matmul(x, packed, k, n):
+    """x (..., k) int8/uint8 times the (k, n) int8 weight `ops.packed.pack_weight` packed: int32."""
+    return bind(P.packed_matmul, x, packed, k=int(k), n=int(n))
+
+
 def _as(x, dtype):
     """`x` in `dtype` (a half type: float32, as the kernel sums half values in float32)."""
     from .._core import dtypes as dt

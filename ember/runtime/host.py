@@ -12,14 +12,14 @@ import numpy as np
 from ..ir.core import Literal
 from .executor import apply
 from .fusion import Group, RowGroup
-from .units import MultiGroup
+from .units import Epilogue, MultiGroup
 
 
 def _eqns(u) -> list:
     """The equations of unit `u` in order (a row group's members flattened)."""
     if isinstance(u, RowGroup):
         return [e for m in u.members for e in _eqns(m)]
-    if isinstance(u, (Group, MultiGroup)):
+    if isinstance(u, (Group, MultiGroup, Epilogue)):
         return list(u.eqns)
     return [u]
 

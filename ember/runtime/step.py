@@ -35,7 +35,7 @@ from .contexts import ContextPool
 from .fusion import RowGroup
 from .layout import Ref
 from .memory import ACCUMULATE_PRIMS, VIEW_PRIMS, nbytes, plan
-from .units import units_of
+from .units import Epilogue, units_of
 
 POOL_MIN = 1 << 20    # results at least this large are recycled once the caller drops them
 # indices read straight from a graph input are checked before the step changes any state
@@ -46,7 +46,7 @@ _CHECK_AS = {P.gather: "index", P.scatter_add: "index_add", P.take_along_axis: "
 def _in_place_ok(u) -> bool:
     """Units that may write over an operand whose buffer dies with them: fused groups,
     elementwise equations, and scatter_add over its base (`plan` offers it operand 0 only)."""
-    if isinstance(u, RowGroup):  # a later member of a row may still read the operand's row
+    if isinstance(u, (RowGroup, Epilogue)):  # a later row (tile) may still read the operand
         return False
     return u.prim is None or u.prim.kind == "elementwise" or u.prim in ACCUMULATE_PRIMS
 
@@ -62,7 +62,7 @@ class StepExecutable:
 
     def __init__(self, graph, target, persistent_outputs=()):
         self.graph, self.target = graph, target
-        self.units = units = units_of(graph, target.fusible)
+        self.units = units = units_of(graph, target.fusible, epilogue=target.epilogue)
         # results the caller gets (not state, not gradients) are written straight into a new
         # array at each call, as the caller would otherwise copy them out of the arena
         fresh = {o for o, a in enumerate(graph.outvars) if isinstance(a, Var) and o not in graph.aliases
@@ -88,6 +88,7 @@ class StepExecutable:
                        for o in persistent if o in fresh]
         self._slot_output = {slot: o for o, slot in self.io_index.items()}
         self.calls = 0
+        self._seen = [None] * self.n_in  # per input: (weakref to last call's array, its address)
         self.outs = self._result_kinds(fresh)
         self._state_inputs = set(graph.aliases.values())
         self._contexts = ContextPool(self._context)
@@ -260,11 +261,23 @@ class StepExecutable:
             raise ValueError(f"the step takes {self.n_in} inputs, got {len(inputs)}")
         io = ctx.io
         fixed = []
+        seen = self._seen
         for k, x in enumerate(inputs):
+            hit = seen[k]
+            # the same array as last call (a weight): its address (an array's data moves only by
+            # ndarray.resize, which refuses while a tensor or the caller's list still holds it)
+            if hit is not None and hit[0]() is x:
+                io[k] = hit[1]
+                continue
             if not x.flags.c_contiguous:
                 c = np.ascontiguousarray(x)
                 fixed.append((k, x, c))
                 x = c
+            elif x.nbytes:  # (weak: the step keeps no input alive)
+                try:
+                    seen[k] = (weakref.ref(x), x.ctypes.data)
+                except TypeError:
+                    pass
             io[k] = x.ctypes.data
         if fixed:
             inputs = list(inputs)

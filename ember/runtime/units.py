@@ -2,8 +2,10 @@
 
 A unit is a fused elementwise `Group`, a `RowGroup` (a softmax or a layer norm as one loop over
 rows), a `MultiGroup` (the same arithmetic on many tensors: an optimizer's per-parameter updates
-as one kernel), or a single equation. `units_of` forms them; which ones fuse depends on the
-target's `fusible` rule. Targets lower units; the memory planner lays their values out.
+as one kernel), an `Epilogue` (a GEMM whose result only an elementwise group reads, the group
+computed as the GEMM stores each tile: an int8 layer's requantization), or a single equation.
+`units_of` forms them; which ones fuse depends on the target's `fusible` and `epilogue` rules.
+Targets lower units; the memory planner lays their values out.
 """
 from __future__ import annotations
 
@@ -31,6 +33,48 @@ class MultiGroup:
 
     def __repr__(self) -> str:
         return f"MultiGroup({len(self.groups)} x {self.groups[0]!r})"
+
+
+class Epilogue:
+    """Equation `op` (a GEMM) and the elementwise `group` that is the only reader of its result,
+    as one unit: the result never reaches memory; the group runs on each tile of it."""
+
+    prim = None
+
+    def __init__(self, op, group: Group):
+        self.op, self.group = op, group
+        self.eqns = [op] + list(group.eqns)
+        self.inputs = list(dict.fromkeys([a for a in op.inputs if isinstance(a, Var)] +
+                                         [v for v in group.inputs if v is not op.out]))
+        self.outputs = list(group.outputs)
+
+    def __repr__(self) -> str:
+        return f"Epilogue({self.op.prim.name} -> {self.group!r})"
+
+
+def _epilogues(graph, units: list, accepts) -> list:
+    """Units with each GEMM the target `accepts` merged with the one Group reading its result
+    (at the group's place: everything the group reads is ready by then)."""
+    readers: dict = {}
+    for i, u in enumerate(units):
+        for a in u.inputs:
+            if isinstance(a, Var):
+                readers.setdefault(a, set()).add(i)
+    outs = {v for v in graph.outvars if isinstance(v, Var)}
+    merged, drop = {}, set()
+    for i, u in enumerate(units):
+        if u.prim is None or u.out in outs or not accepts(u):
+            continue
+        rd = readers.get(u.out, set())
+        if len(rd) != 1:
+            continue
+        j = next(iter(rd))
+        g = units[j]
+        if type(g) is Group and j not in merged and tuple(g.shape) == tuple(u.out.aval.shape) \
+                and u.out not in g.outputs:
+            merged[j] = Epilogue(u, g)
+            drop.add(i)
+    return [merged.get(i, u) for i, u in enumerate(units) if i not in drop]
 
 
 def _arith_key(g: Group, size: int):
@@ -89,7 +133,10 @@ def _multi_tensor(graph, units: list) -> list:
     return out
 
 
-def units_of(graph, fusible, multi_tensor: bool = True) -> list:
-    """The graph as units in execution order: fused Groups, RowGroups, MultiGroups and equations."""
+def units_of(graph, fusible, multi_tensor: bool = True, epilogue=None) -> list:
+    """The graph as units in execution order: fused Groups, RowGroups, Epilogues, MultiGroups and
+    equations (`epilogue(eqn)`: whether the target runs an elementwise group in eqn's stores)."""
     units = row_groups(graph, schedule(graph, elementwise_groups(graph, fusible)))
+    if epilogue is not None:
+        units = _epilogues(graph, units, epilogue)
     return _multi_tensor(graph, units) if multi_tensor else units

@@ -20,7 +20,7 @@ from __future__ import annotations
 from ..contract import Target, Unsupported
 from ..lowering import get_lowering, unlowered
 from . import blas, compiler
-from . import conv, elementwise, fills, gather, gemm, reductions, rows, windows  # noqa: F401  (registrations)
+from . import conv, elementwise, fills, gather, gemm, qgemm, reductions, rows, windows  # noqa: F401  (registrations)
 from .c_expr import SUPPORTED_DTYPES, eqn_supported, why_unsupported
 from .emitter import Emitter
 from .program import CProgram
@@ -48,6 +48,10 @@ class CpuTarget(Target):
     def fusible(self, eqn) -> bool:
         """Whether `eqn` renders to a C scalar expression (so it can join a fused loop)."""
         return eqn_supported(eqn)
+
+    def epilogue(self, eqn) -> bool:
+        """Whether `eqn` takes the elementwise group reading its result into its stores (int8 GEMMs)."""
+        return qgemm.accepts_epilogue(eqn)
 
     def compile(self, units, refs, graph) -> CProgram:
         """Each unit through its CPU lowering into one C program; a unit whose lowering is

@@ -20,6 +20,8 @@ from __future__ import annotations
 import hashlib
 import math
 
+import re
+
 import numpy as np
 
 from ..._core import dtypes
@@ -141,6 +143,9 @@ _MATH = {"exp": "exp", "log": "log", "tanh": "tanh", "erf": "erf"}
 _LIBM = ("sin", "cos", "log1p", "expm1", "atan2")
 
 
+_FINITE_LITERAL = re.compile(r"^\(?-?0x[0-9a-f]\.[0-9a-f]+p[+-][0-9]+f?\)?$")  # c_literal's finite floats
+
+
 def c_call(op: str, args: list, t: str) -> tuple:
     """C for vocabulary function `op` on rendered (code, dtype) args; returns (code, dtype)."""
     a = args[0][0] if args else None
@@ -159,6 +164,11 @@ def c_call(op: str, args: list, t: str) -> tuple:
     if op == "div" and _floats(t):
         return f"(({a}) / ({b}))", t
     if op in ("max", "min"):
+        if _floats(t) and _FINITE_LITERAL.match(b):
+            # b a number (a clamp's bound): b only where it is strictly beyond a, a NaN a kept;
+            # one compare, GCC's vmaxps / vminps with b first (those return their second operand
+            # when either is NaN)
+            return f"((({b}) {'>' if op == 'max' else '<'} ({a})) ? ({b}) : ({a}))", t
         cmp = ">=" if op == "max" else "<="
         nan = f" || ({a}) != ({a})" if _floats(t) else ""
         return f"((({a}) {cmp} ({b}){nan}) ? ({a}) : ({b}))", t

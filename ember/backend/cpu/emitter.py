@@ -249,7 +249,7 @@ def dot_dims(r, e) -> tuple:
     """dot_general `e`'s refs and GEMM sizes: (x, y, out refs, x's and y's free dims, m, k, n, batch shape)."""
     x, y = e.inputs
     (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
-    xr, yr, o = r.refs[x], r.refs[y], r.refs[e.out]
+    xr, yr, o = r.refs[x], r.refs[y], r.refs.get(e.out)  # (no out: a fused epilogue's GEMM)
     xf = [i for i in range(len(xr.shape)) if i not in xc and i not in xb]
     yf = [i for i in range(len(yr.shape)) if i not in yc and i not in yb]
     m, k, n = prod([xr.shape[i] for i in xf]), prod([xr.shape[i] for i in xc]), prod([yr.shape[i] for i in yf])

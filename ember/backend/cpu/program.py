@@ -19,6 +19,7 @@ import numpy as np
 from ..contract import Program
 from . import blas, compiler
 from .c_expr import half_table, itemsize
+from .emitter import GEMM_PAR_MIN, PAR_MIN
 from .cmath import HALF_NAMES, HALF_PRELUDE, PRELUDE
 
 FLAGS = compiler.FLAGS + ("-fopenmp",)
@@ -175,6 +176,10 @@ class CProgram(Program):
     def __init__(self, kernels: list, native: list, kernel_of: list, why: dict, bits: dict):
         self.rows, self.native, self.kernel_of, self.why = kernels, native, kernel_of, why
         self.source, self._first, self.tables = source(kernels, bits)
+        # kernels [a, b) with none big enough to share its work run on one thread: a team would
+        # only wait at their barriers, for milliseconds when another process holds a core
+        self._big = np.cumsum([0] + [bool(k[1]) and (k[2] >= 2 * GEMM_PAR_MIN or k[3] >= PAR_MIN)
+                                     for k in kernels]).tolist()
         self.lib = None
         if not any(lines for _, lines, *_ in kernels):  # nothing to run natively: nothing to build
             return
@@ -217,6 +222,8 @@ class CProgram(Program):
         """Run kernels [start, stop) in one OpenMP region."""
         if self.lib is None:
             return
+        if self._big[stop] == self._big[start]:
+            nthreads = 1
         self.fn(arena_ptr, io, nthreads, None if prof is None else prof.ctypes.data, ctx[2],
                 self._first[start], self._first[stop])
 

@@ -24,6 +24,13 @@ operands' ranges, seen while packing (so the choice costs nothing; both are exac
 - vpmaddwd on the bytes widened to int16: |a0 b0 + a1 b1| <= 2 * 255 * 128 fits int32, exact for
   any values: 16 multiply-adds per multiply-pipe instruction.
 
+A `packed_matmul` (ops/packed.py) brings its B packed already, in this layout, with its column
+sums and max |b| in a header: the kernel packs only A. An `Epilogue` (runtime/units.py: the
+elementwise group that is the only reader of an unbatched int8 GEMM's result, which the CPU
+target accepts) is computed where the tile is stored: per tile row, a loop over its columns
+loads the group's other inputs at (i, j), computes the group's equations from the int32 sum and
+stores the group's outputs, so the int32 result never reaches memory.
+
 Without AVX2 (`#ifdef __AVX2__`) a portable C kernel reads the same packed operands; integer sums
 are exact, so every path gives the same int32 results, at any thread count. The threads split
 the panels of the larger dimension (n: columns, else rows), or the batch items, as gemm.py's
@@ -32,12 +39,19 @@ next to the multiply: m*k + k*n bytes against m*n*k multiply-adds).
 """
 from __future__ import annotations
 
-from ...runtime.layout import prod
+from ...ops import P
+from ...ops.packed import HEADER
+from ...runtime.layout import aligned_strides, prod
+from ...runtime.memory import nbytes
+from ...runtime.units import Epilogue
 from ..contract import Unsupported
+from ..lowering import register_lowering
 from . import loopnest as L
+from .c_expr import CTYPE
 from .emitter import GEMM_PAR_MIN, c_index, dot_dims
 
 MR, NR = 4, 16   # rows x columns of one tile of int32 accumulators
+PB = 8           # column panels computed before their epilogue runs (a row of 128 sums per loop)
 INT8 = ("int8", "uint8")
 C8 = {"int8": "int8_t", "uint8": "uint8_t"}
 
@@ -71,16 +85,19 @@ def _flat(var: str, sizes, strides) -> str:
 
 
 _TYPES = """typedef char qg_v32qi __attribute__((vector_size(32), may_alias));
-typedef signed char qg_v16qs __attribute__((vector_size(16), may_alias, aligned(16)));
-typedef unsigned char qg_v16qu __attribute__((vector_size(16), may_alias, aligned(16)));
+typedef char qg_v32ql __attribute__((vector_size(32), may_alias, aligned(1)));  /* loads of B: a packed
+   weight (ops/packed.py) lies wherever its array does */
+typedef signed char qg_v16qs __attribute__((vector_size(16), may_alias, aligned(1)));
+typedef unsigned char qg_v16qu __attribute__((vector_size(16), may_alias, aligned(1)));
 typedef short qg_v16hi __attribute__((vector_size(32)));
 typedef int qg_v8si __attribute__((vector_size(32)));
 typedef int qg_v4si __attribute__((vector_size(16)));
 typedef unsigned int qg_v8su __attribute__((vector_size(32)));
+typedef unsigned int qg_v8sl __attribute__((vector_size(32), may_alias, aligned(4)));
 typedef long long qg_v4di __attribute__((vector_size(32)));
 typedef int32_t qg_i32 __attribute__((may_alias));
 typedef int64_t qg_i64 __attribute__((may_alias));
-typedef char qg_v16qi __attribute__((vector_size(16), may_alias, aligned(16)));
+typedef char qg_v16qi __attribute__((vector_size(16), may_alias, aligned(1)));
 #if defined(__clang__)  /* 16 bytes at p sign- (SX) or zero-extended (ZX) to 16 int16 */
 #define QG_SX(p) __builtin_convertvector(*(const qg_v16qs*)(p), qg_v16hi)
 #define QG_ZX(p) __builtin_convertvector(*(const qg_v16qu*)(p), qg_v16hi)
@@ -96,7 +113,7 @@ def _fast_kernel(ua: bool) -> list:
     out = ["const qg_v16hi ones = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};"]
     out += [" ".join(f"qg_v8su c{r}_{v} = {{0}};" for v in range(nv)) for r in range(MR)]
     out.append("for (int64_t q = 0; q < KQ; q++) {")
-    out.append("    " + " ".join(f"const qg_v32qi b{v} = *(const qg_v32qi*)(bp + q * {NR * 4} + {v * 32});"
+    out.append("    " + " ".join(f"const qg_v32qi b{v} = *(const qg_v32ql*)(bp + q * {NR * 4} + {v * 32});"
                                  for v in range(nv)))
     for r in range(MR):  # a 32-bit word of A (4 k of row r) broadcast against 8 columns x 4 k of B
         out.append(f"    {{ const int32_t s = *(const qg_i32*)(ap + q * {MR * 4} + {r * 4}); "
@@ -107,7 +124,7 @@ def _fast_kernel(ua: bool) -> list:
                        f"__builtin_ia32_pmaddubsw256({u}, {sg}), ones);")
         out.append("    }")
     out.append("}")
-    out += [f"*(qg_v8su*)(t + {r * NR + v * 8}) = c{r}_{v};" for r in range(MR) for v in range(nv)]
+    out += [f"*(qg_v8sl*)(tt + {r} * tld + {v * 8}) = c{r}_{v};" for r in range(MR) for v in range(nv)]
     return out
 
 
@@ -128,21 +145,21 @@ def _wide_kernel(ua: bool) -> list:
                    f"c{r}_1 += (qg_v8su)__builtin_ia32_pmaddwd256(a, b1); }}")
     out.append("    }")
     for r in range(MR):
-        out.append(f"    for (int c = 0; c < 4; c++) {{ t[{r * NR} + v * 8 + c] = c{r}_0[2 * c] + c{r}_0[2 * c + 1]; "
-                   f"t[{r * NR} + v * 8 + 4 + c] = c{r}_1[2 * c] + c{r}_1[2 * c + 1]; }}")
+        out.append(f"    for (int c = 0; c < 4; c++) {{ tt[{r} * tld + v * 8 + c] = c{r}_0[2 * c] + c{r}_0[2 * c + 1]; "
+                   f"tt[{r} * tld + v * 8 + 4 + c] = c{r}_1[2 * c] + c{r}_1[2 * c + 1]; }}")
     out.append("}")
     return out
 
 
 def _scalar_kernel(at: str, bt: str) -> list:
     """Portable C for one MR x NR tile from the same packed operands (no SIMD assumed)."""
-    return [f"for (int e = 0; e < {MR * NR}; e++) t[e] = 0;",
+    return [f"for (int e = 0; e < {MR * NR}; e++) tt[e / {NR} * tld + e % {NR}] = 0;",
             "for (int64_t q = 0; q < KQ; q++)",
             f"    for (int r = 0; r < {MR}; r++) {{",
             f"        const {at}* a = (const {at}*)ap + (q * {MR} + r) * 4;",
             f"        for (int c = 0; c < {NR}; c++) {{",
             f"            const {bt}* b = (const {bt}*)bp + (q * {NR} + c) * 4;",
-            f"            t[r * {NR} + c] += (uint32_t)((int32_t)a[0] * b[0] + (int32_t)a[1] * b[1] + "
+            f"            tt[r * tld + c] += (uint32_t)((int32_t)a[0] * b[0] + (int32_t)a[1] * b[1] + "
             "(int32_t)a[2] * b[2] + (int32_t)a[3] * b[3]);",
             "        }",
             "    }"]
@@ -150,92 +167,33 @@ def _scalar_kernel(at: str, bt: str) -> list:
 
 def lower(r, e) -> None:
     """The int8 GEMM `e` (see `handles`) as one kernel of generated C."""
-    x, y = e.inputs
-    (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
-    xr, yr, o, xf, yf, m, k, n, bshape = dot_dims(r, e)
-    nb = len(xb)
-    nbatch = prod(bshape)
-    if m == 0 or n == 0 or nbatch == 0:
-        r.emit(("dot_general", [], 0, 0))
-        return
-    if k == 0:
-        r.fill(e, 0, "dot_general")
-        return
-    ax, by = xr.dtype, yr.dtype
-    if ax not in INT8 or by not in INT8 or o.dtype != "int32":
-        raise Unsupported("an int8 GEMM needs 8-bit operands and an int32 result")
-    ua = by == "int8"            # the packed A is the unsigned operand (B the signed one)
-    flip = ax == by              # A is stored ^ 0x80: both operands had one signedness
-    at, bt = ("uint8_t", "int8_t") if ua else ("int8_t", "uint8_t")  # packed A, packed B
-    corr = "" if not flip else ("-" if ax == "int8" else "+")  # 128 x B's column sums, subtracted/added
-    KQ = (k + 3) // 4
-    MP, NP = -(-m // MR), -(-n // NR)
-    # element offsets: A's row i and depth kk; B's depth kk and column j; the output's i and j
-    xs, ys, os_ = xr.strides, yr.strides, o.strides
-    a_i = _flat("i", [xr.shape[d] for d in xf], [xs[d] for d in xf])
-    a_k = _flat("kk", [xr.shape[d] for d in xc], [xs[d] for d in xc])
-    b_k = _flat("kk", [yr.shape[d] for d in yc], [ys[d] for d in yc])
-    b_j = _flat("j", [yr.shape[d] for d in yf], [ys[d] for d in yf])
-    o_i = _flat("i", [xr.shape[d] for d in xf], list(os_[nb:nb + len(xf)]))
-    o_j = _flat("j", [yr.shape[d] for d in yf], list(os_[nb + len(xf):]))
-    work = nbatch * m * n * k
-    cols = NP >= MP              # threads share the column panels (each packs all of A), else rows
-    batched = nbatch > 1
-    parallel = work >= GEMM_PAR_MIN
-    # per-thread scratch: packed A (its row panels), packed B (its column panels), B's column sums
-    if batched or not parallel:
-        mp, np_ = str(MP), str(NP)
-    elif cols:
-        mp, np_ = str(MP), f"(({NP} + nt - 1) / nt)"
-    else:
-        mp, np_ = f"(({MP} + nt - 1) / nt)", str(NP)
-    a_bytes = f"(((size_t){mp} * {MR * KQ * 4} + 63) & ~(size_t)63)"
-    b_bytes = f"(((size_t){np_} * {NR * KQ * 4} + 63) & ~(size_t)63)"
-    s_bytes = f"(((size_t){np_} * {NR * 4} + 63) & ~(size_t)63)"
-    w_bytes = f"(((size_t){mp} * {MR * KQ * 8} + 63) & ~(size_t)63)"  # A widened to int16 (wide kernel)
+    _lower(r, e)
 
-    xt, yt = C8[ax], C8[by]
-    X = " ^ 0x80" if flip else ""
-    slow_a = [  # any layout: byte by byte
-        f"                for (int64_t q = 0; q < {k // 4}; q++)",
-        "                    for (int h = 0; h < 4; h++) {",
-        "                        const int64_t kk = 4 * q + h;",
-        f"                        const {at} v = ({at})(src[{a_k}]{X});",
-        f"                        d[q * {MR * 4} + h] = v; lo = v < lo ? v : lo; hi = v > hi ? v : hi;",
-        "                    }"]
-    fast_a = [  # a row of contiguous bytes: its range, then 4 bytes at a time
-        f"                for (int64_t kk = 0; kk < {k // 4 * 4}; kk++) {{ const {at} v = ({at})(src[kk]{X}); "
-        "lo = v < lo ? v : lo; hi = v > hi ? v : hi; }",
-        f"                for (int64_t q = 0; q < {k // 4}; q++) {{ uint32_t w; __builtin_memcpy(&w, src + 4 * q, 4); "
-        f"{'w ^= 0x80808080u; ' if flip else ''}__builtin_memcpy(d + q * {MR * 4}, &w, 4); }}"]
+
+def lower_packed(r, e) -> None:
+    """`packed_matmul` (ops/packed.py): the int8 GEMM reading its pre-packed weight as B."""
+    _lower(r, e)
+
+
+def lower_epilogue(r, u) -> None:
+    """An `Epilogue` of an int8 GEMM: its elementwise group computed on each tile as it is stored."""
+    if not (u.op.prim is P.packed_matmul or handles(u.op)) or u.op.params.get("batch", ((), ()))[0]:
+        raise Unsupported("an epilogue on a GEMM other than an unbatched int8 one")
+    _lower(r, u.op, u.group)
+
+
+def _packed_dims(r, e) -> tuple:
+    """`packed_matmul` `e`'s sizes as `dot_dims` gives a dot_general's (y: the packed weight)."""
+    x, w = e.inputs
+    xr, o = r.refs[x], r.refs.get(e.out)
+    xf = list(range(len(xr.shape) - 1))
+    return xr, r.refs[w], o, xf, [], prod(xr.shape[:-1]), e.params["k"], e.params["n"], []
+
+
+def _pack_b(k: int, n: int, b_k: str, b_j: str, bt: str, ua: bool, corr: str) -> list:
+    """C packing this thread's column panels [p0, p1) of B into `Bp`, B's column sums into `Cs`
+    (when `corr`) and B's range into umax / smax (of the unsigned / signed operand)."""
     body = [
-        "/* int8 GEMM (qgemm.py): rows [i0, i1) of A, column panels [p0, p1) of B */",
-        "#if defined(__AVX2__) && defined(__GNUC__)", *_TYPES.split("\n"), "#endif",
-        f"{at}* restrict Ap = ({at}*)ws;",
-        f"{bt}* restrict Bp = ({bt}*)(ws + {a_bytes});",
-        f"uint32_t* restrict Cs = (uint32_t*)(ws + {a_bytes} + {b_bytes});",
-        f"int16_t* restrict Aw = (int16_t*)(ws + {a_bytes} + {b_bytes} + {s_bytes}); (void)Aw;",
-        "const int64_t ip1 = (i1 - i0 + " + str(MR - 1) + f") / {MR};",
-        "int umax = 0, smax = 0;  /* the largest unsigned byte, the largest |signed byte| */",
-        "{ /* pack A: Ap[((ip * KQ + q) * MR + r) * 4 + h] = a[i0 + ip * MR + r][4q + h] */",
-        f"    {at} lo = 0, hi = 0;",
-        "    for (int64_t ip = 0; ip < ip1; ip++)",
-        f"        for (int r = 0; r < {MR}; r++) {{",
-        f"            const int64_t i = i0 + ip * {MR} + r;",
-        f"            {at}* d = Ap + (ip * KQ * {MR} + r) * 4;",
-        "            if (i < i1) {",
-        f"                const {xt}* src = A + {a_i};",
-        *(fast_a if a_k == "(kk)" else slow_a),
-        f"                for (int64_t kk = {k // 4 * 4}; kk < {KQ * 4}; kk++) {{",
-        f"                    const {at} v = kk < {k} ? ({at})(src[{a_k}]{X}) : 0;",
-        f"                    d[(kk / 4) * {MR * 4} + kk % 4] = v; lo = v < lo ? v : lo; hi = v > hi ? v : hi;",
-        "                }",
-        "            } else {",
-        f"                for (int64_t q = 0; q < KQ; q++) for (int h = 0; h < 4; h++) d[q * {MR * 4} + h] = 0;",
-        "            }",
-        "        }",
-        "    umax = hi; (void)lo;" if ua else "    smax = hi > -lo ? hi : -lo;",
-        "}",
         "{ /* pack B: Bp[((jp - p0) * KQ + q) * NR + c) * 4 + h] = b[4q + h][jp * NR + c]; column sums */",
         f"    {bt} lo[{NR}], hi[{NR}];",
         f"    for (int c = 0; c < {NR}; c++) {{ lo[c] = 0; hi[c] = 0; }}",
@@ -295,17 +253,174 @@ def lower(r, e) -> None:
         "        if (hi[c] > umax) umax = hi[c];",
         "    }",
         "}",
+    ]
+    return body
+
+
+def _epilogue(r, g, acc_var, isizes, jsizes) -> tuple:
+    """(declarations, per-element statements) computing group `g` at output element (i, j) from
+    `acc` (the GEMM's int32 sum, standing for `acc_var`) and its other inputs, storing its outputs."""
+    shape = list(g.shape)
+    ni = len(isizes)
+
+    def at(ref) -> str:
+        st = aligned_strides(ref, shape)
+        ii, jj = _flat("i", isizes, st[:ni]), _flat("j", jsizes, st[ni:])
+        return f"{ii} + {jj}"
+    pre, loads, stmts = [], [], []
+    for k, v in enumerate(g.inputs):
+        if v is acc_var:
+            loads.append("acc")
+            continue
+        ref = r.refs[v]
+        pre.append(f"const {CTYPE[ref.dtype]}* restrict E{k} = {r.ptr(ref)};")
+        stmts.append(f"const {CTYPE[ref.dtype]} e_x{k} = E{k}[{at(ref)}];")
+        loads.append(f"e_x{k}")
+    code, values = r.body(g, loads)
+    stmts += code
+    for k, (v, val) in enumerate(zip(g.outputs, values)):
+        ref = r.refs[v]
+        pre.append(f"{CTYPE[ref.dtype]}* restrict Q{k} = {r.ptr(ref)};")
+        stmts.append(f"Q{k}[{at(ref)}] = {val};")
+    return pre, stmts
+
+
+def _lower(r, e, epi=None) -> None:
+    """The int8 GEMM `e` (a dot_general or a packed_matmul) as one kernel; with `epi` (a Group
+    reading e's result), the group computed on each stored tile instead of the result."""
+    packed = e.prim is P.packed_matmul
+    if packed:
+        xr, yr, o, xf, yf, m, k, n, bshape = _packed_dims(r, e)
+        xc, xb, yc = (len(xr.shape) - 1,), (), ()
+    else:
+        x, y = e.inputs
+        (xc, yc), (xb, yb) = e.params["contract"], e.params["batch"]
+        xr, yr, o, xf, yf, m, k, n, bshape = dot_dims(r, e)
+    nb = len(xb)
+    nbatch = prod(bshape)
+    if epi is not None and (m == 0 or n == 0 or k == 0):
+        raise Unsupported("an empty GEMM's epilogue")  # the host runs it
+    if m == 0 or n == 0 or nbatch == 0:
+        r.emit(("dot_general", [], 0, 0))
+        return
+    if k == 0:
+        r.fill(e, 0, "dot_general")
+        return
+    ax, by = xr.dtype, yr.dtype
+    if ax not in INT8 or by not in INT8 or e.out.aval.dtype.name != "int32":
+        raise Unsupported("an int8 GEMM needs 8-bit operands and an int32 result")
+    ua = by == "int8"            # the packed A is the unsigned operand (B the signed one)
+    flip = ax == by              # A is stored ^ 0x80: both operands had one signedness
+    at, bt = ("uint8_t", "int8_t") if ua else ("int8_t", "uint8_t")  # packed A, packed B
+    corr = "" if not flip else ("-" if ax == "int8" else "+")  # 128 x B's column sums, subtracted/added
+    KQ = (k + 3) // 4
+    MP, NP = -(-m // MR), -(-n // NR)
+    # element offsets: A's row i and depth kk; B's depth kk and column j; the output's i and j
+    xs, ys = xr.strides, yr.strides
+    os_ = o.strides if o is not None else [0] * (nb + len(xf) + len(yf) + packed)
+    a_i = _flat("i", [xr.shape[d] for d in xf], [xs[d] for d in xf])
+    a_k = _flat("kk", [xr.shape[d] for d in xc], [xs[d] for d in xc])
+    if packed:
+        b_k = b_j = ""
+        o_i = _flat("i", [xr.shape[d] for d in xf], list(os_[:len(xf)]))
+        o_j = _flat("j", [n], [os_[-1]])
+    else:
+        b_k = _flat("kk", [yr.shape[d] for d in yc], [ys[d] for d in yc])
+        b_j = _flat("j", [yr.shape[d] for d in yf], [ys[d] for d in yf])
+        o_i = _flat("i", [xr.shape[d] for d in xf], list(os_[nb:nb + len(xf)]))
+        o_j = _flat("j", [yr.shape[d] for d in yf], list(os_[nb + len(xf):]))
+    isizes = [xr.shape[d] for d in xf]
+    jsizes = [n] if packed else [yr.shape[d] for d in yf]
+    work = nbatch * m * n * k
+    cols = NP >= MP              # threads share the column panels (each packs all of A), else rows
+    batched = nbatch > 1
+    parallel = work >= GEMM_PAR_MIN
+    # per-thread scratch: packed A (its row panels), packed B (its column panels), B's column sums
+    if batched or not parallel:
+        mp, np_ = str(MP), str(NP)
+    elif cols:
+        mp, np_ = str(MP), f"(({NP} + nt - 1) / nt)"
+    else:
+        mp, np_ = f"(({MP} + nt - 1) / nt)", str(NP)
+    a_bytes = f"(((size_t){mp} * {MR * KQ * 4} + 63) & ~(size_t)63)"
+    b_bytes = "(size_t)0" if packed else f"(((size_t){np_} * {NR * KQ * 4} + 63) & ~(size_t)63)"
+    s_bytes = "(size_t)0" if packed else f"(((size_t){np_} * {NR * 4} + 63) & ~(size_t)63)"
+    w_bytes = f"(((size_t){mp} * {MR * KQ * 8} + 63) & ~(size_t)63)"  # A widened to int16 (wide kernel)
+
+    epi_pre, epi_store = ([], []) if epi is None else _epilogue(r, epi, e.out, isizes, jsizes)
+    xt, yt = C8[ax], C8[by]
+    X = " ^ 0x80" if flip else ""
+    slow_a = [  # any layout: byte by byte
+        f"                for (int64_t q = 0; q < {k // 4}; q++)",
+        "                    for (int h = 0; h < 4; h++) {",
+        "                        const int64_t kk = 4 * q + h;",
+        f"                        const {at} v = ({at})(src[{a_k}]{X});",
+        f"                        d[q * {MR * 4} + h] = v; lo = v < lo ? v : lo; hi = v > hi ? v : hi;",
+        "                    }"]
+    fast_a = [  # a row of contiguous bytes: its range, then 4 bytes at a time
+        f"                for (int64_t kk = 0; kk < {k // 4 * 4}; kk++) {{ const {at} v = ({at})(src[kk]{X}); "
+        "lo = v < lo ? v : lo; hi = v > hi ? v : hi; }",
+        f"                for (int64_t q = 0; q < {k // 4}; q++) {{ uint32_t w; __builtin_memcpy(&w, src + 4 * q, 4); "
+        f"{'w ^= 0x80808080u; ' if flip else ''}__builtin_memcpy(d + q * {MR * 4}, &w, 4); }}"]
+    body = [
+        "/* int8 GEMM (qgemm.py): rows [i0, i1) of A, column panels [p0, p1) of B */",
+        "#if defined(__AVX2__) && defined(__GNUC__)", *_TYPES.split("\n"), "#endif",
+        f"{at}* restrict Ap = ({at}*)ws;",
+        *([f"const {bt}* restrict Bp = (const {bt}*)B + {HEADER + 4 * NP * NR} + p0 * {KQ * NR * 4};",
+           f"const uint32_t* restrict Cs = (const uint32_t*)((const char*)B + {HEADER}) + p0 * {NR};"] if packed else
+          [f"{bt}* restrict Bp = ({bt}*)(ws + {a_bytes});",
+           f"uint32_t* restrict Cs = (uint32_t*)(ws + {a_bytes} + {b_bytes});"]),
+        f"int16_t* restrict Aw = (int16_t*)(ws + {a_bytes} + {b_bytes} + {s_bytes}); (void)Aw;",
+        "const int64_t ip1 = (i1 - i0 + " + str(MR - 1) + f") / {MR};",
+        "int umax = 0, smax = 0;  /* the largest unsigned byte, the largest |signed byte| */",
+        "{ /* pack A: Ap[((ip * KQ + q) * MR + r) * 4 + h] = a[i0 + ip * MR + r][4q + h] */",
+        f"    {at} lo = 0, hi = 0;",
+        "    for (int64_t ip = 0; ip < ip1; ip++)",
+        f"        for (int r = 0; r < {MR}; r++) {{",
+        f"            const int64_t i = i0 + ip * {MR} + r;",
+        f"            {at}* d = Ap + (ip * KQ * {MR} + r) * 4;",
+        "            if (i < i1) {",
+        f"                const {xt}* src = A + {a_i};",
+        *(fast_a if a_k == "(kk)" else slow_a),
+        f"                for (int64_t kk = {k // 4 * 4}; kk < {KQ * 4}; kk++) {{",
+        f"                    const {at} v = kk < {k} ? ({at})(src[{a_k}]{X}) : 0;",
+        f"                    d[(kk / 4) * {MR * 4} + kk % 4] = v; lo = v < lo ? v : lo; hi = v > hi ? v : hi;",
+        "                }",
+        "            } else {",
+        f"                for (int64_t q = 0; q < KQ; q++) for (int h = 0; h < 4; h++) d[q * {MR * 4} + h] = 0;",
+        "            }",
+        "        }",
+        "    umax = hi; (void)lo;" if ua else "    smax = hi > -lo ? hi : -lo;",
+        "}",
+    ]
+    if packed:  # B's largest |byte| from the header (ua: B is the signed operand)
+        body.append("{ int32_t h[4]; __builtin_memcpy(h, B, sizeof h); smax = h[3]; }")
+    else:
+        body += _pack_b(k, n, b_k, b_j, bt, ua, corr)
+    body += [
         "(void)umax; (void)smax;",
         f"uint32_t t[{MR * NR}] __attribute__((aligned(32)));",
         "#if defined(__AVX2__) && defined(__GNUC__)",
         "const int fast = 2 * umax * smax <= 32767;  /* no int16 pair sum of vpmaddubsw saturates */",
         f"if (!fast) for (int64_t e = 0; e < ip1 * KQ * {MR * 4}; e++) Aw[e] = Ap[e];  /* A widened */",
         "#endif",
-        "for (int64_t jp = p0; jp < p1; jp++)",
+        *([] if epi is None else [  # the column panel's sums, for the epilogue after its tiles
+            f"uint32_t* restrict Tp = (uint32_t*)(ws + {a_bytes} + {b_bytes} + {s_bytes} + {w_bytes});"]),
+        *(["for (int64_t jp = p0; jp < p1; jp++) {"] if epi is None else [
+            f"for (int64_t jb = p0; jb < p1; jb += {PB}) {{  /* blocks of {PB} column panels, then their epilogue */",
+            f"const int64_t je = jb + {PB} < p1 ? jb + {PB} : p1;",
+            "for (int64_t jp = jb; jp < je; jp++) {"]),
         "    for (int64_t ip = 0; ip < ip1; ip++) {",
         f"        const {at}* ap = Ap + ip * KQ * {MR * 4};",
         f"        const {bt}* bp = Bp + (jp - p0) * KQ * {NR * 4};",
         f"        const int16_t* aw = Aw + ip * KQ * {MR * 4}; (void)aw;",
+        f"        const int64_t rn = i1 - i0 - ip * {MR} < {MR} ? i1 - i0 - ip * {MR} : {MR};",
+        f"        const int64_t cn = {n} - jp * {NR} < {NR} ? {n} - jp * {NR} : {NR};",
+        *(["        uint32_t* tt = t; int64_t tld = " + str(NR) + ";"] if epi is None or corr else [
+            "        /* a whole tile goes straight into the block's sums */",
+            f"        const int whole = rn == {MR} && cn == {NR};",
+            f"        uint32_t* tt = whole ? Tp + (ip * {MR}) * {PB * NR} + (jp - jb) * {NR} : t;",
+            f"        const int64_t tld = whole ? {PB * NR} : {NR};"]),
         "#if defined(__AVX2__) && defined(__GNUC__)",
         "        if (fast) {",
         *("            " + s for s in _fast_kernel(ua)),
@@ -315,23 +430,38 @@ def lower(r, e) -> None:
         "#else",
         *("        " + s for s in _scalar_kernel(at, bt)),
         "#endif",
-        f"        const int64_t rn = i1 - i0 - ip * {MR} < {MR} ? i1 - i0 - ip * {MR} : {MR};",
-        f"        const int64_t cn = {n} - jp * {NR} < {NR} ? {n} - jp * {NR} : {NR};",
-        "        for (int64_t r = 0; r < rn; r++) {",
+        "        if (tt == t) for (int64_t r = 0; r < rn; r++) {",
         f"            const int64_t i = i0 + ip * {MR} + r;",
-        f"            int32_t* orow = O + {o_i};",
+        *(["            int32_t* orow = O + " + o_i + ";"] if epi is None else []),
         "            for (int64_t c = 0; c < cn; c++) {",
-        f"                const int64_t j = jp * {NR} + c;",
-        f"                orow[{o_j}] = (int32_t)(t[r * {NR} + c]" +
+        f"                const int32_t acc = (int32_t)(t[r * {NR} + c]" +
         (f" {corr} 128u * Cs[(jp - p0) * {NR} + c]" if corr else "") + ");",
+        *([f"                const int64_t j = jp * {NR} + c;", "                orow[" + o_j + "] = acc;"]
+          if epi is None else [f"                Tp[(ip * {MR} + r) * {PB * NR} + (jp - jb) * {NR} + c] = (uint32_t)acc;"]),
         "            }",
         "        }",
         "    }",
     ]
+    if epi is not None:  # the block's epilogue: its rows, each a vectorized loop over the block's columns
+        body += [
+            "}",
+            f"const int64_t cols = (je * {NR} < {n} ? je * {NR} : {n}) - jb * {NR};",
+            "for (int64_t ii = 0; ii < i1 - i0; ii++) {",
+            "    const int64_t i = i0 + ii;",
+            "    #pragma omp simd",
+            "    for (int64_t c = 0; c < cols; c++) {",
+            f"        const int64_t j = jb * {NR} + c;",
+            f"        const int32_t acc = (int32_t)Tp[ii * {PB * NR} + c];",
+            *("        " + s for s in epi_store),
+            "    }",
+            "}"]
+    body.append("}")
     # the threads' shares, around the body
-    pre = [f"const {xt}* A0 = {r.ptr(xr)};", f"const {yt}* B0 = {r.ptr(yr)};", f"int32_t* O0 = {r.ptr(o)};",
-           f"const int64_t KQ = {KQ};"]
-    per = f"const size_t per = {a_bytes} + {b_bytes} + {s_bytes} + {w_bytes};"
+    pre = [f"const {xt}* A0 = {r.ptr(xr)};", f"const {yt}* B0 = {r.ptr(yr)};",
+           "int32_t* O0 = " + (r.ptr(o) if epi is None else "0") + ";", f"const int64_t KQ = {KQ};"]
+    pre += epi_pre
+    t_bytes = "(size_t)0" if epi is None else f"(((size_t){mp} * {MR * PB * NR * 4} + 63) & ~(size_t)63)"
+    per = f"const size_t per = {a_bytes} + {b_bytes} + {s_bytes} + {w_bytes} + {t_bytes};"
     reserve = [per, "#pragma omp single", "ws_reserve(C, per * nt);", "if (!C->ws) return;"]
     core = ["{"] + ["    " + s for s in body] + ["}"]
     if batched:
@@ -365,4 +495,17 @@ def lower(r, e) -> None:
         text = "\n".join(pre + reserve + single[0] + common + share + guard + core + single[1])
         lines = L.render([L.Stmt("{"), L.Stmt(text), L.Stmt("}")] +
                          ([L.Stmt("#pragma omp barrier")] if parallel else []))
-    r.emit(("dot_general", lines, 2 * work, nbatch * (m * k + k * n + 4 * m * n)))
+    label = e.prim.name if epi is None else f"{e.prim.name} | " + " ".join(q.prim.name for q in epi.eqns)
+    out_bytes = 4 * m * n if epi is None else sum(nbytes(v.aval) for v in epi.inputs + epi.outputs if v is not e.out)
+    r.emit((label, lines, 2 * work, nbatch * (m * k + k * n) + out_bytes))
+
+
+def accepts_epilogue(e) -> bool:
+    """Whether the CPU fuses an elementwise group into `e`'s stores: an unbatched int8 GEMM."""
+    if e.prim is P.packed_matmul:
+        return True
+    return e.prim is P.dot_general and handles(e) and not e.params["batch"][0]
+
+
+register_lowering(P.packed_matmul, "cpu", lower_packed)
+register_lowering(Epilogue, "cpu", lower_epilogue)

@@ -66,6 +66,8 @@ def reduce_window(r, e) -> None:
         ident = "-INFINITY" if t == "float32" else "-(double)INFINITY"
     else:
         ident = c_literal(np.iinfo(np.dtype(t)).min, t)
+    if out.dtype == t and prm["base_dilation"][-1] == 1 and out.shape[-1] > 1:
+        return _reduce_window_rows(r, e, x, out, op, t, ident)
     comb = c_call(op, [("acc", t), (c_convert("in0[xi]", x.dtype, t), t)], t)[0]
     taps = _window_taps(r, x, out.shape, prm["window"], prm["strides"], prm["padding"], prm["base_dilation"],
                              prm["window_dilation"], [L.Stmt(f"if (ok{len(x.shape) - 1}) {{ const int64_t xi = xi{len(x.shape) - 1}; acc = {comb}; }}")])
@@ -75,6 +77,35 @@ def reduce_window(r, e) -> None:
     total = prod(out.shape) * prod(prm["window"])
     r.emit((e.prim.name, _window_rows(r, pre, out.shape, body, total), total,
                nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
+
+def _reduce_window_rows(r, e, x: Ref, out: Ref, op: str, t: str, ident: str) -> None:
+    """reduce_window with the output row as the accumulator: per row, the taps in order (those of
+    the leading dims, then of the last), each combined into the whole row in one vectorizable
+    loop over the output positions whose tap lies inside x. Each output sees its taps in the
+    same order as one position at a time would, so the results are the same bits."""
+    prm = e.params
+    win, strides, pads, wdil = prm["window"], prm["strides"], prm["padding"], prm["window_dilation"]
+    nd = len(x.shape)
+    ow, os_, n, xs = out.shape[-1], out.strides[-1], x.shape[-1], x.strides[-1]
+    s, wd, pad = strides[-1], wdil[-1], pads[-1][0]
+    comb = c_call(op, [("o0[ob + p * " + str(os_) + "]", t),
+                       (c_convert(f"in0[xb + (p * {s} + ks) * {xs}]", x.dtype, t), t)], t)[0]
+    ok, xb = (f"ok{nd - 2}", f"xi{nd - 2}") if nd > 1 else ("1", "0")
+    inner = L.Stmt(
+        f"const int64_t ks = k * {wd} - {pad}, xb = {xb};\n"
+        f"int64_t a = ks >= 0 ? 0 : (-ks + {s} - 1) / {s}, b = {n} - ks <= 0 ? 0 : ({n} - ks + {s} - 1) / {s};\n"
+        f"if (a > {ow}) a = {ow};\nif (b > {ow}) b = {ow};\n"
+        f"if ({ok}) {{\n    #pragma omp simd\n    for (int64_t p = a; p < b; p++) o0[ob + p * {os_}] = {comb};\n}}")
+    taps = _window_taps(r, x, out.shape, win[:-1], strides, pads, prm["base_dilation"], wdil,
+                        [L.Loop("k", win[-1], [inner])])
+    ob = " + ".join([f"p{d} * {s_}" for d, s_ in enumerate(out.strides[:-1])] or ["0"])
+    body = [L.Stmt(f"const int64_t ob = {ob};\nfor (int64_t p = 0; p < {ow}; p++) o0[ob + p * {os_}] = {ident};")]
+    body += taps
+    pre = [L.Stmt(f"{CTYPE[out.dtype]}* o0 = {r.ptr(out)};\nconst {CTYPE[x.dtype]}* in0 = {r.ptr(x)};")]
+    total = prod(out.shape) * prod(win)
+    r.emit((e.prim.name, _window_rows(r, pre, tuple(out.shape[:-1]) + (1,), body, total), total,
+            nbytes(e.inputs[0].aval) + nbytes(e.out.aval)))
+
 
 def select_and_scatter_add(r, e) -> None:
     """Each source element added at the first maximum of its window of the operand (the
