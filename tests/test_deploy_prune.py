@@ -113,13 +113,7 @@ def test_md12_pruned_weights_stay_zero_through_steps(opt_name, backend):
     masks = [model[i].weight_mask.numpy().copy() for i in (0, 2)]
     before = [model[i].weight.detach().numpy().copy() for i in (0, 2)]
     x, y = _data()
-
-    def step(x, y):
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss
+    step = _step(model, opt)
     f = step if backend == "eager" else ember.jit(step, backend="native")
     losses = [float(f(x, y).item()) for _ in range(6)]
     assert losses[-1] < losses[0]

@@ -930,12 +930,16 @@ def test_inputs_seen_again_reuse_their_address_and_new_or_changed_ones_are_read(
 def test_a_step_with_no_kernel_worth_sharing_runs_on_one_thread():
     """A launch whose kernels are all below the sizes that split work runs one thread: a team would
     only meet at barriers (for milliseconds when another process holds a core)."""
-    small = ember.jit(lambda x: ember.exp(x) + 1.0, backend="native")
-    big = ember.jit(lambda x: ember.exp(x) + 1.0, backend="native")
-    with ember.num_threads(2):
-        small(ember.tensor(np.ones(8, np.float32)))
-        big(ember.tensor(np.ones(1 << 16, np.float32)))
-    for j, shared in ((small, False), (big, True)):
-        (ent,) = j.cache.values()
-        prog = ent.exe.program
-        assert (prog._big[-1] > 0) is shared
+    for n, want in ((8, 1), (1 << 16, 2)):
+        j = ember.jit(lambda x: ember.exp(x) + 1.0, backend="native")
+        x = ember.tensor(np.ones(n, np.float32))
+        with ember.num_threads(2):
+            j(x)
+            prog = _entry(j).exe.program
+            fn, seen = prog.fn, []
+            prog.fn = lambda *a: (seen.append(a[2]), fn(*a))  # the launch's thread count
+            try:
+                np.testing.assert_allclose(j(x).numpy(), np.exp(1.0) + 1.0, rtol=1e-6)
+            finally:
+                prog.fn = fn
+        assert seen == [want]

@@ -25,6 +25,7 @@ user's line. Outputs are plain tensors that do not require grad.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import types
@@ -41,17 +42,16 @@ from .trace import Traced, TraceError, flatten, make_ir, trace, unflatten  # noq
 from .report import inspect  # noqa: F401
 
 
-_FLAT: dict = {}  # n -> (treedef, paths) of n Tensor positional arguments and no keywords
+@functools.lru_cache(maxsize=64)
+def _positional(n: int) -> tuple:
+    """(treedef, paths) that `flatten` gives for n Tensor positional arguments and no keywords."""
+    _, td, ps = flatten((tuple(from_array(np.zeros(())) for _ in range(n)), {}))
+    return td, tuple(ps)
 
 
 def _signature(args, kwargs):
     if not kwargs and all(type(a) is Tensor for a in args):  # the common call: flatten's result, cached
-        n = len(args)
-        hit = _FLAT.get(n)
-        if hit is None:
-            _, td, ps = flatten((tuple(args), {}))
-            hit = _FLAT[n] = (td, tuple(ps))
-        leaves, (treedef, paths) = list(args), hit
+        leaves, (treedef, paths) = list(args), _positional(len(args))
     else:
         leaves, treedef, paths = flatten((tuple(args), dict(kwargs)))
         paths = tuple(paths)

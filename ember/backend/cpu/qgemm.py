@@ -166,12 +166,7 @@ def _scalar_kernel(at: str, bt: str) -> list:
 
 
 def lower(r, e) -> None:
-    """The int8 GEMM `e` (see `handles`) as one kernel of generated C."""
-    _lower(r, e)
-
-
-def lower_packed(r, e) -> None:
-    """`packed_matmul` (ops/packed.py): the int8 GEMM reading its pre-packed weight as B."""
+    """The int8 GEMM `e` (see `handles`, or a `packed_matmul`, whose B comes packed) as one kernel."""
     _lower(r, e)
 
 
@@ -507,5 +502,5 @@ def accepts_epilogue(e) -> bool:
     return e.prim is P.dot_general and handles(e) and not e.params["batch"][0]
 
 
-register_lowering(P.packed_matmul, "cpu", lower_packed)
+register_lowering(P.packed_matmul, "cpu", lower)
 register_lowering(Epilogue, "cpu", lower_epilogue)
