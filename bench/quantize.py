@@ -9,8 +9,8 @@ Models (random weights, ember's default init; inputs uniform in [0, 1) like imag
 Runtimes:
   ember fp32     ember.jit(model);
   ember int8     quantize_static(model, calib, reduce_range=True) -> to_int8 (ember/deploy/int8.py)
-                 -> ember.jit: the linear layers on ember's int8 GEMM (the convs stay float: no
-                 int8 conv kernel yet; the CNN's flow is traced with example_input);
+                 -> ember.jit: linear layers and convs on ember's int8 GEMM against pre-packed
+                 weights, requantized in its epilogue (the CNN's flow is traced with example_input);
   ort fp32       onnxruntime on ember.onnx.export(model);
   ort int8 (ember QDQ)  onnxruntime on ember.onnx.export of the quantize_static model (QDQ);
   ort int8 (ort quant)  onnxruntime.quantization.quantize_static on the fp32 export: QDQ, QInt8

@@ -39,6 +39,7 @@ import ember
 from ember._core import dtypes as dt
 from ember.ops import expr as E
 from ember.ops.core import BOOL, FLOAT, INDEX, REGISTRY, SUM
+from ember.ops.packed import pack_weight
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # IEEE specials, on purpose
 
@@ -919,6 +920,30 @@ def check_dot_general(name, d):
         prim.bind(T(moderate(d, (3, 4), rng)), T(moderate(d, (5, 2), rng)), contract=((1,), (0,)), batch=((), ()))
 
 
+def check_packed_matmul(name, d):
+    """8-bit activations (full range, any layout) x a packed int8 weight (including -128): the exact
+    int32 sums, as dot_general's with an int32 result."""
+    prim = REGISTRY[name]
+    rng = np.random.default_rng(12)
+    lo, hi = (-128, 128) if d is dt.int8 else (0, 256)
+    for xs, (k, n) in (((3, 5), (5, 7)), ((2, 3, 17), (17, 33)), ((0, 4), (4, 3)), ((1, 1), (1, 1)),
+                       ((6,), (6, 2)), ((4, 16), (16, 0))):
+        x = rng.integers(lo, hi, xs).astype(d.np)
+        w = rng.integers(-128, 128, (k, n)).astype(np.int8)
+        if w.size:
+            w.flat[0] = -128
+        want = np.matmul(x.astype(np.int64), w.astype(np.int64))
+        for how in ("contig", "transposed", "strided"):
+            got = prim.bind(_nonc(x, how), T(pack_weight(w)), k=k, n=n)
+            assert_bitwise(got, want, dt.int32, f"packed_matmul[{d.name}, {how}, {xs}x{(k, n)}]")
+    with pytest.raises(ember.ShapeError, match="k=5"):
+        prim.bind(T(np.zeros((2, 4), d.np)), T(pack_weight(np.zeros((5, 3), np.int8))), k=5, n=3)
+    blob = pack_weight(np.zeros((4, 3), np.int8))
+    blob[0] ^= 1  # the right size, not pack_weight's header
+    with pytest.raises(ember.ShapeError, match="header"):
+        prim.bind(T(np.zeros((2, 4), d.np)), T(blob), k=4, n=3)
+
+
 def _dil(n, k):
     return 0 if n == 0 else 1 + k * (n - 1)
 
@@ -1514,7 +1539,7 @@ CHECKS = {
     "cumprod": check_cumprod, "argsort": check_argsort, "searchsorted": check_searchsorted,
     "reshape": check_reshape, "broadcast_in_dim": check_broadcast_in_dim, "transpose": check_transpose,
     "slice": check_slice, "pad": check_pad, "concatenate": check_concatenate, "rev": check_rev,
-    "dot_general": check_dot_general, "conv_general": check_conv_general,
+    "dot_general": check_dot_general, "packed_matmul": check_packed_matmul, "conv_general": check_conv_general,
     "reduce_window_max": check_reduce_window, "reduce_window_sum": check_reduce_window,
     "select_and_scatter_add": check_select_and_scatter_add,
     "gather": check_gather, "scatter_add": check_scatter_add, "take_along_axis": check_take_along_axis,
@@ -1557,6 +1582,7 @@ def _minimal_call(name, d):
         "argsort": lambda: prim.bind(v(), axis=0, descending=False, stable=True),
         "searchsorted": lambda: prim.bind(v((3,)), v((2,)), right=False),
         "scatter_along_axis": lambda: prim.bind(v(), T(np.zeros((1, 2), np.int64)), v((1, 2)), axis=0),
+        "packed_matmul": lambda: prim.bind(v(), T(pack_weight(np.zeros((2, 2), np.int8))), k=2, n=2),
         "conv_general": lambda: prim.bind(v((1, 1, 3)), v((1, 1, 2)), window_strides=(1,), padding=((0, 0),),
                                           lhs_dilation=(1,), rhs_dilation=(1,), groups=1),
         "reduce_window_max": lambda: prim.bind(v(), window=(1, 1), strides=(1, 1), padding=((0, 0), (0, 0)),
