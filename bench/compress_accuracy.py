@@ -17,10 +17,13 @@ its change against the fp32 baseline, in points, next to the target the compress
 5. 90% global magnitude pruning of every conv / linear weight, raised by a `prune.PruningSchedule`
    during the fine-tuning, then `prune.remove`: <= 1 point (the sparsity report is printed);
 6. distillation: a half-width student (half the channels / units of every layer) trained alone and
-   trained with `distill.KDLoss` from the baseline as teacher, the same epochs, seed, data order and
-   initial weights; the target is that the distilled student beats the one trained alone. The
-   settings tried are --kd T:ALPHA (default 4:0.9, 4:0.7, 2:0.5, 1:0.5); --kd-seeds N repeats
-   every student over N seeds and compares the means (a single seed varies by about 0.3 point).
+   trained by a `distill.Distiller` (`KDLoss` plus a FitNet hint), the same epochs, seed, data
+   order and initial weights; the target is that the distilled student beats the one trained
+   alone. The teacher is the baseline's model trained by the same recipe for --kd-teacher-epochs
+   (default 10; 0: the baseline itself); the settings tried are --kd T:ALPHA (default 1:0.9) with
+   --kd-hint LAYER[:WEIGHT] (default features.6:1, the second ReLU's output, regressed by a 1x1
+   conv onto the teacher's); --kd-seeds N (default 3) repeats every student over N seeds and
+   compares the means (a single seed varies by about 0.3 point).
 
 Every training run after the baseline uses the recipe's loop (`fit` below: the same loader, AdamW,
 weight decay, cosine schedule over the run and jitted step), with its own epochs and learning rate.
@@ -49,6 +52,8 @@ from ember.recipes import fashion_mnist as recipe
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "fashion-mnist"
 DEFAULT_CHECKPOINT = "runs/fashion_mnist"  # `ember train`'s default --out
+DEFAULT_KD = ((1.0, 0.9),)  # the distillation settings run by default (T, alpha); see the docstring
+DEFAULT_KD_HINT = "features.6:1"  # the FitNet hint every distilled student gets: the second ReLU's output
 
 
 # ------------------------------------------------------------------ data
@@ -318,19 +323,30 @@ def run(args) -> Result:
         f"global sparsity of conv/linear weights {rep.global_sparsity:.2%}")
 
     # 6. distillation
+    t0 = time.perf_counter()
+    if args.kd_teacher_epochs:
+        kd_teacher, _ = train_baseline(d, args.kd_teacher_epochs, model_channels(teacher), args.subset,
+                                       args.seed, jit)
+        add(f"teacher FashionCNN{model_channels(kd_teacher)}, {args.kd_teacher_epochs} ep",
+            evaluate(kd_teacher, d.x_test, d.y_test), time.perf_counter() - t0,
+            note=f"the distillation teacher: the baseline's recipe and seed, {args.kd_teacher_epochs} epochs")
+    else:
+        kd_teacher = teacher
     sc = half_width(model_channels(teacher))
     s_epochs = args.student_epochs or args.epochs
     seeds = [args.seed + 3 + k for k in range(args.kd_seeds)]
 
     def student_accuracy(seed: int, kd=None) -> float:
         """A half-width student from seed `seed` (initial weights, dropout and data order), trained
-        alone (kd None) or distilled with KDLoss(*kd) from the baseline; its test accuracy."""
+        alone (kd None) or distilled with KDLoss(*kd) from the teacher; its test accuracy."""
         ember.manual_seed(seed)
         student = recipe.FashionCNN(*sc)
         if kd is None:
             fit(student, ce_loss(student), d, s_epochs, recipe.Config.lr, seed=seed, jit=jit)
         else:
-            dist = distill.Distiller(student, teacher, distill.KDLoss(*kd))
+            hints = [distill.Hint(layer, layer, weight=w) for layer, w in args.kd_hint]
+            dist = distill.Distiller(student, kd_teacher, distill.KDLoss(*kd), hints=hints,
+                                     example_input=d.x_train[:2] if hints else None)
             fit(dist, dist, d, s_epochs, recipe.Config.lr, seed=seed, jit=jit, params=dist.parameters())
             dist.remove_hooks()
         return evaluate(student, d.x_test, d.y_test)
@@ -350,10 +366,12 @@ def run(args) -> Result:
         accs = [student_accuracy(s, (temp, alpha)) for s in seeds]
         acc_kd = float(np.mean(accs))
         res.kd_tried.append((temp, alpha, acc_kd))
-        r = add(f"student distilled, KDLoss(T={temp:g}, alpha={alpha:g})", acc_kd, time.perf_counter() - t0,
-                target="> alone", beats=acc_alone)
+        hinted = "".join(f" + hint {layer}" for layer, _ in args.kd_hint)
+        r = add(f"student distilled, KDLoss(T={temp:g}, alpha={alpha:g}){hinted}", acc_kd,
+                time.perf_counter() - t0, target="> alone", beats=acc_alone)
         r.note = f"{_delta(acc_kd, acc_alone):+.2f} pt vs alone{per_seed(accs)}"
     teacher.requires_grad_(True)
+    kd_teacher.requires_grad_(True)
     res.seconds = time.perf_counter() - t_all
     return res
 
@@ -368,6 +386,20 @@ def _channels(s: str) -> tuple:
 def _kd(s: str) -> tuple:
     t, a = s.split(":")
     return float(t), float(a)
+
+
+def _hints(s: str) -> list:
+    """--kd-hint: "none", or LAYER[:WEIGHT][,LAYER[:WEIGHT]...] (a submodule name of FashionCNN)."""
+    if s.strip().lower() in ("", "none"):
+        return []
+    out = []
+    for part in s.split(","):
+        layer, _, w = part.strip().partition(":")
+        try:
+            out.append((layer, float(w) if w else 1.0))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--kd-hint takes LAYER[:WEIGHT], got {part!r}") from None
+    return out
 
 
 def parse_args(argv=None):
@@ -393,24 +425,36 @@ def parse_args(argv=None):
                     help="eager QAT steps with observers on before they are frozen and the step jitted")
     ap.add_argument("--calibration", type=int, default=1000, help="calibration images for static int8")
     ap.add_argument("--kd", type=_kd, action="append", default=None, metavar="T:ALPHA",
-                    help="a distillation setting (repeatable; default 4:0.9, 4:0.7, 2:0.5, 1:0.5)")
-    ap.add_argument("--kd-seeds", type=int, default=1,
-                    help="train every student from this many seeds and report the mean (default 1)")
+                    help="a distillation setting (repeatable; default " + ", ".join(
+                        f"{t:g}:{a:g}" for t, a in DEFAULT_KD) + ")")
+    ap.add_argument("--kd-seeds", type=int, default=3,
+                    help="train every student from this many seeds and report the mean (default 3)")
+    ap.add_argument("--kd-hint", type=_hints, default=_hints(DEFAULT_KD_HINT), metavar="LAYER[:WEIGHT]",
+                    help="FitNet hints added to every distilled student: the student's LAYER regressed (1x1 "
+                         "conv) onto the teacher's, MSE times WEIGHT; comma-separated, or none (default "
+                         f"{DEFAULT_KD_HINT})")
+    ap.add_argument("--kd-teacher-epochs", type=int, default=10,
+                    help="epochs of the distillation teacher, trained as the baseline is (default 10); "
+                         "0: the baseline is the teacher")
     ap.add_argument("--subset", type=int, default=None, help="train on the first N training images")
     ap.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images")
     ap.add_argument("--channels", type=_channels, default=(*d.channels, 128),
                     help="c1,c2,hidden of the baseline when it is trained (default 16,32,128)")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--no-jit", action="store_true", help="run every training step eagerly")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for BLAS and ember's native kernels (default: ember's, $OMP_NUM_THREADS)")
     ap.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress on stderr")
     a = ap.parse_args(argv)
     if a.kd is None:
-        a.kd = [(4.0, 0.9), (4.0, 0.7), (2.0, 0.5), (1.0, 0.5)]
+        a.kd = list(DEFAULT_KD)
     return a
 
 
 def main(argv=None) -> Result:
     args = parse_args(argv)
+    if args.threads:
+        ember.set_num_threads(args.threads)
     t0 = time.perf_counter()
     res = run(args)
     print(format_table(res))

@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from serve_peers import (BENCH_DIR, INPUT, MODEL, OUTPUT, ServerProc, free_port, http_call,  # noqa: E402
-                         load_tool, metric_sum, run_load, write_mlserver)
+                         load_tool, metric_sums, run_load, write_mlserver)
 
 REPO_DIR = os.path.dirname(BENCH_DIR)
 PEERS_BUILD = ("python3 -m venv /tmp/peers-serve && /tmp/peers-serve/bin/pip install -q mlserver "
@@ -285,7 +285,7 @@ def check_answer(port: int, setup: Setup, tol: float = 1e-4) -> float:
 
 
 def _batches(spec: Spec) -> tuple:
-    return tuple(metric_sum(spec.metrics_port, n) for n in ("nv_inference_count", "nv_inference_exec_count"))
+    return metric_sums(spec.metrics_port, ("nv_inference_count", "nv_inference_exec_count"))
 
 
 def bench_server(spec: Spec, setup: Setup, concurrency: list, seconds: float, warmup: float = 2.0,

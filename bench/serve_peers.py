@@ -143,14 +143,16 @@ def http_call(port: int, method: str, path: str, body: bytes | None = None, time
         conn.close()
 
 
-def metric_sum(port: int, name: str, model: str = MODEL) -> float:
-    """The sum of a Prometheus counter over the lines labelled with `model` (Triton-style names)."""
+def metric_sums(port: int, names: tuple, model: str = MODEL) -> tuple:
+    """The sum of each Prometheus counter over the lines labelled with `model` (Triton-style
+    names), all from one read of /metrics, so that they are of one moment."""
     status, body = http_call(port, "GET", "/metrics", timeout=10)
-    total = 0.0
+    totals = dict.fromkeys(names, 0.0)
     for line in body.decode().splitlines():
-        if line.startswith(name + "{") and f'model="{model}"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        name = line.split("{", 1)[0]
+        if name in totals and f'model="{model}"' in line:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return tuple(totals[n] for n in names)
 
 
 class ServerProc:

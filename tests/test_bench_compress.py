@@ -30,13 +30,13 @@ bench = _bench()
 def test_compress_accuracy_smoke(capsys):
     res = bench.main(["--subset", "512", "--test-subset", "256", "--epochs", "1", "--finetune-epochs", "1",
                       "--channels", "4,8,16", "--retrain", "--no-jit", "--qat-observe-steps", "2",
-                      "--kd", "4:0.9", "--quiet"])
+                      "--kd", "4:0.9", "--kd-teacher-epochs", "1", "--kd-seeds", "1", "--quiet"])
     names = [r.name for r in res.rows]
     expected = ["fp32 baseline", "weight-only int8 (per-channel)", "weight-only int8 + bias correction",
                 "static int8, reduce_range=False", "static int8, reduce_range=True",
                 "static int8 + bias correction (rr=False)", "QAT int8 (prepare_qat, 1 ep fine-tune, convert)",
-                "90% global magnitude pruning + fine-tune", "student FashionCNN(2, 4, 8) alone",
-                "student distilled, KDLoss(T=4, alpha=0.9)"]
+                "90% global magnitude pruning + fine-tune", "teacher FashionCNN(4, 8, 16), 1 ep",
+                "student FashionCNN(2, 4, 8) alone", "student distilled, KDLoss(T=4, alpha=0.9) + hint features.6"]
     assert names == expected
     for r in res.rows:
         assert 0.0 <= r.accuracy <= 1.0, r

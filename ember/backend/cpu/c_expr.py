@@ -314,14 +314,19 @@ def half_table(name: str) -> np.ndarray:
     return _TABLE_VALUES[name]
 
 
+def compute_dtype(eqn) -> tuple:
+    """(the dtype `eqn`'s primitive computes in, the indices of the operands promoted to it)."""
+    prim = eqn.prim
+    keys = [compute_key(a.aval) for a in eqn.inputs]
+    idx = range(len(keys)) if prim.promote_args is None else prim.promote_args
+    # (no operands promoted, as in convert: the op computes in its input's own dtype)
+    return (prim.resolve_dtypes(tuple(keys[i] for i in idx))[0].name if idx else eqn.inputs[0].aval.dtype.name), idx
+
+
 def operands(eqn, names: dict) -> tuple:
     """([(C code, dtype)] of the operands converted as the primitive computes, compute dtype)."""
     prim = eqn.prim
-    keys = [compute_key(a.aval) for a in eqn.inputs]
-    pa = prim.promote_args
-    idx = range(len(keys)) if pa is None else pa
-    # (no operands promoted, as in convert: the op computes in its input's own dtype)
-    compute = prim.resolve_dtypes(tuple(keys[i] for i in idx))[0].name if idx else eqn.inputs[0].aval.dtype.name
+    compute, idx = compute_dtype(eqn)
     if compute not in SUPPORTED_DTYPES:
         raise Unsupported(f"{prim.name} computing in {compute}")
     ops = []

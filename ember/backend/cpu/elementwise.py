@@ -13,6 +13,7 @@ from ...runtime.memory import nbytes
 from ...runtime.units import MultiGroup
 from ..contract import Unsupported
 from ..lowering import register_lowering
+from . import c_vec
 from . import loopnest as L
 from .c_expr import CTYPE, INEXACT_PRIMS, c_convert, c_literal, operands
 from .cmath import FUNCTIONS
@@ -22,11 +23,56 @@ from .emitter import PAR_MIN
 def group(r, g: Group) -> None:
     """One loop nest over the group's shape computing all of its outputs."""
     refs = r.refs
-    nest = r.loops(g.shape, [refs[v] for v in g.outputs], [refs[v] for v in g.inputs],
-                      lambda loads: r.body(g, loads))
     traffic = sum(nbytes(v.aval) for v in g.inputs + g.outputs)
-    r.emit((" ".join(e.prim.name for e in g.eqns), L.render([L.Stmt("{")] + nest + [L.Stmt("}")]),
-                       prod(g.shape) * len(g.eqns), traffic))
+    label = " ".join(e.prim.name for e in g.eqns)
+    lines = _vector_group(r, g)
+    if lines is None:
+        nest = r.loops(g.shape, [refs[v] for v in g.outputs], [refs[v] for v in g.inputs],
+                       lambda loads: r.body(g, loads))
+        lines = L.render([L.Stmt("{")] + nest + [L.Stmt("}")])
+    r.emit((label, lines, prod(g.shape) * len(g.eqns), traffic))
+
+
+def _vector_group(r, g: Group) -> list | None:
+    """The group as one flat loop, 8 elements at a time in vector C (c_vec.py), the rest scalar;
+    None unless every value is contiguous in the group's shape or a single element and every
+    equation has a vector form."""
+    refs, n = r.refs, prod(g.shape)
+    flat = lambda v: prod(refs[v].shape) == 1 or (  # noqa: E731
+        tuple(refs[v].shape) == tuple(g.shape) and refs[v].strides == contiguous(refs[v].shape))
+    if n < c_vec.LANES or not all(flat(v) for v in g.inputs + g.outputs):
+        return None
+    names, vec = {}, []
+    try:
+        for k, v in enumerate(g.inputs):
+            t = refs[v].dtype
+            if t not in c_vec.VTYPE:
+                return None
+            one = prod(refs[v].shape) == 1
+            vec.append(f"const {c_vec.VTYPE[t]} v_x{k} = " +
+                       (c_vec.splat(f"in{k}[0]", t) if one else c_vec.load(f"in{k} + e", t)) + ";")
+            names[v] = (f"v_x{k}", t)
+        for q in g.eqns:
+            code, t = c_vec.render_eqn(q, names)
+            vec.append(f"const {c_vec.VTYPE[t]} v_{len(names)} = {code};")
+            names[q.out] = (f"v_{len(names)}", t)
+        vec += [c_vec.store(f"o{k} + e", names[v][0], refs[v].dtype) for k, v in enumerate(g.outputs)]
+    except Unsupported:
+        return None
+    loads = [f"x{k}" for k in range(len(g.inputs))]
+    code, values = r.body(g, loads)
+    pre = [f"{CTYPE[refs[v].dtype]}* o{k} = {r.ptr(refs[v])};" for k, v in enumerate(g.outputs)]
+    pre += [f"const {CTYPE[refs[v].dtype]}* in{k} = {r.ptr(refs[v])};" for k, v in enumerate(g.inputs)]
+    scalar = [f"const {CTYPE[refs[v].dtype]} x{k} = in{k}[{'0' if prod(refs[v].shape) == 1 else 'e'}];"
+              for k, v in enumerate(g.inputs)] + code + [f"o{k}[e] = {val};" for k, val in enumerate(values)]
+    share = (f"const int64_t lo = (int64_t){n} * tid / nt, hi = (int64_t){n} * (tid + 1) / nt;" if n >= PAR_MIN
+             else f"const int64_t lo = 0, hi = tid == 0 ? {n} : 0;")
+    return ["{", *("    " + x for x in pre), "    " + share, "    int64_t e0 = lo;  /* where the vector loop stops */",
+            "#if defined(__AVX2__) && defined(__GNUC__)", *c_vec.TYPES.split("\n"),
+            f"    for (; e0 + {c_vec.LANES} <= hi; e0 += {c_vec.LANES}) {{", "        const int64_t e = e0;",
+            *("        " + x for x in vec), "    }", "#endif",
+            "    for (int64_t e = e0; e < hi; e++) {", *("        " + x for x in scalar), "    }", "}",
+            "#pragma omp barrier"]
 
 def multi(r, m: MultiGroup) -> None:
     """The members of `m` as one kernel over their concatenated elements (flat members only)."""

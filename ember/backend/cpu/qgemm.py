@@ -29,7 +29,9 @@ sums and max |b| in a header: the kernel packs only A. An `Epilogue` (runtime/un
 elementwise group that is the only reader of an unbatched int8 GEMM's result, which the CPU
 target accepts) is computed where the tile is stored: per tile row, a loop over its columns
 loads the group's other inputs at (i, j), computes the group's equations from the int32 sum and
-stores the group's outputs, so the int32 result never reaches memory.
+stores the group's outputs, so the int32 result never reaches memory; 8 columns at a time in
+vector C (c_vec.py) where every operation has a vector form and every operand is contiguous or
+constant along the columns, the rest in scalar C.
 
 Without AVX2 (`#ifdef __AVX2__`) a portable C kernel reads the same packed operands; integer sums
 are exact, so every path gives the same int32 results, at any thread count. The threads split
@@ -46,6 +48,7 @@ from ...runtime.memory import nbytes
 from ...runtime.units import Epilogue
 from ..contract import Unsupported
 from ..lowering import register_lowering
+from . import c_vec
 from . import loopnest as L
 from .c_expr import CTYPE
 from .emitter import GEMM_PAR_MIN, c_index, dot_dims
@@ -280,6 +283,49 @@ def _epilogue(r, g, acc_var, isizes, jsizes) -> tuple:
     return pre, stmts
 
 
+def _epilogue_vec(r, g, acc_var, isizes, jsizes) -> list | None:
+    """Per-8-columns statements computing group `g` as `_epilogue`'s do, in vector C (c_vec.py):
+    `acc` the lanes of 8 sums at (i, j .. j + 7); None where an op, dtype or layout has no vector
+    form (every operand must be contiguous or constant along the columns)."""
+    shape = list(g.shape)
+    ni = len(isizes)
+
+    def split(ref) -> tuple:
+        st = aligned_strides(ref, shape)
+        return _flat("i", isizes, st[:ni]), _flat("j", jsizes, st[ni:])
+    names, stmts = {}, []
+    try:
+        for k, v in enumerate(g.inputs):
+            if v is acc_var:
+                names[v] = ("acc", "int32")
+                continue
+            ref = r.refs[v]
+            ii, jj = split(ref)
+            t = ref.dtype
+            if t not in c_vec.VTYPE:
+                return None
+            if jj == "(j)":
+                stmts.append(f"const {c_vec.VTYPE[t]} v_x{k} = {c_vec.load(f'E{k} + {ii} + j', t)};")
+            elif jj == "0":
+                stmts.append(f"const {c_vec.VTYPE[t]} v_x{k} = {c_vec.splat(f'E{k}[{ii}]', t)};")
+            else:
+                return None
+            names[v] = (f"v_x{k}", t)
+        for n, q in enumerate(g.eqns):
+            code, t = c_vec.render_eqn(q, names)
+            stmts.append(f"const {c_vec.VTYPE[t]} v_t{n} = {code};")
+            names[q.out] = (f"v_t{n}", t)
+        for k, v in enumerate(g.outputs):
+            ref = r.refs[v]
+            ii, jj = split(ref)
+            if jj != "(j)":
+                return None
+            stmts.append(c_vec.store(f"Q{k} + {ii} + j", names[v][0], ref.dtype))
+    except Unsupported:
+        return None
+    return stmts
+
+
 def _lower(r, e, epi=None) -> None:
     """The int8 GEMM `e` (a dot_general or a packed_matmul) as one kernel; with `epi` (a Group
     reading e's result), the group computed on each stored tile instead of the result."""
@@ -343,6 +389,7 @@ def _lower(r, e, epi=None) -> None:
     w_bytes = f"(((size_t){mp} * {MR * KQ * 8} + 63) & ~(size_t)63)"  # A widened to int16 (wide kernel)
 
     epi_pre, epi_store = ([], []) if epi is None else _epilogue(r, epi, e.out, isizes, jsizes)
+    epi_vec = None if epi is None else _epilogue_vec(r, epi, e.out, isizes, jsizes)
     xt, yt = C8[ax], C8[by]
     X = " ^ 0x80" if flip else ""
     slow_a = [  # any layout: byte by byte
@@ -359,7 +406,7 @@ def _lower(r, e, epi=None) -> None:
         f"{'w ^= 0x80808080u; ' if flip else ''}__builtin_memcpy(d + q * {MR * 4}, &w, 4); }}"]
     body = [
         "/* int8 GEMM (qgemm.py): rows [i0, i1) of A, column panels [p0, p1) of B */",
-        "#if defined(__AVX2__) && defined(__GNUC__)", *_TYPES.split("\n"), "#endif",
+        "#if defined(__AVX2__) && defined(__GNUC__)", *_TYPES.split("\n"), *c_vec.TYPES.split("\n"), "#endif",
         f"{at}* restrict Ap = ({at}*)ws;",
         *([f"const {bt}* restrict Bp = (const {bt}*)B + {HEADER + 4 * NP * NR} + p0 * {KQ * NR * 4};",
            f"const uint32_t* restrict Cs = (const uint32_t*)((const char*)B + {HEADER}) + p0 * {NR};"] if packed else
@@ -443,8 +490,17 @@ def _lower(r, e, epi=None) -> None:
             f"const int64_t cols = (je * {NR} < {n} ? je * {NR} : {n}) - jb * {NR};",
             "for (int64_t ii = 0; ii < i1 - i0; ii++) {",
             "    const int64_t i = i0 + ii;",
+            "    int64_t c0 = 0;  /* the columns the vector loop leaves */",
+            *([] if epi_vec is None else [
+                "#if defined(__AVX2__) && defined(__GNUC__)",
+                "    for (; c0 + 8 <= cols; c0 += 8) {",
+                f"        const int64_t j = jb * {NR} + c0;",
+                f"        const em_vi acc = *(const em_vil*)(Tp + ii * {PB * NR} + c0);",
+                *("        " + s for s in epi_vec),
+                "    }",
+                "#endif"]),
             "    #pragma omp simd",
-            "    for (int64_t c = 0; c < cols; c++) {",
+            "    for (int64_t c = c0; c < cols; c++) {",
             f"        const int64_t j = jb * {NR} + c;",
             f"        const int32_t acc = (int32_t)Tp[ii * {PB * NR} + c];",
             *("        " + s for s in epi_store),
