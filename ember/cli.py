@@ -72,6 +72,8 @@ def main(argv=None) -> int:
                         "fashion_mnist_cnn, written into --model-repository or a temporary directory")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--grpc-port", type=int, help="also serve OIP v2 over gRPC on this port (Triton's: 8001; "
+                   "ember[grpc]; default: no gRPC)")
     s.add_argument("--model", action="append", help="load only this model (repeatable; default: all)")
     s.add_argument("--max-body-mb", type=float, default=64.0, help="largest request body accepted (MiB)")
     s.add_argument("--strict-readiness", action="store_true",
@@ -95,6 +97,8 @@ def main(argv=None) -> int:
     if args.cmd == "demo":
         demo(args.steps, args.seed)
     if args.cmd == "serve":
+        if args.grpc_port is not None and (args.replicas > 0 or args.autoscale):
+            s.error("--grpc-port is for one server: the router in front of --replicas speaks REST only")
         if args.flagship:
             from .serve.flagship import serve_main as flagship_main
             return flagship_main(args, _serve)

@@ -21,9 +21,9 @@ from starlette.routing import Route
 
 from . import protocol
 from .canary import parse_canary
-from .errors import ConfigError, InvalidRequest, NotFound, PayloadTooLarge, ServeError, Unloading
-from .inference import check_inputs, select_outputs, timeout_us
-from .repository import READY, Repository
+from . import inference
+from .errors import ConfigError, InvalidRequest, PayloadTooLarge, ServeError
+from .repository import Repository
 
 log = logging.getLogger("ember.serve")
 
@@ -105,32 +105,9 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
         ok = is_ready()
         return _json({"ready": ok}, 200 if ok else 503)
 
-    def _config_of(name: str, version: str | None):
-        e = repo.entry(name)
-        if version is None:
-            return e, e.config, e.ready_versions() != []
-        if not e.versions and e.reason:  # not loaded, or its config.json is bad: say why
-            return e, e.config, False
-        if not protocol.is_uint(version) or int(version) not in e.versions:
-            raise NotFound(f"model {name!r} has no version {version!r}")
-        ve = e.versions[int(version)]
-        return e, ve.config or e.config, ve.state == READY
-
     @_endpoint
     async def model_metadata(request):
-        name, version = request.path_params["model"], request.path_params.get("version")
-        e, cfg, ok = _config_of(name, version)
-        mbs = cfg.max_batch_size if cfg else 0
-
-        def specs(ts):
-            return [{"name": s.name, "datatype": s.datatype, "shape": s.shape(mbs)} for s in ts or ()]
-        out = {"name": name, "versions": [str(v) for v in e.ready_versions()],
-               "platform": cfg.platform if cfg else "",
-               "inputs": specs(cfg.inputs if cfg else None), "outputs": specs(cfg.outputs if cfg else None)}
-        if not ok:
-            ve = e.versions.get(int(version)) if version and protocol.is_uint(version) else None
-            out["state"], out["reason"] = "UNAVAILABLE", ve.reason if ve else e.why_not_ready()
-        return _json(out)
+        return _json(inference.model_metadata(repo, request.path_params["model"], request.path_params.get("version")))
 
     @_endpoint
     async def model_ready(request):
@@ -141,7 +118,7 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
     @_endpoint
     async def model_config(request):
         name, version = request.path_params["model"], request.path_params.get("version")
-        e, cfg, _ = _config_of(name, version)
+        e, cfg, _ = inference.config_of(repo, name, version)
         if cfg is None:
             return _error(503, f"model {name!r} has no valid config: {e.why_not_ready()}")
         return _json(cfg.to_json())
@@ -161,19 +138,9 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
                 req = await offload(protocol.decode_infer_request, body, header)
             else:
                 req = protocol.decode_infer_request(body, header)
-            for attempt in (0, 1):
-                # resolved again after the awaits: a poll-mode reload may have swapped the version in the
-                # meantime; no await between this and submit, and a batcher stopped even so is retried once
-                ve = repo.resolve(name, version)
-                labels = (name, str(ve.version))
-                batch = check_inputs(ve.config, req)
-                try:
-                    fut = ve.batcher.submit(req.inputs, batch, timeout_us(req))
-                    break
-                except Unloading:
-                    if attempt or version is not None:
-                        raise
-            wanted = select_outputs(ve.config, req)
+            # resolved again after the awaits: a poll-mode reload may have swapped the version meanwhile
+            labels, ve, fut = inference.submit(repo, name, version, req)
+            wanted = inference.select_outputs(ve.config, req)
             outs = await asyncio.wrap_future(fut)
             items = [(n, dt, outs[n], binary) for n, dt, binary in wanted]
             if sum(a.nbytes for _, _, a, _ in items) > OFFLOAD_BYTES:

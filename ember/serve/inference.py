@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from .config import ModelConfig
-from .errors import InvalidRequest
-from .protocol import InferRequest
+from .errors import InvalidRequest, NotFound, Unloading
+from .protocol import InferRequest, is_uint
 
 
 def _fits(shape: tuple, dims: tuple) -> bool:
@@ -65,3 +65,48 @@ def timeout_us(req: InferRequest) -> int | None:
     if type(t) is not int or t < 0:
         raise InvalidRequest(f"the 'timeout' parameter must be a non-negative integer (microseconds), got {t!r}")
     return t
+
+
+def config_of(repo, name: str, version: str | None) -> tuple:
+    """(the model's entry, the config of `version` (default: the model's), whether it is ready);
+    NotFound for an unknown model or version."""
+    from .repository import READY
+    e = repo.entry(name)
+    if version is None:
+        return e, e.config, e.ready_versions() != []
+    if not e.versions and e.reason:  # not loaded, or its config.json is bad: say why
+        return e, e.config, False
+    if not is_uint(version) or int(version) not in e.versions:
+        raise NotFound(f"model {name!r} has no version {version!r}")
+    ve = e.versions[int(version)]
+    return e, ve.config or e.config, ve.state == READY
+
+
+def model_metadata(repo, name: str, version: str | None) -> dict:
+    """The OIP model metadata of a model (or one version): versions, platform, input and output specs;
+    an unready one also has "state" and "reason"."""
+    e, cfg, ok = config_of(repo, name, version)
+    mbs = cfg.max_batch_size if cfg else 0
+
+    def specs(ts):
+        return [{"name": s.name, "datatype": s.datatype, "shape": s.shape(mbs)} for s in ts or ()]
+    out = {"name": name, "versions": [str(v) for v in e.ready_versions()], "platform": cfg.platform if cfg else "",
+           "inputs": specs(cfg.inputs if cfg else None), "outputs": specs(cfg.outputs if cfg else None)}
+    if not ok:
+        ve = e.versions.get(int(version)) if version and is_uint(version) else None
+        out["state"], out["reason"] = "UNAVAILABLE", ve.reason if ve else e.why_not_ready()
+    return out
+
+
+def submit(repo, name: str, version: str | None, req: InferRequest) -> tuple:
+    """Check `req` against the model and queue it: ((name, version label), the version entry, the
+    batcher's future). The version is resolved here, with no wait before the submit, so a reload
+    in poll mode cannot slip in between; a batcher stopped even so is retried once (unpinned)."""
+    for attempt in (0, 1):
+        ve = repo.resolve(name, version)
+        batch = check_inputs(ve.config, req)
+        try:
+            return (name, str(ve.version)), ve, ve.batcher.submit(req.inputs, batch, timeout_us(req))
+        except Unloading:
+            if attempt or version is not None:
+                raise

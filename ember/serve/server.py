@@ -4,9 +4,13 @@
         print(srv.url)                    # http://127.0.0.1:PORT
     # leaving the block drains in-flight requests, stops the batchers and joins every thread
 
+With `grpc_port` (0: a free one) the same repository is also served over OIP gRPC
+(grpc_service.py; Triton's default port is 8001).
+
 Threads: "ember-serve-http" runs the event loop (uvicorn and the app), "ember-serve-io-N" the I/O
-pool (large bodies, repository loads), "ember-serve-<model>-v<version>-<i>" the batchers, "ember-serve-poll" the repository poll (poll
-mode). `stop` joins all of them.
+pool (large bodies, repository loads), "ember-serve-<model>-v<version>-<i>" the batchers,
+"ember-serve-poll" the repository poll (poll mode), "ember-serve-grpc_N" the gRPC handlers (each
+waits on its request's batcher future). `stop` joins all of them.
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ class Server(Endpoint):
                  max_body_bytes: int = 64 << 20, strict_readiness: bool = False,
                  drain_timeout_s: float = 30.0, io_threads: int = 2, log_level: str = "warning",
                  rate_limit: float | None = None, burst: int | None = None,
-                 poll_interval_s: float | None = None):
+                 poll_interval_s: float | None = None, grpc_port: int | None = None, grpc_workers: int = 32):
         self.model_repository = model_repository
         self.host, self._port = host, int(port)
         self.models = None if models is None else list(models)
@@ -49,7 +53,8 @@ class Server(Endpoint):
         self.repository: Repository | None = None
         self.limiter = None if rate_limit is None else RateLimiter(rate_limit, burst)
         self.poll_interval_s = poll_interval_s
-        self._http = self._pool = self._poller = None
+        self._grpc_port, self.grpc_workers = grpc_port, int(grpc_workers)
+        self._http = self._pool = self._poller = self._grpc = None
         self._poll_stop = threading.Event()
         self._loaded = self._stopping = False
 
@@ -76,6 +81,12 @@ class Server(Endpoint):
                             is_ready=self.is_ready, version=__version__, limiter=self.limiter)
             self._http = HTTPThread(app, self.host, self._port, name="ember-serve-http",
                                     drain_timeout_s=self.drain_timeout_s, log_level=self.log_level).start()
+            if self._grpc_port is not None:
+                from .grpc_service import GrpcServer, Service
+                service = Service(self.repository, self.metrics, is_ready=self.is_ready, version=__version__,
+                                  limiter=self.limiter)
+                self._grpc = GrpcServer(service, self.host, self._grpc_port, max_message_bytes=self.max_body_bytes,
+                                        workers=self.grpc_workers)
             names = self.models if self.models is not None else self.repository.model_names()
             for n in names:
                 self.repository.load(n)
@@ -98,6 +109,16 @@ class Server(Endpoint):
             except Exception:  # noqa: BLE001 - a bad poll is logged; serving goes on
                 log.exception("repository poll failed")
 
+    @property
+    def grpc_port(self) -> int | None:
+        """The bound gRPC port (None: no gRPC endpoint)."""
+        return self._grpc.port if self._grpc is not None else self._grpc_port
+
+    @property
+    def grpc_target(self) -> str | None:
+        """host:port of the gRPC endpoint, as gRPC clients take it."""
+        return self._grpc.target if self._grpc is not None else None
+
     def alive(self) -> bool:
         """Whether the HTTP thread is serving."""
         return self._http is not None and self._http.alive()
@@ -109,6 +130,9 @@ class Server(Endpoint):
         self._poll_stop.set()
         if self._poller is not None:
             self._poller.join(60)
+        if self._grpc is not None:
+            self._grpc.stop(self.drain_timeout_s)
+            self._grpc = None
         if self._http is not None:
             self._http.stop(timeout)
         if self.repository is not None:
@@ -139,7 +163,7 @@ def main(args) -> int:
     srv = Server(args.model_repository, args.host, args.port, models=args.model or None,
                  max_body_bytes=int(args.max_body_mb * (1 << 20)), strict_readiness=args.strict_readiness,
                  log_level=args.log_level, rate_limit=args.rate_limit, burst=args.burst,
-                 poll_interval_s=args.repository_poll_secs)
+                 poll_interval_s=args.repository_poll_secs, grpc_port=getattr(args, "grpc_port", None))
     stop = threading.Event()
     prev = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -148,8 +172,9 @@ def main(args) -> int:
         except (ServeError, NotFound) as e:
             print(f"ember serve: {e}", file=sys.stderr)
             return 1
-        print(f"ember serve: {srv.url} (OIP v2 REST), models {[i['name'] for i in srv.repository.index(True)]}",
-              flush=True)
+        grpc_at = f", {srv.grpc_target} (OIP v2 gRPC)" if srv.grpc_target else ""
+        print(f"ember serve: {srv.url} (OIP v2 REST){grpc_at}, models "
+              f"{[i['name'] for i in srv.repository.index(True)]}", flush=True)
         parent = int(os.environ.get("EMBER_SERVE_PARENT", "0") or 0)  # a replica: exit with the router
         while not stop.wait(0.5):
             if not srv.alive() or parent and os.getppid() != parent:
