@@ -4,7 +4,8 @@ Imported: the `light_*` models shipped in the onnx wheel (224x224 CNNs; ResNet-5
 also at the larger batches of --batches, their batch dim made symbolic for onnxruntime), a small
 helper-built CNN, and with --minilm PATH the all-MiniLM-L6-v2 export that
 tools/make_onnx_bert_fixture.py writes (input_ids/attention_mask, seq 128, at --batches), loaded
-with `ember.onnx.load`. Exported: the flagship CNN, an MLP and a GPT block written by
+with `ember.onnx.load(..., fold_batchnorm=True)` (onnxruntime folds Conv + BatchNormalization
+too, in its default graph optimizations). Exported: the flagship CNN, an MLP and a GPT block written by
 `ember.onnx.export` and run by onnxruntime, against the ember modules they came from. All runtimes
 get the same inputs and, with --threads N, the same thread count (`ember.set_num_threads` and
 onnxruntime's intra-op threads); after a warm-up call (the trace and compile), each runtime runs
@@ -157,8 +158,8 @@ def main() -> None:
             inp = _graph_inputs(model)[0]
             shape = tuple(d.dim_value or 2 for d in inp.type.tensor_type.shape.dim)
             feeds = {inp.name: np.random.default_rng(0).random(shape, np.float32)}
-        if m is None:
-            m = eo.load(model)
+        if m is None:  # Conv + BatchNormalization folded, as onnxruntime's default optimizations fold them
+            m = eo.load(model, fold_batchnorm=True)
         xs = [ember.from_numpy(v) for v in feeds.values()]
         sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
         jm = ember.jit(m)

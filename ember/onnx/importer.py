@@ -251,8 +251,10 @@ def run_subgraph(ctx, graph) -> tuple:
     return tuple(env[o.name] for o in graph.output)
 
 
-def load(src, *, check_ops: bool = True) -> OnnxModule:
-    """Import an ONNX model (a path, the file's bytes, or an `onnx.ModelProto`) as an OnnxModule.
+def load(src, *, check_ops: bool = True, fold_batchnorm: bool = False) -> OnnxModule:
+    """Import an ONNX model (a path, the file's bytes, or an `onnx.ModelProto`) as an OnnxModule;
+    `fold_batchnorm` folds inference BatchNormalizations into the Convs before them, for
+    inference (`optimize.fold_batchnorm`; onnxruntime's default optimizations do the same).
 
     Raises `OnnxError` for a file that is missing, empty, truncated or corrupted, or whose graph or
     tensor sizes do not hold together (`ember.onnx.checks`), and `UnsupportedOpError` (naming op,
@@ -260,4 +262,7 @@ def load(src, *, check_ops: bool = True) -> OnnxModule:
     naming the node for a node that fails or asks for more than `checks.MAX_ELEMENTS` elements.
     """
     model = load_model_proto(src)
+    if fold_batchnorm:
+        from .optimize import fold_batchnorm as fold
+        model = fold(model)[0]
     return OnnxModule(model, source=_describe(src), check_ops=check_ops)
