@@ -574,8 +574,12 @@ class Function:
     """A user-defined op with its own forward and backward (PyTorch's autograd.Function).
 
     Subclasses define `forward(ctx, *args)` returning one Tensor and `backward(ctx, grad)` returning
-    one gradient (or None) per forward argument; call it with `MyFn.apply(*args)`.
+    one gradient (or None) per forward argument; call it with `MyFn.apply(*args)`. A subclass with
+    `always_records = True` gets its backward called whenever grad mode is on, even when no
+    argument requires a gradient (a forward that reads parameters of its own, as checkpoint's).
     """
+
+    always_records = False
 
     @staticmethod
     def forward(ctx, *args):
@@ -593,7 +597,7 @@ class Function:
             out = cls.forward(ctx, *args)
         if not isinstance(out, Tensor):
             raise TypeError(f"{cls.__name__}.forward must return one Tensor, got {type(out).__name__}")
-        if TLS.grad_enabled and any(ctx.needs_input_grad) and out._dtype.kind in "fc":
+        if TLS.grad_enabled and (any(ctx.needs_input_grad) or cls.always_records) and out._dtype.kind in "fc":
             if out._node is not None or out._storage is not None:
                 out = from_array(out._data, out._dtype)
             edges = [_edge(a) if isinstance(a, Tensor) and a._rg else None for a in args]

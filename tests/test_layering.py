@@ -59,6 +59,7 @@ LAYERS = {
     "ember.onnx.*": 7,
     "ember.distributed.*": 7,
     "ember.deploy.*": 7,
+    "ember.utils.*": 7,
 
     "ember.recipes.*": 8,
     "ember.serve.*": 8,
