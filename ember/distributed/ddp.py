@@ -20,6 +20,8 @@
 Every parameter that requires grad must receive a gradient in each synchronised backward
 (PyTorch's default ``find_unused_parameters=False``); otherwise the next forward raises.
 ``timeline`` records (event, bucket, perf_counter time) for the overlap test and bench/ddp.py.
+``compression="fp16" | "bf16" | "fp8"`` (or a `compression.Codec`) sends the buckets as 16- or
+8-bit values over ember's ring, summed in float32 (compression.py), with error feedback for fp8.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ import time
 import numpy as np
 
 from ..nn.module import Module
-from .collectives import _all_reduce_flat, _bytes_msg, _start
+from .collectives import _all_reduce_flat, _bytes_msg, _irecv, _isend, _start
+from .compression import ring_all_reduce
 from .errors import DistributedError
 from .process_group import group as _default_group
 
@@ -48,6 +51,7 @@ class _Bucket:
             self.offsets.append(off)
             off += p.numel()
         self.buffer = np.zeros(off, dtype)
+        self.residual = None  # what the compression lost of this rank's last gradient (error feedback)
         self.pending = len(params)
         self.work = None
 
@@ -61,8 +65,10 @@ class DistributedDataParallel(Module):
 
     def __init__(self, module: Module, *, bucket_cap_mb: float = 25.0, first_bucket_cap_mb: float = 1.0,
                  broadcast_buffers: bool = True, algorithm: str = "mpi", process_group=None,
-                 gradient_as_average: bool = True):
+                 gradient_as_average: bool = True, compression=None):
         super().__init__()
+        from .compression import codec
+        object.__setattr__(self, "_codec", codec(compression))
         self.module = module
         g = process_group or _default_group()
         object.__setattr__(self, "_pg", g)
@@ -87,6 +93,9 @@ class DistributedDataParallel(Module):
         if cur:
             buckets.append(cur)
         bl = [_Bucket(i, ps, np.dtype(ps[0]._data.dtype)) for i, ps in enumerate(buckets)]
+        if self._codec is not None and any(b.buffer.dtype != np.float32 for b in bl):
+            raise DistributedError(f"DDP: {self._codec.name} gradient compression needs float32 parameters, "
+                                   f"got {sorted({str(b.buffer.dtype) for b in bl})}")
         object.__setattr__(self, "buckets", bl)
         where = {}
         for b in bl:
@@ -157,10 +166,26 @@ class DistributedDataParallel(Module):
                 other.work.is_completed()  # drive MPI progress / ember's schedule
         if b.pending == 0:
             self.timeline.append(("start", b.index, time.perf_counter()))
-            b.work = _all_reduce_flat(self._pg, b.buffer, _op_sum(), self._algo(), lambda: None, True)
+            b.work = self._reduce(b)
             object.__setattr__(self, "_started", self._started + 1)
             if self._started == len(self.buckets):
                 self._finish()
+
+    def _reduce(self, b):
+        """Start bucket b's all-reduce (compressed: ember's ring with encoded messages)."""
+        c = self._codec
+        if c is None:
+            return _all_reduce_flat(self._pg, b.buffer, _op_sum(), self._algo(), lambda: None, True)
+        if c.error_feedback:  # send what this rank's gradient and the earlier loss round to
+            if b.residual is None:
+                b.residual = np.zeros_like(b.buffer)
+            b.buffer += b.residual
+            q = c.roundtrip(b.buffer)
+            np.subtract(b.buffer, q, out=b.residual)
+            b.buffer[:] = q
+        g = self._pg
+        sched = iter(()) if g.size == 1 else ring_all_reduce(g, b.buffer, c, g.next_tag(), _isend, _irecv)
+        return _start(g, "all_reduce", f"ring_{c.name}", schedule=sched, async_op=True)
 
     def _algo(self):
         return "ring" if self._algorithm in ("ember", "ring") else self._algorithm
