@@ -29,7 +29,6 @@ log = logging.getLogger("ember.serve")
 
 OFFLOAD_BYTES = 256 << 10  # bodies (and outputs) larger than this are decoded (encoded) on the I/O pool
 DRAIN_BYTES = 4 << 20  # how much of a body past the cap is read and dropped before answering 413
-EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
 
 
 def _json(obj, status: int = 200) -> Response:
@@ -94,7 +93,7 @@ def build_app(repo: Repository, metrics, pool, *, max_body_bytes: int, is_ready,
 
     @_endpoint
     async def server_metadata(request):
-        return _json({"name": "ember", "version": version, "extensions": EXTENSIONS})
+        return _json({"name": "ember", "version": version, "extensions": protocol.EXTENSIONS})
 
     @_endpoint
     async def live(request):

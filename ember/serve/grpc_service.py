@@ -227,8 +227,8 @@ class Service:
         return self.msgs["ModelReadyResponse"](ready=ok)
 
     def ServerMetadata(self, req, ctx):
-        from .app import EXTENSIONS
-        return self.msgs["ServerMetadataResponse"](name="ember", version=self.version, extensions=EXTENSIONS)
+        return self.msgs["ServerMetadataResponse"](name="ember", version=self.version,
+                                                   extensions=protocol.EXTENSIONS)
 
     def ModelMetadata(self, req, ctx):
         md = model_metadata(self.repo, req.name, req.version or None)

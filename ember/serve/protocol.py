@@ -20,6 +20,8 @@ from .errors import InvalidRequest
 
 #: the header of the binary tensor data extension: the length of the JSON part of the body
 HEADER_LENGTH = "Inference-Header-Content-Length"
+#: the protocol extensions the server metadata names (REST and gRPC)
+EXTENSIONS = ["binary_tensor_data", "model_repository", "model_configuration"]
 
 #: OIP datatype -> ember dtype (None: BYTES, numpy object arrays of `bytes`, for python models)
 EMBER_DTYPES = {
