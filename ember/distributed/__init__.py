@@ -25,11 +25,12 @@ from .collectives import (ReduceOp, Work, all_gather, all_reduce, all_to_all, br
                           gather, irecv, isend, recv, reduce, reduce_scatter, scatter, send)
 from .sampler import DistributedSampler  # noqa: E402
 from .ddp import DistributedDataParallel  # noqa: E402
+from .zero import ZeroRedundancyOptimizer  # noqa: E402
 from .checkpoint import load_checkpoint, resume_requested, save_checkpoint  # noqa: E402
 
 __all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process_group",
            "destroy_process_group", "is_initialized", "get_rank", "get_world_size", "barrier", "group",
            "ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
            "reduce_scatter", "all_to_all", "send", "recv", "isend", "irecv",
-           "DistributedSampler", "DistributedDataParallel",
+           "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer",
            "save_checkpoint", "load_checkpoint", "resume_requested"]
