@@ -171,3 +171,18 @@ def test_dt12_zero_shards_the_optimizer_state_and_follows_ddp(tmp_path, n):
         ratio = float(a["zero_state"]) / float(a["ddp_state"])
         assert abs(ratio - 1 / n) <= 0.01, ratio  # (per-tensor step counters are not sharded)
         assert int(a["rs"]) == 20 and int(a["ag"]) == 20 and int(a["ar"]) == 0
+
+
+def test_dt2_tensor_parallel_layers_equal_the_unsharded_ones(tmp_path):
+    """DT-2: a column-parallel Linear(1024 -> 4096) on 2 ranks equals nn.Linear in outputs and in
+    input, weight and bias gradients, with half the parameter bytes per rank; Megatron's MLP block
+    (column then row parallel) equals the unsharded block with one all-reduce forward and one backward."""
+    p = mpirun(2, "tp_worker.py", tmp_path / "t", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for r in range(2):
+        a = np.load(tmp_path / f"t.{r}.npz")
+        for got, want in (("ys", "y"), ("gxs", "gx"), ("gws", "gw"), ("gbs", "gb"),
+                          ("mlps", "mlp"), ("mgxs", "mgx"), ("mg1s", "mg1"), ("mg2s", "mg2")):
+            np.testing.assert_allclose(a[got], a[want], rtol=1e-5, atol=1e-4, err_msg=got)
+        assert int(a["bytes_col"]) * 2 == int(a["bytes_full"])
+        assert int(a["fwd_calls"]) == 1 and int(a["bwd_calls"]) == 1
