@@ -26,6 +26,7 @@ from .collectives import (ReduceOp, Work, all_gather, all_reduce, all_to_all, br
 from .sampler import DistributedSampler  # noqa: E402
 from .ddp import DistributedDataParallel  # noqa: E402
 from .zero import ZeroRedundancyOptimizer  # noqa: E402
+from .pipeline import PipelineStage  # noqa: E402
 from .tensor_parallel import (ColumnParallelLinear, RowParallelLinear, copy_to_parallel,  # noqa: E402
                               gather_from_parallel, reduce_from_parallel)
 from .checkpoint import load_checkpoint, resume_requested, save_checkpoint  # noqa: E402
@@ -34,7 +35,7 @@ __all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process
            "destroy_process_group", "is_initialized", "get_rank", "get_world_size", "barrier", "group",
            "ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
            "reduce_scatter", "all_to_all", "send", "recv", "isend", "irecv",
-           "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer",
+           "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer", "PipelineStage",
            "ColumnParallelLinear", "RowParallelLinear", "copy_to_parallel", "reduce_from_parallel",
            "gather_from_parallel",
            "save_checkpoint", "load_checkpoint", "resume_requested"]
