@@ -203,3 +203,15 @@ def test_dt3_dt5_pipeline_gradients_equal_the_full_batch_and_the_bubble_shrinks(
         b = [np.mean([float(a[f"{sched}{M}_bubble"]) for a in res]) for M in (1, 2, 4, 8)]
         print(f"\n{sched} bubble at M=1,2,4,8: {[round(x, 3) for x in b]} (ideal 0.5, 0.333, 0.2, 0.111)")
         assert b[0] > b[1] > b[2] > b[3], (sched, b)
+
+
+def test_dt4_two_stages_times_two_replicas_equal_the_single_process_reference(tmp_path):
+    """DT-4: on 4 ranks, 2 pipeline stages x 2 data-parallel replicas (groups from new_group): every
+    stage's gradients equal the whole model's full-batch gradients (1e-5), with all-reduce only in
+    the data-parallel groups (none in the pipeline groups or across the world)."""
+    p = mpirun(4, "hybrid_worker.py", tmp_path / "h", timeout=180)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for r in range(4):
+        a = np.load(tmp_path / f"h.{r}.npz")
+        assert float(a["err"]) < 1e-5, (r, float(a["err"]))
+        assert int(a["dp_calls"]) > 0 and int(a["pipe_calls"]) == 0 and int(a["world_calls"]) == 0

@@ -20,7 +20,7 @@ except ImportError as e:  # pragma: no cover - exercised by a subprocess test
 
 from .errors import DistributedError, RankFailureError  # noqa: E402
 from .process_group import (ProcessGroup, barrier, destroy_process_group, get_rank,  # noqa: E402
-                            get_world_size, group, init_process_group, is_initialized)
+                            get_world_size, group, init_process_group, is_initialized, new_group)
 from .collectives import (ReduceOp, Work, all_gather, all_reduce, all_to_all, broadcast,  # noqa: E402
                           gather, irecv, isend, recv, reduce, reduce_scatter, scatter, send)
 from .sampler import DistributedSampler  # noqa: E402
@@ -32,7 +32,7 @@ from .tensor_parallel import (ColumnParallelLinear, RowParallelLinear, copy_to_p
 from .checkpoint import load_checkpoint, resume_requested, save_checkpoint  # noqa: E402
 
 __all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process_group",
-           "destroy_process_group", "is_initialized", "get_rank", "get_world_size", "barrier", "group",
+           "destroy_process_group", "is_initialized", "new_group", "get_rank", "get_world_size", "barrier", "group",
            "ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
            "reduce_scatter", "all_to_all", "send", "recv", "isend", "irecv",
            "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer", "PipelineStage",

@@ -235,6 +235,23 @@ def init_process_group(backend: str = "mpi", *, timeout: float | None = None) ->
     return _GROUP
 
 
+def new_group(ranks) -> ProcessGroup | None:
+    """A process group of `ranks` (of the default group, in the order given); every rank of the
+    default group must call it, as in PyTorch. Ranks outside `ranks` get None."""
+    g = group()
+    ranks = [int(r) for r in ranks]
+    if sorted(set(ranks)) != sorted(ranks) or any(not 0 <= r < g.size for r in ranks):
+        raise DistributedError(f"new_group: ranks must be distinct ranks of 0..{g.size - 1}, got {ranks}")
+    MPI = _mpi()
+    member = g.rank in ranks
+    sub = g.comm.Split(0 if member else MPI.UNDEFINED, ranks.index(g.rank) if member else 0)
+    if not member:
+        return None
+    pg = ProcessGroup(comm=sub, timeout=g.timeout, poll_interval=g.poll_interval)
+    sub.Free()
+    return pg
+
+
 def is_initialized() -> bool:
     return _GROUP is not None
 
