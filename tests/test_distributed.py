@@ -176,7 +176,8 @@ def test_dt12_zero_shards_the_optimizer_state_and_follows_ddp(tmp_path, n):
 def test_dt2_tensor_parallel_layers_equal_the_unsharded_ones(tmp_path):
     """DT-2: a column-parallel Linear(1024 -> 4096) on 2 ranks equals nn.Linear in outputs and in
     input, weight and bias gradients, with half the parameter bytes per rank; Megatron's MLP block
-    (column then row parallel) equals the unsharded block with one all-reduce forward and one backward."""
+    (column then row parallel) equals the unsharded block with one all-reduce forward and one backward,
+    and so does self-attention split by heads against nn.MultiheadAttention (with and without a causal mask)."""
     p = mpirun(2, "tp_worker.py", tmp_path / "t", timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     for r in range(2):
@@ -186,6 +187,12 @@ def test_dt2_tensor_parallel_layers_equal_the_unsharded_ones(tmp_path):
             np.testing.assert_allclose(a[got], a[want], rtol=1e-5, atol=1e-4, err_msg=got)
         assert int(a["bytes_col"]) * 2 == int(a["bytes_full"])
         assert int(a["fwd_calls"]) == 1 and int(a["bwd_calls"]) == 1
+        b = np.load(tmp_path / f"t.attn.{r}.npz")  # self-attention split by heads, plain and causal
+        for causal in (False, True):
+            for got, want in (("as", "a"), ("axs", "ax"), ("aws", "aw"), ("aos", "ao")):
+                np.testing.assert_allclose(b[f"{got}{causal}"], b[f"{want}{causal}"], rtol=1e-5, atol=1e-5,
+                                           err_msg=f"{got} causal={causal}")
+            assert int(b[f"afwd{causal}"]) == 1 and int(b[f"abwd{causal}"]) == 1
 
 
 def test_dt3_dt5_pipeline_gradients_equal_the_full_batch_and_the_bubble_shrinks(tmp_path):

@@ -27,8 +27,8 @@ from .sampler import DistributedSampler  # noqa: E402
 from .ddp import DistributedDataParallel  # noqa: E402
 from .zero import ZeroRedundancyOptimizer  # noqa: E402
 from .pipeline import PipelineStage  # noqa: E402
-from .tensor_parallel import (ColumnParallelLinear, RowParallelLinear, copy_to_parallel,  # noqa: E402
-                              gather_from_parallel, reduce_from_parallel)
+from .tensor_parallel import (ColumnParallelLinear, ParallelSelfAttention, RowParallelLinear,  # noqa: E402
+                              copy_to_parallel, gather_from_parallel, reduce_from_parallel)
 from .checkpoint import load_checkpoint, resume_requested, save_checkpoint  # noqa: E402
 
 __all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process_group",
@@ -36,6 +36,6 @@ __all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process
            "ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
            "reduce_scatter", "all_to_all", "send", "recv", "isend", "irecv",
            "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer", "PipelineStage",
-           "ColumnParallelLinear", "RowParallelLinear", "copy_to_parallel", "reduce_from_parallel",
+           "ColumnParallelLinear", "RowParallelLinear", "ParallelSelfAttention", "copy_to_parallel", "reduce_from_parallel",
            "gather_from_parallel",
            "save_checkpoint", "load_checkpoint", "resume_requested"]

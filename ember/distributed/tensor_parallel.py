@@ -8,7 +8,11 @@ weight split over the ranks of the process group, each rank multiplying by its s
   x (`input_is_parallel=True`, as a column-parallel layer without gathering gives it) or the full
   x (sliced here); the partial products are all-reduced forward (the bias added once after).
 
-Megatron's MLP block, column-parallel then row-parallel, so needs one all-reduce forward (the
+- `ParallelSelfAttention`: multi-head self-attention with the heads split over the ranks: each
+  rank projects q, k, v for its heads (column-parallel), attends, and multiplies by its columns
+  of the output projection (row-parallel), the partial outputs all-reduced.
+
+Megatron's MLP and attention blocks, column-parallel then row-parallel, need one all-reduce forward (the
 row layer's sum) and one backward (the column layer's input gradient, through `copy_to_parallel`:
 identity forward, all-reduce of the gradient backward). The conjugate pair is `reduce_from_parallel`
 (all-reduce forward, identity backward). Every rank computes the same full result; the layers
@@ -28,8 +32,8 @@ from .collectives import ReduceOp, all_gather, all_reduce
 from .errors import DistributedError
 from .process_group import group as _default_group
 
-__all__ = ["ColumnParallelLinear", "RowParallelLinear", "copy_to_parallel", "reduce_from_parallel",
-           "gather_from_parallel"]
+__all__ = ["ColumnParallelLinear", "RowParallelLinear", "ParallelSelfAttention", "copy_to_parallel",
+           "reduce_from_parallel", "gather_from_parallel"]
 
 
 def _reduced(t: Tensor, g, algorithm) -> Tensor:
@@ -168,3 +172,50 @@ class RowParallelLinear(Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features} ({self.weight.shape[1]} on this rank), "
                 f"out_features={self.out_features}, input_is_parallel={self.input_is_parallel}")
+
+
+class ParallelSelfAttention(Module):
+    """Self-attention of `nn.MultiheadAttention` (batch first, one packed in-projection) with its
+    heads split over the ranks; `from_mha(mha)` takes this rank's heads of an existing one."""
+
+    def __init__(self, mha, *, process_group=None, algorithm: str = "ember"):
+        super().__init__()
+        g = process_group or _default_group()
+        object.__setattr__(self, "_pg", g)
+        if not getattr(mha, "_qkv_same_embed_dim", False) or getattr(mha, "bias_k", None) is not None:
+            raise DistributedError("ParallelSelfAttention: needs a MultiheadAttention with one packed in-projection "
+                                   "and no bias_k / bias_v")
+        self.embed_dim, self.algorithm, self.batch_first = mha.embed_dim, algorithm, mha.batch_first
+        if mha.num_heads % g.size:
+            raise DistributedError(f"ParallelSelfAttention: {mha.num_heads} heads do not split over {g.size} ranks")
+        self.heads = mha.num_heads // g.size
+        e, d, r = mha.embed_dim, mha.head_dim, g.rank
+        self.head_dim = d
+        rows = np.concatenate([np.arange(j * e + r * self.heads * d, j * e + (r + 1) * self.heads * d)
+                               for j in range(3)])  # this rank's heads in q, k and v
+        w = mha.in_proj_weight._data
+        self.in_weight = Parameter(from_array(w[rows].copy()))
+        b = mha.in_proj_bias
+        self.in_bias = Parameter(from_array(b._data[rows].copy())) if b is not None else None
+        cols = slice(r * self.heads * d, (r + 1) * self.heads * d)
+        self.out_weight = Parameter(from_array(mha.out_proj.weight._data[:, cols].copy()))
+        ob = mha.out_proj.bias
+        self.out_bias = Parameter(from_array(ob._data.copy())) if ob is not None else None
+
+    @classmethod
+    def from_mha(cls, mha, *, process_group=None, algorithm: str = "ember"):
+        """This rank's heads of `mha`."""
+        return cls(mha, process_group=process_group, algorithm=algorithm)
+
+    def forward(self, x, is_causal: bool = False):
+        """Self-attention of x (N, L, E) (batch first); the same full output on every rank."""
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+        n, L, _ = x.shape
+        h, d = self.heads, self.head_dim
+        qkv = F.linear(copy_to_parallel(x, self._pg, self.algorithm), self.in_weight, self.in_bias)
+        q, k, v = (qkv[..., j * h * d:(j + 1) * h * d].reshape(n, L, h, d).transpose(1, 2) for j in range(3))
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal).transpose(1, 2).reshape(n, L, h * d)
+        y = reduce_from_parallel(F.linear(o, self.out_weight), self._pg, self.algorithm)
+        y = y + self.out_bias if self.out_bias is not None else y
+        return y if self.batch_first else y.transpose(0, 1)

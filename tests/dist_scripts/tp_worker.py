@@ -55,3 +55,38 @@ res.update(mlp=ref.detach().numpy(), mlps=o.detach().numpy(), mgx=a.grad.numpy()
            fwd_calls=c1 - c0, bwd_calls=c2 - c1)
 np.savez(f"{out}.{r}.npz", **res)
 dist.destroy_process_group()
+
+# (c) self-attention split by heads (8 heads, 4 a rank) against nn.MultiheadAttention
+dist.init_process_group()
+g = dist.group()
+ember.manual_seed(2)
+mha = nn.MultiheadAttention(64, 8, batch_first=True)
+with ember.no_grad():  # non-zero biases, so their slicing is checked too
+    mha.in_proj_bias.copy_(ember.randn(192) * 0.1)
+    mha.out_proj.bias.copy_(ember.randn(64) * 0.1)
+par = dist.ParallelSelfAttention.from_mha(mha)
+x2 = np.random.default_rng(3).standard_normal((3, 10, 64)).astype(np.float32)
+res2 = {}
+for causal in (False, True):
+    a = ember.tensor(x2, requires_grad=True)
+    mask = nn.Transformer.generate_square_subsequent_mask(10) if causal and hasattr(nn, "Transformer") else None
+    ref = mha(a, a, a, need_weights=False, attn_mask=mask, is_causal=causal)[0] if causal else \
+        mha(a, a, a, need_weights=False)[0]
+    (ref * ref).sum().backward()
+    b = ember.tensor(x2, requires_grad=True)
+    c0 = g.stats["calls:all_reduce:ring"]
+    o = par(b, is_causal=causal)
+    c1 = g.stats["calls:all_reduce:ring"]
+    (o * o).sum().backward()
+    c2 = g.stats["calls:all_reduce:ring"]
+    h, d = 4, 8
+    rows = np.concatenate([np.arange(j * 64 + r * h * d, j * 64 + (r + 1) * h * d) for j in range(3)])
+    res2.update({f"a{causal}": ref.detach().numpy(), f"as{causal}": o.detach().numpy(),
+                 f"ax{causal}": a.grad.numpy(), f"axs{causal}": b.grad.numpy(),
+                 f"aw{causal}": mha.in_proj_weight.grad.numpy()[rows], f"aws{causal}": par.in_weight.grad.numpy(),
+                 f"ao{causal}": mha.out_proj.weight.grad.numpy()[:, r * h * d:(r + 1) * h * d],
+                 f"aos{causal}": par.out_weight.grad.numpy(), f"afwd{causal}": c1 - c0, f"abwd{causal}": c2 - c1})
+    mha.zero_grad()
+    par.zero_grad()
+np.savez(f"{out}.attn.{r}.npz", **res2)
+dist.destroy_process_group()
