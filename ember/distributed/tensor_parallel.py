@@ -98,32 +98,44 @@ def _split(n_features: int, g, what: str) -> int:
     return n_features // g.size
 
 
-class ColumnParallelLinear(Module):
-    """nn.Linear(in_features, out_features) with the output features split over the ranks."""
+class _ShardedLinear(Module):
+    """The slice of an nn.Linear's weight along `axis` (0: output rows and the bias with them;
+    1: input columns, the bias whole) this rank holds: of `linear`, or of a fresh default-init
+    Linear (ranks seeded alike then hold the slices of one layer)."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, gather_output: bool = True,
-                 process_group=None, algorithm: str = "ember"):
+    axis = 0
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, linear, process_group, algorithm: str):
         super().__init__()
         g = process_group or _default_group()
         object.__setattr__(self, "_pg", g)
-        self.in_features, self.out_features, self.gather_output, self.algorithm = \
-            in_features, out_features, gather_output, algorithm
-        k = _split(out_features, g, "ColumnParallelLinear")
-        from ..nn import Linear
-        full = Linear(in_features, out_features, bias=bias)  # the default init, sliced (ranks seeded alike agree)
-        self.weight = Parameter(from_array(full.weight._data[g.rank * k:(g.rank + 1) * k].copy()))
-        self.bias = Parameter(from_array(full.bias._data[g.rank * k:(g.rank + 1) * k].copy())) if bias else None
+        self.in_features, self.out_features, self.algorithm = in_features, out_features, algorithm
+        k = _split(out_features if self.axis == 0 else in_features, g, type(self).__name__)
+        if linear is None:
+            from ..nn import Linear
+            linear = Linear(in_features, out_features, bias=bias)
+        part = slice(g.rank * k, (g.rank + 1) * k)
+        w = linear.weight._data
+        self.weight = Parameter(from_array((w[part] if self.axis == 0 else w[:, part]).copy()))
+        b = linear.bias
+        self.bias = None if b is None else Parameter(from_array((b._data[part] if self.axis == 0 else b._data).copy()))
+
+
+class ColumnParallelLinear(_ShardedLinear):
+    """nn.Linear(in_features, out_features) with the output features split over the ranks."""
+
+    axis = 0
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, gather_output: bool = True,
+                 process_group=None, algorithm: str = "ember", linear=None):
+        super().__init__(in_features, out_features, bias, linear, process_group, algorithm)
+        self.gather_output = gather_output
 
     @classmethod
     def from_linear(cls, linear, *, gather_output: bool = True, process_group=None, algorithm: str = "ember"):
         """This rank's slice of an nn.Linear (its output rows)."""
-        m = cls(linear.in_features, linear.out_features, linear.bias is not None, gather_output=gather_output,
-                process_group=process_group, algorithm=algorithm)
-        g, k = m._pg, m.weight.shape[0]
-        m.weight._data[...] = linear.weight._data[g.rank * k:(g.rank + 1) * k]
-        if m.bias is not None:
-            m.bias._data[...] = linear.bias._data[g.rank * k:(g.rank + 1) * k]
-        return m
+        return cls(linear.in_features, linear.out_features, linear.bias is not None, gather_output=gather_output,
+                   process_group=process_group, algorithm=algorithm, linear=linear)
 
     def forward(self, x):
         y = F.linear(copy_to_parallel(x, self._pg, self.algorithm), self.weight, self.bias)
@@ -134,32 +146,22 @@ class ColumnParallelLinear(Module):
                 f"({self.weight.shape[0]} on this rank), gather_output={self.gather_output}")
 
 
-class RowParallelLinear(Module):
+class RowParallelLinear(_ShardedLinear):
     """nn.Linear(in_features, out_features) with the input features split over the ranks."""
 
+    axis = 1
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, input_is_parallel: bool = True,
-                 process_group=None, algorithm: str = "ember"):
-        super().__init__()
-        g = process_group or _default_group()
-        object.__setattr__(self, "_pg", g)
-        self.in_features, self.out_features, self.input_is_parallel, self.algorithm = \
-            in_features, out_features, input_is_parallel, algorithm
-        k = _split(in_features, g, "RowParallelLinear")
-        from ..nn import Linear
-        full = Linear(in_features, out_features, bias=bias)
-        self.weight = Parameter(from_array(full.weight._data[:, g.rank * k:(g.rank + 1) * k].copy()))
-        self.bias = Parameter(from_array(full.bias._data.copy())) if bias else None
+                 process_group=None, algorithm: str = "ember", linear=None):
+        super().__init__(in_features, out_features, bias, linear, process_group, algorithm)
+        self.input_is_parallel = input_is_parallel
 
     @classmethod
     def from_linear(cls, linear, *, input_is_parallel: bool = True, process_group=None, algorithm: str = "ember"):
         """This rank's slice of an nn.Linear (its input columns; the bias whole)."""
-        m = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                input_is_parallel=input_is_parallel, process_group=process_group, algorithm=algorithm)
-        g, k = m._pg, m.weight.shape[1]
-        m.weight._data[...] = linear.weight._data[:, g.rank * k:(g.rank + 1) * k]
-        if m.bias is not None:
-            m.bias._data[...] = linear.bias._data
-        return m
+        return cls(linear.in_features, linear.out_features, linear.bias is not None,
+                   input_is_parallel=input_is_parallel, process_group=process_group, algorithm=algorithm,
+                   linear=linear)
 
     def forward(self, x):
         k = self.weight.shape[1]

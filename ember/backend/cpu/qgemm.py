@@ -255,16 +255,17 @@ def _pack_b(k: int, n: int, b_k: str, b_j: str, bt: str, ua: bool, corr: str) ->
     return body
 
 
+def _offsets(ref, g, isizes, jsizes) -> tuple:
+    """C for the (row, column) parts of `ref`'s element offset at an epilogue's (i, j)."""
+    st, ni = aligned_strides(ref, list(g.shape)), len(isizes)
+    return _flat("i", isizes, st[:ni]), _flat("j", jsizes, st[ni:])
+
+
 def _epilogue(r, g, acc_var, isizes, jsizes) -> tuple:
     """(declarations, per-element statements) computing group `g` at output element (i, j) from
     `acc` (the GEMM's int32 sum, standing for `acc_var`) and its other inputs, storing its outputs."""
-    shape = list(g.shape)
-    ni = len(isizes)
-
     def at(ref) -> str:
-        st = aligned_strides(ref, shape)
-        ii, jj = _flat("i", isizes, st[:ni]), _flat("j", jsizes, st[ni:])
-        return f"{ii} + {jj}"
+        return " + ".join(_offsets(ref, g, isizes, jsizes))
     pre, loads, stmts = [], [], []
     for k, v in enumerate(g.inputs):
         if v is acc_var:
@@ -287,12 +288,6 @@ def _epilogue_vec(r, g, acc_var, isizes, jsizes) -> list | None:
     """Per-8-columns statements computing group `g` as `_epilogue`'s do, in vector C (c_vec.py):
     `acc` the lanes of 8 sums at (i, j .. j + 7); None where an op, dtype or layout has no vector
     form (every operand must be contiguous or constant along the columns)."""
-    shape = list(g.shape)
-    ni = len(isizes)
-
-    def split(ref) -> tuple:
-        st = aligned_strides(ref, shape)
-        return _flat("i", isizes, st[:ni]), _flat("j", jsizes, st[ni:])
     names, stmts = {}, []
     try:
         for k, v in enumerate(g.inputs):
@@ -300,7 +295,7 @@ def _epilogue_vec(r, g, acc_var, isizes, jsizes) -> list | None:
                 names[v] = ("acc", "int32")
                 continue
             ref = r.refs[v]
-            ii, jj = split(ref)
+            ii, jj = _offsets(ref, g, isizes, jsizes)
             t = ref.dtype
             if t not in c_vec.VTYPE:
                 return None
@@ -317,7 +312,7 @@ def _epilogue_vec(r, g, acc_var, isizes, jsizes) -> list | None:
             names[q.out] = (f"v_t{n}", t)
         for k, v in enumerate(g.outputs):
             ref = r.refs[v]
-            ii, jj = split(ref)
+            ii, jj = _offsets(ref, g, isizes, jsizes)
             if jj != "(j)":
                 return None
             stmts.append(c_vec.store(f"Q{k} + {ii} + j", names[v][0], ref.dtype))
