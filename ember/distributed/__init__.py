@@ -21,21 +21,25 @@ except ImportError as e:  # pragma: no cover - exercised by a subprocess test
 from .errors import DistributedError, RankFailureError  # noqa: E402
 from .process_group import (ProcessGroup, barrier, destroy_process_group, get_rank,  # noqa: E402
                             get_world_size, group, init_process_group, is_initialized, new_group)
-from .collectives import (ReduceOp, Work, all_gather, all_reduce, all_to_all, broadcast,  # noqa: E402
-                          gather, irecv, isend, recv, reduce, reduce_scatter, scatter, send)
+from .collectives import (ReduceOp, Work, all_gather, all_gather_into_tensor, all_reduce, all_to_all,  # noqa: E402
+                          broadcast, gather, irecv, isend, recv, reduce, reduce_scatter, reduce_scatter_tensor,
+                          scatter, send)
 from .sampler import DistributedSampler  # noqa: E402
 from .ddp import DistributedDataParallel  # noqa: E402
 from .zero import ZeroRedundancyOptimizer  # noqa: E402
+from .fsdp import FullyShardedDataParallel  # noqa: E402
 from .pipeline import PipelineStage  # noqa: E402
 from .tensor_parallel import (ColumnParallelLinear, ParallelSelfAttention, RowParallelLinear,  # noqa: E402
                               copy_to_parallel, gather_from_parallel, reduce_from_parallel)
-from .checkpoint import load_checkpoint, resume_requested, save_checkpoint  # noqa: E402
+from .checkpoint import (load_checkpoint, load_sharded_checkpoint, resume_requested, save_checkpoint,  # noqa: E402
+                         save_sharded_checkpoint)
 
 __all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process_group",
            "destroy_process_group", "is_initialized", "new_group", "get_rank", "get_world_size", "barrier", "group",
            "ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
-           "reduce_scatter", "all_to_all", "send", "recv", "isend", "irecv",
-           "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer", "PipelineStage",
+           "reduce_scatter", "all_gather_into_tensor", "reduce_scatter_tensor", "all_to_all", "send", "recv", "isend", "irecv",
+           "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer", "FullyShardedDataParallel", "PipelineStage",
            "ColumnParallelLinear", "RowParallelLinear", "ParallelSelfAttention", "copy_to_parallel", "reduce_from_parallel",
            "gather_from_parallel",
-           "save_checkpoint", "load_checkpoint", "resume_requested"]
+           "save_checkpoint", "load_checkpoint", "resume_requested", "save_sharded_checkpoint",
+           "load_sharded_checkpoint"]

@@ -30,7 +30,8 @@ from .errors import DistributedError
 from .process_group import group
 
 __all__ = ["ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
-           "reduce_scatter", "all_to_all", "send", "recv", "isend", "irecv"]
+           "reduce_scatter", "all_gather_into_tensor", "reduce_scatter_tensor", "all_to_all", "send", "recv",
+           "isend", "irecv"]
 
 
 class ReduceOp(enum.Enum):
@@ -432,6 +433,25 @@ def all_gather(tensor_list, tensor, group=None, async_op: bool = False, algorith
                   finish=fin, async_op=async_op)
 
 
+def all_gather_into_tensor(output, input, group=None, async_op: bool = False, algorithm=None):
+    """`all_gather` into one tensor: `output` holds the ranks' `input`s end to end, flattened
+    (world_size x input's elements; PyTorch's all_gather_into_tensor)."""
+    g = group or globals()["group"]()
+    algo = _algo("all_gather", algorithm)
+    src = np.ascontiguousarray(_arr(input)).reshape(-1)
+    out, done = _work_buf(output)
+    if out.size != g.size * src.size or out.dtype != src.dtype:
+        raise DistributedError(f"all_gather_into_tensor: output must hold world_size ({g.size}) x input's "
+                               f"{src.size} elements of {src.dtype}, got {out.size} of {out.dtype}")
+    rows = out.reshape(g.size, src.size)
+    if algo == "mpi":
+        req = g.comm.Iallgather(_bytes_msg(src), _bytes_msg(rows))
+        return _start(g, "all_gather", algo, reqs=[req], finish=done, async_op=async_op)
+    rows[g.rank] = src
+    return _start(g, "all_gather", algo, schedule=_ring_all_gather(g, list(rows), g.next_tag(), 0),
+                  finish=done, async_op=async_op)
+
+
 def scatter(tensor, scatter_list=None, src: int = 0, group=None, async_op: bool = False, algorithm=None):
     """Rank i receives `scatter_list[i]` of rank `src` into `tensor`."""
     g = group or globals()["group"]()
@@ -458,8 +478,24 @@ def reduce_scatter(output, input_list, op=ReduceOp.SUM, group=None, async_op: bo
     g = group or globals()["group"]()
     op, algo = _op(op), _algo("reduce_scatter", algorithm)
     _check_list(input_list, g.size, output, "reduce_scatter")
+    return _reduce_scatter_flat(g, _pack(input_list), output, op, algo, async_op)
+
+
+def reduce_scatter_tensor(output, input, op=ReduceOp.SUM, group=None, async_op: bool = False, algorithm=None):
+    """`reduce_scatter` from one tensor: rank i receives the reduction of `input`'s i-th of
+    world_size equal pieces (flattened) into `output` (PyTorch's reduce_scatter_tensor)."""
+    g = group or globals()["group"]()
+    op, algo = _op(op), _algo("reduce_scatter", algorithm)
+    a, o = _arr(input), _arr(output)
+    if a.size != g.size * o.size or a.dtype != o.dtype:
+        raise DistributedError(f"reduce_scatter_tensor: input must hold world_size ({g.size}) x output's "
+                               f"{o.size} elements of {o.dtype}, got {a.size} of {a.dtype}")
+    return _reduce_scatter_flat(g, np.array(a).reshape(g.size, -1), output, op, algo, async_op)
+
+
+def _reduce_scatter_flat(g, packed, output, op, algo, async_op):
+    """Reduce-scatter the rows of `packed` (world_size rows; its values are overwritten)."""
     flat, done = _work_buf(output)
-    packed = _pack(input_list)
 
     def finish():
         if op is ReduceOp.AVG:

@@ -116,6 +116,22 @@ for algo in ("mpi", "ember"):
         out = ember.zeros(3, 2)
         dist.reduce_scatter(out, [T(a) for a in ins[r]], op=op, algorithm=algo)
         check(f"reduce_scatter {algo} {op}", out.numpy(), REF[op]([ins[k][r] for k in range(n)]))
+        mine = np.stack(ins[r])  # the same pieces as one (n, 3, 2) tensor; it is not modified
+        out = ember.zeros(6)
+        dist.reduce_scatter_tensor(out, T(mine), op=op, algorithm=algo)
+        check(f"reduce_scatter_tensor {algo} {op}", out.numpy(), REF[op]([ins[k][r] for k in range(n)]).reshape(-1))
+        check(f"reduce_scatter_tensor {algo} input kept", mine, np.stack(ins[r]))
+    big = ember.zeros(n, 2, 5)
+    dist.all_gather_into_tensor(big, T(xs[r]), algorithm=algo)
+    check(f"all_gather_into_tensor {algo}", big.numpy(), np.stack(xs))
+    for bad in (lambda: dist.all_gather_into_tensor(ember.zeros(n * 10 + 1), T(xs[r]), algorithm=algo),
+                lambda: dist.reduce_scatter_tensor(ember.zeros(5), ember.zeros(n * 6), algorithm=algo)):
+        try:
+            bad()
+        except dist.DistributedError as e:
+            assert "world_size" in str(e), e
+        else:
+            raise AssertionError("a wrong-sized tensor was accepted")
     ins = {k: [data(k, (3,), salt=20 + i) for i in range(n)] for k in range(n)}
     outs = [ember.zeros(3) for _ in range(n)]
     dist.all_to_all(outs, [T(a) for a in ins[r]], algorithm=algo)
