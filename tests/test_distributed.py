@@ -249,6 +249,47 @@ def test_dt3_dt5_pipeline_gradients_equal_the_full_batch_and_the_bubble_shrinks(
         assert b[0] > b[1] > b[2] > b[3], (sched, b)
 
 
+def test_pipeline_rank_killed_mid_step_is_a_clear_error():
+    """DT-3: the last stage is SIGKILLed inside a 1F1B step; the first stage, waiting for its
+    gradient, raises RankFailureError naming rank 1 (as DDP does), and no rank finishes."""
+    for attempt in range(3):  # a missing report is retried, as in the DDP kill test
+        p = launch("-n", 2, HERE / "pipe_kill_worker.py", timeout=90)
+        assert p.returncode != 0 and "finished" not in p.stdout, p.stdout + p.stderr
+        if "RankFailureError: rank 1 died" in p.stderr:
+            break
+    assert "RankFailureError: rank 1 died" in p.stderr, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_dt19_hierarchical_all_reduce_equals_flat_and_cuts_internode_bytes(tmp_path, k):
+    """DT-19: 4 ranks as nodes of k (`ember launch --ranks-per-node k`): the hierarchical
+    all-reduce equals the flat ring (int64 exactly, float32 to rounding; DDP's gradients too); only
+    its middle phase crosses nodes, 2(N-1)/N of 1/k of the buffer per rank, so the most bytes a rank
+    sends off its node fall by at least k against the flat ring's (3x for 2 nodes of 2), and with
+    one node (k = 4) nothing crosses."""
+    p = launch("-n", 4, "--ranks-per-node", k, HERE / "hier_worker.py", tmp_path / "h", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    res = [np.load(tmp_path / f"h.{r}.npz") for r in range(4)]
+    N = 4 // k
+    assert res[0]["nodes"].tolist() == [r // k for r in range(4)]
+    for dt, size in (("int64", 8), ("float32", 4)):
+        for a in res:
+            if dt == "int64":
+                np.testing.assert_array_equal(a[f"hierarchical_{dt}"], a[f"ring_{dt}"])
+            else:
+                np.testing.assert_allclose(a[f"hierarchical_{dt}"], a[f"ring_{dt}"], rtol=1e-6, atol=1e-3)
+            np.testing.assert_array_equal(a[f"hierarchical_{dt}"], res[0][f"hierarchical_{dt}"])
+            want = 2 * (N - 1) / N * 10_001 * size / k
+            assert abs(int(a[f"hierarchical_internode_{dt}"]) - want) <= 2 * size, (dt, a[f"hierarchical_internode_{dt}"])
+        ring = max(int(a[f"ring_internode_{dt}"]) for a in res)
+        hier = max(int(a[f"hierarchical_internode_{dt}"]) for a in res)
+        assert (hier == 0 and ring == 0) if N == 1 else ring >= k * hier, (ring, hier)
+    for a in res:
+        np.testing.assert_allclose(a["ddp_hierarchical"], a["ddp_ring"], rtol=1e-5, atol=1e-7)
+    bad = launch("-n", 4, "--ranks-per-node", 3, HERE / "hier_worker.py", tmp_path / "x", timeout=30)
+    assert bad.returncode != 0 and "--ranks-per-node must divide" in bad.stderr, bad.stderr
+
+
 def test_dt4_two_stages_times_two_replicas_equal_the_single_process_reference(tmp_path):
     """DT-4: on 4 ranks, 2 pipeline stages x 2 data-parallel replicas (groups from new_group): every
     stage's gradients equal the whole model's full-batch gradients (1e-5), with all-reduce only in

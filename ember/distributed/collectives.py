@@ -47,7 +47,7 @@ _UFUNC = {ReduceOp.SUM: np.add, ReduceOp.AVG: np.add, ReduceOp.PROD: np.multiply
 
 _DEFAULT = {"all_reduce": "ring", "broadcast": "tree", "reduce": "tree", "all_gather": "ring",
             "reduce_scatter": "ring", "gather": "linear", "scatter": "linear", "all_to_all": "pairwise"}
-_ALGOS = {"all_reduce": ("ring", "tree", "recursive_doubling"), "broadcast": ("tree",),
+_ALGOS = {"all_reduce": ("ring", "tree", "recursive_doubling", "hierarchical"), "broadcast": ("tree",),
           "reduce": ("tree",), "all_gather": ("ring",), "reduce_scatter": ("ring",),
           "gather": ("linear",), "scatter": ("linear",), "all_to_all": ("pairwise",)}
 
@@ -175,6 +175,8 @@ def _bytes_msg(a: np.ndarray):
 def _isend(g, a, dst, tag):
     g.stats["bytes_sent"] += a.nbytes
     g.stats["messages_sent"] += 1
+    if g.nodes[dst] != g.nodes[g.rank]:
+        g.stats["bytes_internode"] += a.nbytes
     return g.p2p.Isend(_bytes_msg(a), dst, tag)
 
 
@@ -214,10 +216,18 @@ def _start(g, coll: str, algo: str, reqs=None, schedule=None, finish=None, async
 
 
 # ---------------------------------------------------------------- ember's schedules
-def _ring_reduce_scatter(g, chunks, ufunc, tag, shift: int, tmp=None):
-    """n-1 steps; afterwards rank r holds the full reduction of chunk (r + shift) % n."""
-    n, r = g.size, g.rank
-    right, left = (r + 1) % n, (r - 1) % n
+def _ring(g, members):
+    """(ring size, my place, right, left) over `members` (rank order of the ring; all ranks if None)."""
+    if members is None:
+        n, r = g.size, g.rank
+        return n, r, (r + 1) % n, (r - 1) % n
+    n, r = len(members), members.index(g.rank)
+    return n, r, members[(r + 1) % n], members[(r - 1) % n]
+
+
+def _ring_reduce_scatter(g, chunks, ufunc, tag, shift: int, tmp=None, members=None):
+    """n-1 steps; afterwards ring place r holds the full reduction of chunk (r + shift) % n."""
+    n, r, right, left = _ring(g, members)
     if tmp is None:
         tmp = np.empty(max(c.size for c in chunks), chunks[0].dtype)
     for s in range(n - 1):
@@ -227,19 +237,37 @@ def _ring_reduce_scatter(g, chunks, ufunc, tag, shift: int, tmp=None):
         ufunc(chunks[ri], buf, out=chunks[ri])
 
 
-def _ring_all_gather(g, chunks, tag, shift: int):
-    """n-1 steps; rank r starts owning chunk (r + shift) % n and ends with all of them."""
-    n, r = g.size, g.rank
-    right, left = (r + 1) % n, (r - 1) % n
+def _ring_all_gather(g, chunks, tag, shift: int, members=None):
+    """n-1 steps; ring place r starts owning chunk (r + shift) % n and ends with all of them."""
+    n, r, right, left = _ring(g, members)
     for s in range(n - 1):
         si, ri = (r + shift - s) % n, (r + shift - 1 - s) % n
         yield [_isend(g, chunks[si], right, tag), _irecv(g, chunks[ri], left, tag)]
 
 
-def _ring_all_reduce(g, flat, ufunc, tag):
-    chunks = np.array_split(flat, g.size)
-    yield from _ring_reduce_scatter(g, chunks, ufunc, tag, shift=1)  # rank r owns chunk r+1
-    yield from _ring_all_gather(g, chunks, tag, shift=1)
+def _ring_all_reduce(g, flat, ufunc, tag, members=None):
+    chunks = np.array_split(flat, g.size if members is None else len(members))
+    yield from _ring_reduce_scatter(g, chunks, ufunc, tag, shift=1, members=members)  # place r owns chunk r+1
+    yield from _ring_all_gather(g, chunks, tag, shift=1, members=members)
+
+
+def _hierarchical_all_reduce(g, flat, ufunc, tags):
+    """DT-19: reduce-scatter within each node (K ranks, rings over local ranks), all-reduce each
+    1/K piece across the nodes among the ranks holding it (one per node), all-gather within the
+    node. Only the middle phase crosses nodes, carrying 1/K of the buffer per rank."""
+    local = [q for q in range(g.size) if g.nodes[q] == g.nodes[g.rank]]
+    place = local.index(g.rank)
+    nodes = sorted(set(g.nodes))
+    by_node = [[q for q in range(g.size) if g.nodes[q] == v] for v in nodes]
+    if len({len(m) for m in by_node}) != 1:
+        raise DistributedError(f"all_reduce(hierarchical) needs the same number of ranks on every node, got "
+                               f"{[len(m) for m in by_node]} (ranks per node)")
+    cross = [m[place] for m in by_node]
+    chunks = np.array_split(flat, len(local))
+    yield from _ring_reduce_scatter(g, chunks, ufunc, tags[0], shift=0, members=local)  # place l owns chunk l
+    if len(cross) > 1:
+        yield from _ring_all_reduce(g, chunks[place], ufunc, tags[1], members=cross)
+    yield from _ring_all_gather(g, chunks, tags[2], shift=0, members=local)
 
 
 def _recursive_doubling(g, flat, ufunc, tag):
@@ -366,6 +394,8 @@ def _all_reduce_flat(g, flat, op, algo, done, async_op):
         sched = _ring_all_reduce(g, flat, uf, tag)
     elif algo == "recursive_doubling":
         sched = _recursive_doubling(g, flat, uf, tag)
+    elif algo == "hierarchical":
+        sched = _hierarchical_all_reduce(g, flat, uf, (tag, g.next_tag(), g.next_tag()))
     else:
         def sched_fn():
             yield from _tree_reduce(g, flat, uf, 0, tag)

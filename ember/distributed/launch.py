@@ -4,7 +4,9 @@ The launcher runs ``mpiexec -n N -disable-auto-cleanup python script.py args``. 
 ``-disable-auto-cleanup`` Hydra kills every rank the moment one dies, so nobody could report which
 one; with it the survivors raise `RankFailureError` naming the dead rank (their liveness watch
 sees its pid vanish) and exit, and mpiexec returns non-zero. ``--resume`` sets ``EMBER_RESUME=1``
-so that `ember.distributed.load_checkpoint` restores the newest checkpoint.
+so that `ember.distributed.load_checkpoint` restores the newest checkpoint. ``--ranks-per-node K``
+sets ``EMBER_RANKS_PER_NODE=K``: the process group then treats ranks [0, K), [K, 2K), ... as nodes
+(on one machine, simulated ones), which hierarchical all-reduce and the internode byte counts use.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-n", "--nproc", type=int, default=2, help="number of ranks")
     ap.add_argument("--resume", action="store_true", help="resume from the newest checkpoint")
+    ap.add_argument("--ranks-per-node", type=int, default=None,
+                    help="group ranks into nodes of this many (simulated on one machine; DT-19)")
     ap.add_argument("--mpi-arg", action="append", default=[], help="extra argument for mpiexec")
     ap.add_argument("--dry-run", action="store_true", help="print the command only")
     ap.add_argument("script")
@@ -52,6 +56,10 @@ def main(argv=None) -> int:
     env = dict(os.environ)
     if a.resume:
         env["EMBER_RESUME"] = "1"
+    if a.ranks_per_node is not None:
+        if a.ranks_per_node < 1 or a.nproc % a.ranks_per_node:
+            ap.error(f"--ranks-per-node must divide -n ({a.nproc}), got {a.ranks_per_node}")
+        env["EMBER_RANKS_PER_NODE"] = str(a.ranks_per_node)
     with tempfile.TemporaryDirectory(prefix="ember-launch-") as errdir:
         env["EMBER_ERROR_DIR"] = errdir
         rc = subprocess.call(cmd, env=env)

@@ -98,12 +98,15 @@ class ProcessGroup:
         # who is where: (pid, host hash, hash of the MPICH segments it maps) of every rank,
         # exchanged with a buffer Allgather
         segs = _mpich_init_segments() if comm is None else []
-        me = np.array([os.getpid(), zlib.crc32(socket.gethostname().encode()),
-                       zlib.crc32(" ".join(segs).encode()) + 1 if segs else 0], np.int64)
-        allv = np.empty((self.size, 3), np.int64)
+        host = zlib.crc32(socket.gethostname().encode())
+        me = np.array([os.getpid(), host, zlib.crc32(" ".join(segs).encode()) + 1 if segs else 0,
+                       _node_key(host)], np.int64)
+        allv = np.empty((self.size, 4), np.int64)
         self.comm.Allgather(me, allv)
         self.pids = allv[:, 0].tolist()
         self.same_host = (allv[:, 1] == me[1]).tolist()
+        keys = allv[:, 3].tolist()  # node of each rank, numbered in order of first appearance
+        self.nodes = [sorted(set(keys), key=keys.index).index(k) for k in keys]
         local = [r for r in range(self.size) if self.same_host[r]]
         if segs and self.rank == local[0] and all(allv[r, 2] == me[2] for r in local):
             _unlink_segments(segs)
@@ -233,6 +236,17 @@ def init_process_group(backend: str = "mpi", *, timeout: float | None = None) ->
         _GROUP = ProcessGroup(timeout=timeout)
         atexit.register(_atexit)
     return _GROUP
+
+
+def _node_key(host: int) -> int:
+    """This rank's node: its host, or with EMBER_RANKS_PER_NODE=K (`ember launch --ranks-per-node K`)
+    the simulated node world_rank // K, so one machine can stand for several (DT-19)."""
+    k = os.environ.get("EMBER_RANKS_PER_NODE", "")
+    if not k:
+        return host
+    if not k.isdigit() or int(k) < 1:
+        raise DistributedError(f"EMBER_RANKS_PER_NODE must be a positive integer, got {k!r}")
+    return _mpi().COMM_WORLD.Get_rank() // int(k)
 
 
 def new_group(ranks) -> ProcessGroup | None:
