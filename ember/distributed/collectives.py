@@ -95,14 +95,14 @@ class Work:
         self.result = result
         self._advance(False)  # post the first round now: the operation has *started*
 
-    def _advance(self, block: bool) -> bool:
+    def _advance(self, block: bool, nap: float = 0.0) -> bool:
         if self._done:
             return True
         g = self._g
         while True:
             if self._reqs:
                 if block:
-                    g.wait_requests(self._reqs, self.what, self._statuses)
+                    g.wait_requests(self._reqs, self.what, self._statuses, nap=nap)
                 elif not g.test_requests(self._reqs, self._statuses):
                     return False
                 self._reqs = None
@@ -124,9 +124,10 @@ class Work:
         """Advance without blocking; True once the result is in place."""
         return self._advance(False)
 
-    def wait(self, timeout=None):
-        """Block until done (a dead peer raises RankFailureError); returns `result` (or None)."""
-        self._advance(True)
+    def wait(self, timeout=None, *, nap: float = 0.0):
+        """Block until done (a dead peer raises RankFailureError); returns `result` (or None).
+        With `nap` > 0 it sleeps that long between tests of the requests instead of spinning."""
+        self._advance(True, nap)
         return self.result
 
     def __repr__(self) -> str:

@@ -9,9 +9,11 @@
   ``bucket_cap_mb`` (25 MiB). Each bucket owns one flat buffer.
 - A post-accumulate-grad hook on each parameter (it fires during backward as soon as that leaf's
   gradient is complete) copies the gradient into its bucket; when the bucket is full its
-  all-reduce is *started* (MPI_Iallreduce, or ember's ring schedule) and backward continues. Every
-  later hook polls the buckets in flight (MPI's non-blocking collectives progress only inside MPI
-  calls unless MPICH's async progress thread is on), so communication overlaps the rest of backward.
+  all-reduce is queued to the process group's communication thread (comm_thread.py), which runs
+  the buckets' all-reduces one after another while backward continues on this thread: MPI's
+  non-blocking collectives, and ember's ring rounds, move only while a thread is inside MPI, and
+  that thread is. With ``comm_thread=False`` the all-reduce is started by the hook and every later
+  hook polls the buckets in flight instead, so they progress only between layers.
 - When the last bucket has started, the hook waits for all of them and writes the averaged
   gradients (sum / world_size, not / batch size) back into each ``param.grad``.
 - ``no_sync()`` skips all of this for gradient-accumulation micro-batches; the first backward after
@@ -19,7 +21,9 @@
 
 Every parameter that requires grad must receive a gradient in each synchronised backward
 (PyTorch's default ``find_unused_parameters=False``); otherwise the next forward raises.
-``timeline`` records (event, bucket, perf_counter time) for the overlap test and bench/ddp.py.
+``timeline`` records (event, bucket, perf_counter time) for the overlap test and bench/ddp.py:
+"start" (queued), "done" (its all-reduce finished), "wait" (bucket -1: backward's last hook
+began waiting for them all).
 ``compression="fp16" | "bf16" | "fp8"`` (or a `compression.Codec`) sends the buckets as 16- or
 8-bit values over ember's ring, summed in float32 (compression.py), with error feedback for fp8.
 """
@@ -65,7 +69,7 @@ class DistributedDataParallel(Module):
 
     def __init__(self, module: Module, *, bucket_cap_mb: float = 25.0, first_bucket_cap_mb: float = 1.0,
                  broadcast_buffers: bool = True, algorithm: str = "mpi", process_group=None,
-                 gradient_as_average: bool = True, compression=None):
+                 gradient_as_average: bool = True, compression=None, comm_thread: bool = True):
         super().__init__()
         from .compression import codec
         object.__setattr__(self, "_codec", codec(compression))
@@ -77,6 +81,7 @@ class DistributedDataParallel(Module):
         object.__setattr__(self, "_require_sync", True)
         object.__setattr__(self, "timeline", [])
         object.__setattr__(self, "_average", gradient_as_average)
+        object.__setattr__(self, "_threaded", bool(comm_thread) and g.size > 1)
         params = [p for p in module.parameters() if p.requires_grad]
         object.__setattr__(self, "_params", params)
         self._sync_module_state()
@@ -161,12 +166,17 @@ class DistributedDataParallel(Module):
         off = b.offsets[j]
         np.copyto(b.buffer[off:off + n], p.grad._data.reshape(-1), casting="unsafe")
         b.pending -= 1
-        for other in self.buckets[:self._started]:
-            if other.work is not None:
-                other.work.is_completed()  # drive MPI progress / ember's schedule
+        if not self._threaded:
+            for other in self.buckets[:self._started]:
+                if other.work is not None:
+                    other.work.is_completed()  # drive MPI progress / ember's schedule
         if b.pending == 0:
             self.timeline.append(("start", b.index, time.perf_counter()))
-            b.work = self._reduce(b)
+            if self._threaded:
+                b.work = self._pg.comm_thread.submit(lambda b=b: self._reduce(b))
+                b.work.add_done_callback(lambda f, i=b.index: self.timeline.append(("done", i, time.perf_counter())))
+            else:
+                b.work = self._reduce(b)
             object.__setattr__(self, "_started", self._started + 1)
             if self._started == len(self.buckets):
                 self._finish()
@@ -192,9 +202,13 @@ class DistributedDataParallel(Module):
 
     def _finish(self) -> None:
         inv = 1.0 / self._pg.size
+        self.timeline.append(("wait", -1, time.perf_counter()))
         for b in self.buckets:
-            b.work.wait()
-            self.timeline.append(("done", b.index, time.perf_counter()))
+            if self._threaded:
+                b.work.result()  # re-raises what the thread met (a dead rank: RankFailureError)
+            else:
+                b.work.wait()
+                self.timeline.append(("done", b.index, time.perf_counter()))
             if self._average and self._pg.size > 1:
                 np.multiply(b.buffer, inv, out=b.buffer, casting="unsafe")
             for p, off in zip(b.params, b.offsets):

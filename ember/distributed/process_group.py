@@ -12,11 +12,16 @@ init). A peer that died turns the wait into `RankFailureError` naming it, instea
 peer on another host is only caught by ``timeout``. With mpiexec's default clean-up the whole job
 is killed when one rank dies, before anybody can raise: `ember launch` passes
 ``-disable-auto-cleanup`` so the survivors live to report it (see docs/distributed.md).
+
+Threads: MPI is initialized with MPI_THREAD_MULTIPLE (mpi4py's default). A group's state shared
+between threads is its tag sequence (`next_tag`, under a lock) and `stats` (counters); its
+`comm_thread` (comm_thread.py) runs queued collectives in submission order.
 """
 from __future__ import annotations
 
 import atexit
 import os
+import threading
 import re
 import socket
 import sys
@@ -93,6 +98,8 @@ class ProcessGroup:
         self.timeout = float(timeout if timeout is not None else (env if env else 600.0))
         self.poll_interval = poll_interval
         self.seq = 0
+        self._tag_lock = threading.Lock()
+        self._comm_thread = None
         self.tag_ub = min(int(MPI.COMM_WORLD.Get_attr(MPI.TAG_UB) or 32767), 1 << 20)
         self.stats = Counter()  # bytes_sent, messages_sent, calls:<op>:<algorithm>
         # who is where: (pid, host hash, hash of the MPICH segments it maps) of every rank,
@@ -113,7 +120,6 @@ class ProcessGroup:
         # Hydra (mpiexec -disable-auto-cleanup, as `ember launch` runs it) tells the survivors of a
         # dead rank with SIGUSR1, whose default action kills them silently: turn it into an error.
         import signal
-        import threading
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, self._on_peer_failure)
 
@@ -135,8 +141,19 @@ class ProcessGroup:
     # ---- bookkeeping
     def next_tag(self) -> int:
         """A fresh tag for one collective of ember's algorithms (same sequence on every rank)."""
-        self.seq += 1
-        return self.seq % self.tag_ub
+        with self._tag_lock:
+            self.seq += 1
+            return self.seq % self.tag_ub
+
+    @property
+    def comm_thread(self):
+        """This group's communication thread (started on its first use)."""
+        if self._comm_thread is None:
+            from .comm_thread import CommThread
+            with self._tag_lock:
+                if self._comm_thread is None:
+                    self._comm_thread = CommThread(self)
+        return self._comm_thread
 
     def dead_ranks(self) -> list:
         """Ranks on this host whose process no longer exists."""
@@ -168,8 +185,9 @@ class ProcessGroup:
     def test_requests(self, reqs, statuses=None) -> bool:
         return not reqs or _mpi().Request.Testall(reqs, statuses)
 
-    def wait_requests(self, reqs, what: str = "a collective", statuses=None) -> None:
-        """Wait for MPI requests, raising RankFailureError if a peer dies (or on timeout)."""
+    def wait_requests(self, reqs, what: str = "a collective", statuses=None, nap: float = 0.0) -> None:
+        """Wait for MPI requests, raising RankFailureError if a peer dies (or on timeout); with
+        `nap` it sleeps that long between tests (a communication thread) instead of spinning."""
         if not reqs:
             return
         MPI = _mpi()
@@ -180,7 +198,9 @@ class ProcessGroup:
         spins = 0
         while not MPI.Request.Testall(reqs, statuses):
             spins += 1
-            if spins & 63 == 0:
+            if nap:
+                time.sleep(nap)
+            if nap or spins & 63 == 0:
                 now = time.monotonic()
                 if now >= next_check:
                     dead = self.dead_ranks()
@@ -202,6 +222,8 @@ class ProcessGroup:
         self.wait_requests([self.comm.Ibarrier()], "barrier")
 
     def destroy(self) -> None:
+        if self._comm_thread is not None:
+            self._comm_thread.close()
         for c in (self.comm, self.p2p):
             try:
                 c.Free()
@@ -214,7 +236,6 @@ def _atexit():
     # one by one, which must not turn a finished job into a failure.
     if not _FAILED:
         import signal
-        import threading
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     # After a RankFailureError, MPI_Finalize would wait for the dead peer forever: leave at once.
@@ -301,6 +322,5 @@ def destroy_process_group() -> None:
         _GROUP = None
         # Hydra may signal SIGUSR1 while the ranks leave one by one: a normal shutdown ignores it
         import signal
-        import threading
         if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGUSR1"):
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)

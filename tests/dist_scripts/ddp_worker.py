@@ -77,3 +77,48 @@ if n > 1:
     if r == 0:
         print(f"BE11 OK calls={calls}", flush=True)
     dist.destroy_process_group()
+
+# DT-11 with the communication thread: a layer whose backward takes 0.3 s sits between the last
+# layer (its own bucket) and the first; the last layer's all-reduce must finish during that 0.3 s
+# (done before backward's last hook waits), and the gradients equal those of the polling hooks.
+if n > 1:
+    import threading
+
+    from ember import autograd
+
+    class Slow(autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x * 1.0
+
+        @staticmethod
+        def backward(ctx, gr):
+            time.sleep(0.3)
+            return gr
+
+    class SlowBackward(nn.Module):
+        def forward(self, x):
+            return Slow.apply(x)
+
+    dist.init_process_group()
+    grads = {}
+    for threaded in (True, False):
+        ember.manual_seed(9)
+        m = nn.Sequential(nn.Linear(32, 256), SlowBackward(), nn.Linear(256, 256))
+        d3 = dist.DistributedDataParallel(m, algorithm=algorithm, first_bucket_cap_mb=0.25, bucket_cap_mb=0.25,
+                                          comm_thread=threaded)
+        x = ember.tensor(np.random.default_rng(r).standard_normal((8, 32)).astype(np.float32))
+        d3(x).sum().backward()
+        grads[threaded] = [p.grad.numpy().copy() for p in m.parameters()]
+        if threaded:
+            tl = d3.timeline
+            wait = [t for e, b, t in tl if e == "wait"][0]
+            first_done = [t for e, b, t in tl if e == "done" and b == 0][0]
+            assert len(d3.buckets) >= 2 and first_done < wait, tl
+            assert any(t.name.startswith("ember-comm-") for t in threading.enumerate())
+    for a, b in zip(grads[True], grads[False]):
+        assert np.array_equal(a, b)
+    dist.destroy_process_group()
+    assert not any(t.name.startswith("ember-comm-") for t in threading.enumerate())
+    if r == 0:
+        print("COMMTHREAD OK", flush=True)
