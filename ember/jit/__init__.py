@@ -129,6 +129,10 @@ class _Entry:
         self.traced = traced
         self.opt_level = opt_level
         g = optimize(traced.graph, opt_level, verify)
+        self.remat_log = []
+        if traced.remat:  # recompute checkpointed activations in the backward (remat.py)
+            from .remat import rematerialize
+            g, self.remat_log = rematerialize(g, traced.remat)
         persistent = {v for target, action, v in traced.grads if action == "new" and target[0] == "obj"}
         self.exe = None
         self.fallback = None  # why a native step was not built, or which units run on the host

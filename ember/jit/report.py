@@ -55,10 +55,15 @@ class Report:
     __repr__ = __str__
 
 
-def stages(graph, level: int) -> list:
-    """[(pass name, graph text)] after each pass the level runs."""
+def stages(graph, level: int, remat=()) -> list:
+    """[(pass name, graph text)] after each pass the level runs (and rematerialization, for a
+    trace with checkpointed regions)."""
     out = []
-    PassManager(LEVELS[level]).run(graph, lambda name, g: out.append((name, print_graph(g))))
+    g = PassManager(LEVELS[level]).run(graph, lambda name, g: out.append((name, print_graph(g))))
+    if remat:
+        from .remat import rematerialize
+        g, log = rematerialize(g, remat)
+        out.append(("rematerialize (" + "; ".join(x.split(": ", 1)[1] for x in log) + ")", print_graph(g)))
     return out
 
 
@@ -83,7 +88,7 @@ def report(name, traced, entry, explain=(), leaves=None) -> Report:
     """The report of a cached trace (`entry` is the jit cache entry built from `traced`); with
     the call's `leaves`, a native step is also timed kernel by kernel."""
     return Report(name, print_graph(traced.graph, locations=True),
-                  stages(traced.graph, entry.opt_level), entry.exe.plan, list(explain),
+                  stages(traced.graph, entry.opt_level, traced.remat), entry.exe.plan, list(explain),
                   _native(entry, leaves))
 
 

@@ -63,6 +63,7 @@ class TraceInterpreter:
         self.saved = {}       # Tensor -> (data, node, rg): tensors to give back after the trace
         self.grad_first = {}  # Tensor -> (first access is a write, .grad at entry, external)
         self.modules = {}     # id -> Module called while tracing
+        self.remat = []       # (out Vars of the equations, output Vars) per checkpointed call
 
     # ---- values of tensors
     def _save(self, t: Tensor) -> None:
@@ -91,6 +92,19 @@ class TraceInterpreter:
         """`new` shares `old`'s memory and value (detach): it reads whatever `old` reads, so a
         detached view is the view, not its base."""
         self.aliases[new] = old
+
+    def remat_region(self, fn, args, kwargs):
+        """Trace `fn(*args, **kwargs)` (an `ember.utils.checkpoint` call) and remember which
+        equations it made and which values it returned: the rematerialization pass recomputes
+        the others for the backward instead of keeping them (remat.py)."""
+        start = len(self.eqns)
+        out = fn(*args, **kwargs)
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        vals = {self.value(t) for t in outs if isinstance(t, Tensor)}
+        made = frozenset(e.out for e in self.eqns[start:])
+        if made:
+            self.remat.append((made, frozenset(v for v in vals if isinstance(v, Var))))
+        return out
 
     def value(self, t: Tensor) -> Var:
         """The SSA value `t` holds now (adopting it if it comes from outside the trace)."""
@@ -293,13 +307,15 @@ class Traced:
     - `grads`: (target, action, output index): target is ("arg", i) or ("obj", tensor); action is
       "none" (set `.grad` to None), "keep" (set it to the tensor in the output slot) or "new";
     - `grad_guards`: (target, `.grad` at entry) for every `.grad` the function read before writing;
-    - `modules`: the modules the function called (their mode and tensors are guarded).
+    - `modules`: the modules the function called (their mode and tensors are guarded);
+    - `remat`: the `ember.utils.checkpoint` calls traced, for the rematerialization pass.
     """
 
-    def __init__(self, graph, out_def, n_user, sources, avals, grads, grad_guards, modules):
+    def __init__(self, graph, out_def, n_user, sources, avals, grads, grad_guards, modules, remat=()):
         self.graph, self.out_def, self.n_user = graph, out_def, n_user
         self.sources, self.avals, self.grads = sources, avals, grads
         self.grad_guards, self.modules = grad_guards, modules
+        self.remat = list(remat)  # checkpointed regions: (equation outputs, region outputs)
 
 
 def trace(fn, args, kwargs=None) -> Traced:
@@ -361,7 +377,7 @@ def trace(fn, args, kwargs=None) -> Traced:
                     sources.append(("obj", r.tensor))
             avals = [r.invar.aval for r in tr.roots.values()]
             g = Graph(tr.constvars, tr.consts, tr.invars, tr.eqns, outs, aliases)
-            return Traced(g, out_def, n_user, sources, avals, grads, guards, list(tr.modules.values()))
+            return Traced(g, out_def, n_user, sources, avals, grads, guards, list(tr.modules.values()), tr.remat)
     finally:
         TLS.observer = prev_obs
         tr.restore()

@@ -12,8 +12,10 @@ rest of the graph. The default generator's state is restored for the rerun
 Outputs: one tensor, or a tuple / list of float tensors of one dtype (packed into one buffer for
 the node and unpacked as views, so each output's gradient reaches the rerun). As in PyTorch's
 reentrant checkpoint, parameters inside `fn` receive gradients through `.backward()`, not through
-`ember.grad(...)` with respect to them. Inside an `ember.jit` trace `fn` is simply called: the
-compiler plans the step's memory itself.
+`ember.grad(...)` with respect to them. Inside an `ember.jit` trace `fn` is traced as it is and
+its equations are marked: the jit's rematerialization pass (ember/jit/remat.py) copies the ones
+the backward reads to just before the backward of the region, so the memory plan keeps one
+region's activations at a time.
 """
 from __future__ import annotations
 
@@ -82,7 +84,10 @@ class _Checkpoint(autograd.Function):
 
 def checkpoint(fn: Callable, *args, preserve_rng_state: bool = True, **kwargs):
     """fn(*args, **kwargs), its activations recomputed in the backward pass instead of kept."""
-    if not TLS.grad_enabled or TLS.interpreters[-1].level:
+    top = TLS.interpreters[-1]
+    if TLS.grad_enabled and hasattr(top, "remat_region"):  # ember.jit tracing: mark it for the pass
+        return top.remat_region(fn, args, kwargs)
+    if not TLS.grad_enabled or top.level:
         return fn(*args, **kwargs)
     packed = _Checkpoint.apply(fn, kwargs, preserve_rng_state, *args)
     ctx = packed._node.custom[1] if packed._node is not None else None
