@@ -293,6 +293,30 @@ def test_dt19_hierarchical_all_reduce_equals_flat_and_cuts_internode_bytes(tmp_p
     assert bad.returncode != 0 and "--ranks-per-node must divide" in bad.stderr, bad.stderr
 
 
+def test_dt14_sharding_annotations_compile_to_the_right_collectives(tmp_path):
+    """DT-14 on 4 ranks: matmuls sharded ((4,1),(1,1)) then ((1,1),(1,4)) compile to a program with
+    exactly one all-gather between them (the other redistribution is a local slice) and equal the
+    unsharded result; both operands split on the contracted dimension give one all-reduce; a
+    bias, tanh and a sum over the split rows ride along with one all-reduce of the 24 sums and no
+    all-gather; a second call reuses the program; an impossible layout is a clear error."""
+    p = mpirun(4, "spmd_worker.py", tmp_path / "s", timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for r in range(4):
+        a = np.load(tmp_path / f"s.{r}.npz")
+        for name in ("two", "contracted", "mlp"):
+            np.testing.assert_allclose(a[f"{name}_got"], a[f"{name}_want"], rtol=1e-5, atol=1e-4, err_msg=name)
+        assert a["two_colls"].tolist() == ["all_gather"]
+        prog = str(a["two_program"])
+        dots = [i for i, line in enumerate(prog.splitlines()) if "dot_general" in line]
+        gathers = [i for i, line in enumerate(prog.splitlines()) if "all_gather" in line]
+        assert len(dots) == 2 and len(gathers) == 1 and dots[0] < gathers[0] < dots[1], prog
+        assert a["two_local_shape"].tolist() == [16, 6] and a["two_layout"].tolist() == [1, 4]
+        assert a["contracted_colls"].tolist() == ["all_reduce"] and a["contracted_layout"].tolist() == [1, 1]
+        assert a["mlp_colls"].tolist() == ["all_reduce"]
+        assert int(a["second_calls"]) == 1  # the one all-gather, nothing recompiled or re-broadcast
+        assert "a dimension is in 1 or 4 pieces" in str(a["err"])
+
+
 def test_dt4_two_stages_times_two_replicas_equal_the_single_process_reference(tmp_path):
     """DT-4: on 4 ranks, 2 pipeline stages x 2 data-parallel replicas (groups from new_group): every
     stage's gradients equal the whole model's full-batch gradients (1e-5), with all-reduce only in

@@ -55,6 +55,7 @@ class _Local(threading.local):
         self.anomaly = False  # detect_anomaly: name the first op that produced a non-finite value
         self.anomaly_node = None  # the node whose backward runs, while anomaly detection is on
         self.autocast = None  # the lower-precision dtype inside an `ember.autocast` block, else None
+        self.spmd = False  # tracing for ember.distributed.spmd: shard() annotations become equations
 
 
 TLS = _Local()
