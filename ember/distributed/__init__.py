@@ -29,6 +29,7 @@ from .ddp import DistributedDataParallel  # noqa: E402
 from .zero import ZeroRedundancyOptimizer  # noqa: E402
 from .fsdp import FullyShardedDataParallel  # noqa: E402
 from .sharding import matmul, shard, spmd  # noqa: E402
+from .planner import ParallelPlan, plan_parallelism  # noqa: E402
 from .pipeline import PipelineStage  # noqa: E402
 from .tensor_parallel import (ColumnParallelLinear, ParallelSelfAttention, RowParallelLinear,  # noqa: E402
                               copy_to_parallel, gather_from_parallel, reduce_from_parallel)
@@ -39,7 +40,7 @@ __all__ = ["DistributedError", "RankFailureError", "ProcessGroup", "init_process
            "destroy_process_group", "is_initialized", "new_group", "get_rank", "get_world_size", "barrier", "group",
            "ReduceOp", "Work", "broadcast", "reduce", "all_reduce", "gather", "all_gather", "scatter",
            "reduce_scatter", "all_gather_into_tensor", "reduce_scatter_tensor", "all_to_all", "send", "recv", "isend", "irecv",
-           "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer", "FullyShardedDataParallel", "shard", "matmul", "spmd", "PipelineStage",
+           "DistributedSampler", "DistributedDataParallel", "ZeroRedundancyOptimizer", "FullyShardedDataParallel", "shard", "matmul", "spmd", "plan_parallelism", "ParallelPlan", "PipelineStage",
            "ColumnParallelLinear", "RowParallelLinear", "ParallelSelfAttention", "copy_to_parallel", "reduce_from_parallel",
            "gather_from_parallel",
            "save_checkpoint", "load_checkpoint", "resume_requested", "save_sharded_checkpoint",

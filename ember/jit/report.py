@@ -93,7 +93,10 @@ def report(name, traced, entry, explain=(), leaves=None) -> Report:
 
 
 def inspect(f, *args, **kwargs) -> Report:
-    """Trace `f` (a function or an `ember.jit` of one) at these arguments and show every stage."""
+    """Trace `f` (a function or an `ember.jit` of one) at these arguments and show every stage;
+    an object with an `__ember_inspect__()` method (a parallel plan) shows itself."""
+    if hasattr(f, "__ember_inspect__"):
+        return f.__ember_inspect__(*args, **kwargs)
     from . import TRACE_LOCK, Jitted, _signature
     j = f if isinstance(f, Jitted) else Jitted(f)
     leaves, treedef, paths, sig = _signature(args, kwargs)
