@@ -71,11 +71,16 @@ def load_checkpoint(manager, model, optimizer=None, *, scheduler=None, sampler=N
     g.barrier()
     if state is None:
         return None
-    from ..api.random import set_rng_state
-    from ..tensor import tensor
     getattr(model, "module", model).load_state_dict(state["model"])
     if optimizer is not None and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
+    return _restore_position(state, scheduler, sampler)
+
+
+def _restore_position(state: dict, scheduler, sampler) -> dict:
+    """The scheduler, the RNG and the sampler as saved; returns the ``data`` position."""
+    from ..api.random import set_rng_state
+    from ..tensor import tensor
     if scheduler is not None and "scheduler" in state:
         scheduler.load_state_dict(state["scheduler"])
     set_rng_state(tensor(state["rng"]))
@@ -175,13 +180,4 @@ def load_sharded_checkpoint(manager, model, optimizer=None, *, scheduler=None, s
     model.load_sharded_state([o["model"] for o in olds])
     if optimizer is not None:
         optimizer.load_state_dict(_reshard_optimizer(olds, optimizer, model))
-    if scheduler is not None and "scheduler" in state:
-        scheduler.load_state_dict(state["scheduler"])
-    from ..api.random import set_rng_state
-    from ..tensor import tensor
-    set_rng_state(tensor(state["rng"]))
-    data = dict(state["data"])
-    if sampler is not None:
-        sampler.seed = data["seed"]
-        sampler.set_epoch(data["epoch"])
-    return data
+    return _restore_position(state, scheduler, sampler)

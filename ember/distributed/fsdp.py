@@ -46,6 +46,7 @@ from ..tensor import Tensor, from_array
 from .collectives import ReduceOp, _reduce_scatter_flat, _algo, all_gather_into_tensor, broadcast
 from .errors import DistributedError
 from .process_group import group as _default_group
+from .zero import flatten_padded
 
 __all__ = ["FullyShardedDataParallel"]
 
@@ -86,13 +87,7 @@ class _Unit:
         self.release()
 
     def flatten(self, arrays) -> np.ndarray:
-        flat = np.zeros(self.S * self.group.size, self.dtype)
-        off = 0
-        for a, k in zip(arrays, self.sizes):
-            if a is not None:
-                flat[off:off + k] = np.asarray(a).reshape(-1)
-            off += k
-        return flat
+        return flatten_padded(arrays, self.sizes, self.S * self.group.size, self.dtype)
 
     def gather(self) -> None:
         """All-gather the shards and point the unit's parameters at the full values."""

@@ -32,6 +32,17 @@ from .process_group import group as _default_group
 __all__ = ["ZeroRedundancyOptimizer"]
 
 
+def flatten_padded(arrays, sizes, length: int, dtype) -> np.ndarray:
+    """The arrays (None: zeros) end to end in one zero-padded vector of `length` elements."""
+    flat = np.zeros(length, dtype)
+    off = 0
+    for a, k in zip(arrays, sizes):
+        if a is not None:
+            flat[off:off + k] = np.asarray(a).reshape(-1)
+        off += k
+    return flat
+
+
 class ZeroRedundancyOptimizer:
     """Shard `optimizer_class(params, **defaults)`'s state over the process group's ranks."""
 
@@ -57,13 +68,7 @@ class ZeroRedundancyOptimizer:
         self.optim = optimizer_class([self.shard], **defaults)
 
     def _flatten(self, arrays) -> np.ndarray:
-        flat = np.zeros(self.shard_size * self.group.size, self.dtype)
-        off = 0
-        for a, k in zip(arrays, self.sizes):
-            if a is not None:
-                flat[off:off + k] = np.asarray(a).reshape(-1)
-            off += k
-        return flat
+        return flatten_padded(arrays, self.sizes, self.shard_size * self.group.size, self.dtype)
 
     @property
     def param_groups(self):
